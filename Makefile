@@ -1,0 +1,34 @@
+# shippy-rs: `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+# The etcd-client crate's build script needs protoc; this finds or installs one (see the script).
+WITH_PROTOC = PROTOC="$$(scripts/ensure-protoc.sh)"
+
+.PHONY: help bins demo test test-deps check fmt ci
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+bins: ## Build every binary (debug)
+	$(WITH_PROTOC) $(CARGO) build --workspace --bins
+
+demo: bins ## Start all services on the embedded defaults and run the CLI story
+	scripts/demo.sh
+
+test-deps: ## Install what the tests need (protoc)
+	@scripts/ensure-protoc.sh >/dev/null
+
+test: test-deps bins ## Run every test (unit, integration, end to end)
+	$(WITH_PROTOC) $(CARGO) test --workspace --no-fail-fast
+
+check: ## cargo fmt --check and clippy -D warnings
+	$(CARGO) fmt --all --check
+	$(WITH_PROTOC) $(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+ci: check test ## What CI runs

@@ -1,0 +1,123 @@
+//! Command-line syntax of `shippy`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Command-line client for the shippy services.
+#[derive(Debug, Parser)]
+#[command(name = "shippy", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table, env = "SHIPPY_OUTPUT")]
+    pub output: Output,
+    /// Talk to this address (host:port) instead of finding the service through discovery.
+    #[arg(long, global = true)]
+    pub addr: Option<String>,
+    /// Settings file (same format and SHIPPY_* variables as the services; registry.* and etcd.* matter).
+    #[arg(long, short, global = true, env = "SHIPPY_CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned tables for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Log in and keep the token for later commands.
+    Login {
+        /// Email of the account.
+        #[arg(long)]
+        email: String,
+        /// Password (or SHIPPY_PASSWORD, which keeps it out of the process list).
+        #[arg(long, env = "SHIPPY_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Forget the saved token.
+    Logout,
+    /// Submit and list consignments.
+    #[command(subcommand)]
+    Consignment(ConsignmentCommand),
+    /// Manage the fleet.
+    #[command(subcommand)]
+    Vessel(VesselCommand),
+    /// Show the registered instances of every service and their health.
+    Status {
+        /// Wait up to this many seconds until every service has a serving instance.
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
+    },
+}
+
+/// `shippy user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Register a user.
+    Create {
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        /// Email, used to log in.
+        #[arg(long)]
+        email: String,
+        /// Company.
+        #[arg(long, default_value = "")]
+        company: String,
+        /// Password, 8 characters or more (or SHIPPY_PASSWORD).
+        #[arg(long, env = "SHIPPY_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// List users.
+    List,
+}
+
+/// `shippy consignment ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConsignmentCommand {
+    /// Submit a consignment JSON file (shippy's consignment.json format); `-` reads stdin.
+    Create {
+        /// The file.
+        #[arg(default_value = "consignment.json")]
+        file: String,
+    },
+    /// List consignments.
+    List,
+}
+
+/// `shippy vessel ...`.
+#[derive(Debug, Subcommand)]
+pub enum VesselCommand {
+    /// Add a vessel.
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Containers it carries.
+        #[arg(long)]
+        capacity: i32,
+        /// Heaviest load it carries.
+        #[arg(long)]
+        max_weight: i32,
+        /// Owning user id.
+        #[arg(long, default_value = "")]
+        owner_id: String,
+        /// Add it as not available.
+        #[arg(long)]
+        unavailable: bool,
+    },
+    /// List the fleet.
+    List,
+}

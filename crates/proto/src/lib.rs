@@ -1,0 +1,49 @@
+//! Generated protobuf messages and gRPC clients/servers for the shippy services.
+//!
+//! Code is generated at build time from `proto/` by protox and tonic-prost-build; no system
+//! `protoc` is involved. Versioned packages map to modules: `shippy.vessel.v1` is [`vessel::v1`].
+
+#![allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
+
+/// `shippy.consignment.v1`.
+pub mod consignment {
+    /// Version 1 of the consignment API.
+    pub mod v1 {
+        tonic::include_proto!("shippy.consignment.v1");
+    }
+}
+
+/// `shippy.vessel.v1`.
+pub mod vessel {
+    /// Version 1 of the vessel API.
+    pub mod v1 {
+        tonic::include_proto!("shippy.vessel.v1");
+    }
+}
+
+/// `shippy.user.v1`.
+pub mod user {
+    /// Version 1 of the user API.
+    pub mod v1 {
+        tonic::include_proto!("shippy.user.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every shippy proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/shippy_descriptor.bin"));
+
+/// Fully qualified gRPC service names, as used by the health service.
+pub mod service_names {
+    /// `shippy.consignment.v1.ShippingService`.
+    pub const SHIPPING: &str = "shippy.consignment.v1.ShippingService";
+    /// `shippy.vessel.v1.VesselService`.
+    pub const VESSEL: &str = "shippy.vessel.v1.VesselService";
+    /// `shippy.user.v1.UserService`.
+    pub const USER: &str = "shippy.user.v1.UserService";
+}

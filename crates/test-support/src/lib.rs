@@ -1,0 +1,353 @@
+//! Test support: starts the real shippy binaries as separate processes on free ports, waits until
+//! they are registered and SERVING, runs the real `shippy` CLI against them, and tears everything
+//! down when dropped, also when a test fails.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`; `make test` does it).
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsStr,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use shippy_shared::{
+    discovery::{Registry, ServiceInstance, local::LocalRegistry},
+    health,
+};
+
+/// How long a process may take to become SERVING.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Directory holding the workspace's built binaries (`target/debug` for tests).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SHIPPY_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // Test executables live in target/<profile>/deps.
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory")
+        .to_owned()
+}
+
+/// Path of a workspace binary; panics with the fix when it has not been built.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (`make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A running service process.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    /// `consignment`, `vessel` or `user`.
+    pub service: String,
+    /// Its registry entry (address, id).
+    pub instance: ServiceInstance,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ServiceProcess {
+    /// The address it serves on.
+    pub fn address(&self) -> &str {
+        &self.instance.address
+    }
+
+    /// OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after `within`).
+    pub fn stop(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal(Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                self.signal(Signal::SIGKILL);
+                bail!(
+                    "{} did not exit within {within:?} after SIGTERM",
+                    self.service
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        self.signal(Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- last log lines of {} ({}) ---",
+                self.service,
+                self.log.display()
+            );
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A set of shippy processes sharing one temporary local registry and CLI home.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    env: BTreeMap<String, String>,
+    registry: Arc<LocalRegistry>,
+    started: usize,
+}
+
+impl Cluster {
+    /// An empty cluster on the local registry in a fresh temporary directory.
+    pub fn local() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("shippy-test-").tempdir()?;
+        let registry_dir = dir.path().join("registry");
+        let mut env = BTreeMap::new();
+        env.insert("SHIPPY_REGISTRY__BACKEND".into(), "local".into());
+        env.insert(
+            "SHIPPY_REGISTRY__LOCAL__DIR".into(),
+            registry_dir.display().to_string(),
+        );
+        env.insert("SHIPPY_REGISTRY__LOCAL__POLL_MS".into(), "100".into());
+        env.insert("SHIPPY_AUTH__DEV_MODE".into(), "true".into());
+        env.insert(
+            "SHIPPY_TOKEN_FILE".into(),
+            dir.path().join("token").display().to_string(),
+        );
+        env.insert("SHIPPY_LOG__LEVEL".into(), "info".into());
+        let registry = LocalRegistry::new(
+            registry_dir,
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+        )?;
+        Ok(Self {
+            dir,
+            env,
+            registry: Arc::new(registry),
+            started: 0,
+        })
+    }
+
+    /// Sets an environment variable for every process started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.insert(key.to_owned(), value.to_owned());
+    }
+
+    /// The cluster's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The registry the processes use.
+    pub fn registry(&self) -> &LocalRegistry {
+        &self.registry
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        // The developer's own SHIPPY_* settings must not leak into tests.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SHIPPY_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env_remove("RUST_LOG")
+            .envs(&self.env)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Starts `shippy-<service>` with extra env vars, and waits until it is registered and SERVING.
+    pub async fn start_with(
+        &mut self,
+        service: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<ServiceProcess> {
+        self.started += 1;
+        let log = self
+            .dir
+            .path()
+            .join(format!("{service}-{}.log", self.started));
+        let file = fs::File::create(&log)?;
+        let child = self
+            .command(&binary(&format!("shippy-{service}")))
+            .envs(extra.iter().copied())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting shippy-{service}"))?;
+        let mut process = ServiceProcess {
+            service: service.to_owned(),
+            instance: ServiceInstance::new(service, "", String::new()),
+            child,
+            log,
+        };
+        process.instance = self.wait_registered(&mut process).await?;
+        health::wait_serving(process.address(), "", START_TIMEOUT)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        Ok(process)
+    }
+
+    /// Starts `shippy-<service>` and waits until it is SERVING.
+    pub async fn start(&mut self, service: &str) -> anyhow::Result<ServiceProcess> {
+        self.start_with(service, &[]).await
+    }
+
+    /// Starts one user, `vessels` vessel and one consignment service.
+    pub async fn start_all(&mut self, vessels: usize) -> anyhow::Result<Vec<ServiceProcess>> {
+        let mut processes = vec![self.start("user").await?];
+        for _ in 0..vessels {
+            processes.push(self.start("vessel").await?);
+        }
+        processes.push(self.start("consignment").await?);
+        Ok(processes)
+    }
+
+    async fn wait_registered(
+        &self,
+        process: &mut ServiceProcess,
+    ) -> anyhow::Result<ServiceInstance> {
+        let pid = process.pid().to_string();
+        let mut watch = self.registry.subscribe(&process.service).await?;
+        let wait = watch.wait_for(|set| set.iter().any(|i| i.metadata.get("pid") == Some(&pid)));
+        tokio::select! {
+            found = wait => {
+                let set = found.context("registry watch closed")?;
+                Ok(set.iter().find(|i| i.metadata.get("pid") == Some(&pid)).cloned().context("instance vanished")?)
+            }
+            () = exited(process) => bail!("shippy-{} exited before registering:\n{}", process.service, process.log()),
+            () = tokio::time::sleep(START_TIMEOUT) => bail!("shippy-{} did not register within {START_TIMEOUT:?}:\n{}", process.service, process.log()),
+        }
+    }
+
+    /// Runs the real `shippy` CLI with this cluster's discovery and token file.
+    pub fn cli<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cli_with_stdin(args, None)
+    }
+
+    /// Like [`Cluster::cli`], feeding `stdin`.
+    pub fn cli_with_stdin<I, S>(&self, args: I, stdin: Option<&str>) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = self.command(&binary("shippy"));
+        command.args(args).current_dir(self.dir.path());
+        if stdin.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("shippy CLI starts");
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            std::io::Write::write_all(&mut pipe, text.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("shippy CLI runs")
+    }
+
+    /// Runs the CLI, asserting success; returns stdout.
+    pub fn cli_ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let output = self.cli(&args);
+        assert!(
+            output.status.success(),
+            "shippy {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Creates a user and logs in through the CLI; returns the saved token.
+    pub fn sign_up_and_login(&self, email: &str) -> String {
+        self.cli_ok([
+            "user",
+            "create",
+            "--name",
+            "Test User",
+            "--email",
+            email,
+            "--company",
+            "Acme",
+            "--password",
+            "correct horse",
+        ]);
+        self.cli_ok(["login", "--email", email, "--password", "correct horse"]);
+        fs::read_to_string(self.dir.path().join("token")).expect("token saved")
+    }
+}
+
+/// Completes when the process exits.
+async fn exited(process: &mut ServiceProcess) {
+    loop {
+        if !matches!(process.child.try_wait(), Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The example consignment shipped at the repository root.
+pub fn example_consignment() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../consignment.json")
+}
+
+/// Builds a consignment JSON document.
+pub fn consignment_json(weight: i64, containers: usize) -> String {
+    let containers: Vec<_> = (0..containers)
+        .map(|i| serde_json::json!({ "customer_id": format!("cust{i:03}"), "user_id": "", "origin": "Felixstowe" }))
+        .collect();
+    serde_json::json!({ "description": "test cargo", "weight": weight, "containers": containers })
+        .to_string()
+}

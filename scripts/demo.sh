@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The whole shippy story on one machine with no servers: starts the user, vessel and consignment
+# services as separate processes on the embedded defaults (local file registry, in-memory stores,
+# free ports), then drives them with the real `shippy` CLI, and stops everything it started.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${SHIPPY_BIN_DIR:-$root/target/debug}"
+work="$root/.demo"
+rm -rf "$work"; mkdir -p "$work"
+
+# Everything below talks to this demo's own registry and token, whatever the user's shell has set.
+while IFS= read -r var; do unset "$var"; done < <(env | grep -o '^SHIPPY_[A-Z0-9_]*' || true)
+export SHIPPY_REGISTRY__LOCAL__DIR="$work/registry"
+export SHIPPY_TOKEN_FILE="$work/token"
+export SHIPPY_AUTH__DEV_MODE=true   # the demo signs tokens with the public development secret
+
+bold=$'\e[1m'; reset=$'\e[0m'
+[[ -t 1 ]] || { bold=""; reset=""; }
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$reset"; }
+shippy() { (cd "$root" && "$bin/shippy" "$@"); }
+
+pids=()
+stop_all() {
+  local status=0
+  if ((${#pids[@]})); then
+    step "Stopping the services (SIGTERM: deregister, drain, exit)"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+    ((status == 0)) && echo "All services exited cleanly. Logs: $work/*.log"
+  fi
+  return "$status"
+}
+trap 'stop_all' EXIT
+
+for service in user vessel consignment; do
+  [[ -x "$bin/shippy-$service" ]] || { echo "error: $bin/shippy-$service is missing; run 'make demo' (it builds first)" >&2; exit 1; }
+  "$bin/shippy-$service" >"$work/$service.log" 2>&1 &
+  pids+=("$!")
+done
+
+step "Starting user, vessel and consignment services (registry: $SHIPPY_REGISTRY__LOCAL__DIR)"
+shippy status --wait 30
+
+step "shippy user create --name 'Ewan Valentine' --email ewan@example.com --company BBC --password ********"
+shippy user create --name "Ewan Valentine" --email ewan@example.com --company BBC --password "correct horse battery"
+
+step "shippy login --email ewan@example.com --password ********"
+shippy login --email ewan@example.com --password "correct horse battery"
+
+step "shippy consignment create consignment.json"
+shippy consignment create consignment.json
+
+step "shippy consignment list"
+shippy consignment list
+
+step "shippy vessel list"
+shippy vessel list
+
+trap - EXIT
+stop_all

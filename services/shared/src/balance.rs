@@ -1,0 +1,375 @@
+//! A client-side load-balanced gRPC channel fed by discovery.
+//!
+//! Why not tonic's `Channel::balance_channel`: it reads its change stream only while requests flow (an
+//! idle client keeps dialling dead endpoints), hangs forever when it has no endpoint, and its
+//! power-of-two-choices sees every endpoint with load 0, so it is effectively random. Instead, a
+//! background task mirrors the discovery watch into a list of lazily connected per-instance channels,
+//! whether or not calls flow, and each call picks the instance with the fewest calls in flight, ties
+//! broken round robin (so sequential calls rotate evenly). An instance whose connection fails is
+//! skipped for a while and the call is retried on another one; since the request never reached a
+//! server, retrying is safe even for calls that are not idempotent. Every call has a deadline.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::watch;
+use tonic::{
+    Status,
+    body::Body,
+    transport::{Channel, Endpoint},
+};
+use tower::{Service, ServiceExt};
+
+use crate::{
+    discovery::{DiscoveryError, InstanceSet, Registry},
+    settings::ClientSettings,
+};
+
+/// How long an instance whose connection failed is left out of the rotation.
+const EJECT_FOR: Duration = Duration::from_secs(3);
+/// Attempts per call on connection failure (each on another instance when there is one).
+const MAX_ATTEMPTS: usize = 3;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One instance and its connection.
+#[derive(Debug)]
+struct Backend {
+    address: String,
+    channel: Channel,
+    in_flight: AtomicUsize,
+    ejected_until: Mutex<Option<Instant>>,
+}
+
+impl Backend {
+    fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until
+            .lock()
+            .map(|until| until.is_some_and(|until| until > now))
+            .unwrap_or(false)
+    }
+
+    fn eject(&self) {
+        if let Ok(mut until) = self.ejected_until.lock() {
+            *until = Some(Instant::now() + EJECT_FOR);
+        }
+    }
+}
+
+/// Decrements the in-flight count when the call ends, however it ends.
+struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    fn start(backend: Arc<Backend>) -> Self {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(backend)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    service: String,
+    backends: watch::Receiver<Arc<Vec<Arc<Backend>>>>,
+    cursor: AtomicUsize,
+    timeout: Duration,
+}
+
+impl Inner {
+    /// Least in-flight first, scanning from a rotating start so ties go round robin; instances that
+    /// recently failed are used only when nothing else is left.
+    fn pick(&self, exclude: Option<&str>) -> Option<Arc<Backend>> {
+        let backends = self.backends.borrow().clone();
+        if backends.is_empty() {
+            return None;
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut best: Option<(bool, usize, &Arc<Backend>)> = None;
+        for i in 0..backends.len() {
+            let backend = &backends[(start + i) % backends.len()];
+            if exclude == Some(backend.address.as_str()) && backends.len() > 1 {
+                continue;
+            }
+            let key = (
+                backend.is_ejected(now),
+                backend.in_flight.load(Ordering::Relaxed),
+            );
+            if best.is_none_or(|(ejected, load, _)| key < (ejected, load)) {
+                best = Some((key.0, key.1, backend));
+            }
+        }
+        best.map(|(_, _, backend)| Arc::clone(backend))
+    }
+
+    async fn dispatch(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, BoxError> {
+        let (parts, body) = request.into_parts();
+        // Unary requests are small; buffering lets a request be re-sent to another instance.
+        let body: Bytes = body.collect().await?.to_bytes();
+        let mut last_failed: Option<String> = None;
+        let mut last_error: Option<BoxError> = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(backend) = self.pick(last_failed.as_deref()) else {
+                return Err(Status::unavailable(format!(
+                    "no instance of service '{}' is registered",
+                    self.service
+                ))
+                .into());
+            };
+            let request =
+                http::Request::from_parts(parts.clone(), Body::new(Full::new(body.clone())));
+            let _guard = InFlight::start(Arc::clone(&backend));
+            let mut channel = backend.channel.clone();
+            let result = match channel.ready().await {
+                Ok(channel) => channel.call(request).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err(error) => {
+                    // A transport error: no gRPC status came back, the server did not handle the call.
+                    tracing::warn!(service = %self.service, address = %backend.address, %error, "instance unreachable, trying another");
+                    backend.eject();
+                    last_failed = Some(backend.address.clone());
+                    last_error = Some(error.into());
+                }
+            }
+        }
+        let detail = last_error.map(|e| e.to_string()).unwrap_or_default();
+        Err(Status::unavailable(format!(
+            "service '{}' is unreachable: {detail}",
+            self.service
+        ))
+        .into())
+    }
+}
+
+/// A `tonic` transport that balances calls over the live instances of one service.
+///
+/// Use it wherever a `Channel` goes: `VesselServiceClient::new(balanced)`.
+#[derive(Debug, Clone)]
+pub struct BalancedChannel {
+    inner: Arc<Inner>,
+}
+
+impl BalancedChannel {
+    /// Subscribes to `service` in `registry` and balances over what it finds.
+    pub async fn discover(
+        registry: &dyn Registry,
+        service: &str,
+        settings: &ClientSettings,
+    ) -> Result<Self, DiscoveryError> {
+        let instances = registry.subscribe(service).await?;
+        Ok(Self::from_watch(service, instances, settings))
+    }
+
+    /// Balances over a fixed list of addresses (e.g. the CLI's `--addr`).
+    pub fn fixed(service: &str, addresses: Vec<String>, settings: &ClientSettings) -> Self {
+        let instances = addresses
+            .into_iter()
+            .map(|address| crate::discovery::ServiceInstance::new(service, "", address))
+            .collect();
+        // The sender is dropped at once: the set never changes, and the updater task ends.
+        let (_, rx) = watch::channel(instances);
+        Self::from_watch(service, rx, settings)
+    }
+
+    /// Balances over an instance set that someone else keeps current.
+    pub fn from_watch(
+        service: &str,
+        mut instances: watch::Receiver<InstanceSet>,
+        settings: &ClientSettings,
+    ) -> Self {
+        let connect_timeout = Duration::from_millis(settings.connect_timeout_ms.max(1));
+        let initial = build_backends(&[], &instances.borrow_and_update(), connect_timeout);
+        let (tx, rx) = watch::channel(Arc::new(initial));
+        let inner = Arc::new(Inner {
+            service: service.to_owned(),
+            backends: rx,
+            cursor: AtomicUsize::new(0),
+            timeout: settings.timeout(),
+        });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        let name = service.to_owned();
+        tokio::spawn(async move {
+            // Runs while anyone holds the channel, independent of traffic.
+            while instances.changed().await.is_ok() {
+                if weak.strong_count() == 0 {
+                    break;
+                }
+                let current = tx.borrow().clone();
+                let next =
+                    build_backends(&current, &instances.borrow_and_update(), connect_timeout);
+                let addresses: Vec<_> = next.iter().map(|b| b.address.as_str()).collect();
+                tracing::info!(service = %name, instances = ?addresses, "instance set changed");
+                tx.send_replace(Arc::new(next));
+            }
+        });
+        Self { inner }
+    }
+
+    /// Addresses currently in rotation.
+    pub fn addresses(&self) -> Vec<String> {
+        self.inner
+            .backends
+            .borrow()
+            .iter()
+            .map(|b| b.address.clone())
+            .collect()
+    }
+
+    /// The service this channel reaches.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+}
+
+/// Reuses existing connections for instances that stay, opens lazy ones for new instances.
+fn build_backends(
+    current: &[Arc<Backend>],
+    instances: &InstanceSet,
+    connect_timeout: Duration,
+) -> Vec<Arc<Backend>> {
+    let mut addresses: Vec<&str> = instances.iter().map(|i| i.address.as_str()).collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    addresses
+        .into_iter()
+        .filter_map(|address| {
+            if let Some(existing) = current.iter().find(|b| b.address == address) {
+                return Some(Arc::clone(existing));
+            }
+            let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                .inspect_err(|error| tracing::warn!(%address, %error, "ignoring unusable address"))
+                .ok()?
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5));
+            Some(Arc::new(Backend {
+                address: address.to_owned(),
+                channel: endpoint.connect_lazy(),
+                in_flight: AtomicUsize::new(0),
+                ejected_until: Mutex::new(None),
+            }))
+        })
+        .collect()
+}
+
+impl Service<http::Request<Body>> for BalancedChannel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is checked per instance inside `call`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            match tokio::time::timeout(inner.timeout, inner.dispatch(request)).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "service '{}' did not answer within {} ms",
+                    inner.service,
+                    inner.timeout.as_millis()
+                ))
+                .into()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::ServiceInstance;
+
+    fn instances(addresses: &[&str]) -> InstanceSet {
+        addresses
+            .iter()
+            .map(|a| ServiceInstance::new("svc", "1", (*a).to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sequential_picks_rotate_over_every_instance() {
+        let (_tx, rx) = watch::channel(instances(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]));
+        let channel = BalancedChannel::from_watch("svc", rx, &ClientSettings::default());
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..30 {
+            let backend = channel.inner.pick(None).expect("a backend");
+            *seen.entry(backend.address.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(seen.values().all(|&n| n == 10), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn least_loaded_and_non_ejected_instances_win() {
+        let (_tx, rx) = watch::channel(instances(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let channel = BalancedChannel::from_watch("svc", rx, &ClientSettings::default());
+        let busy = channel.inner.pick(None).expect("backend");
+        let _guard = InFlight::start(Arc::clone(&busy));
+        for _ in 0..4 {
+            assert_ne!(
+                channel.inner.pick(None).expect("backend").address,
+                busy.address
+            );
+        }
+        drop(_guard);
+        busy.eject();
+        for _ in 0..4 {
+            assert_ne!(
+                channel.inner.pick(None).expect("backend").address,
+                busy.address
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn set_changes_apply_without_traffic_and_empty_set_fails_fast() {
+        let (tx, rx) = watch::channel(instances(&["127.0.0.1:1"]));
+        let channel = BalancedChannel::from_watch("svc", rx, &ClientSettings::default());
+        tx.send_replace(instances(&["127.0.0.1:2", "127.0.0.1:3"]));
+        let mut backends = channel.inner.backends.clone();
+        backends
+            .wait_for(|b| b.len() == 2)
+            .await
+            .expect("updated while idle");
+        assert_eq!(channel.addresses(), ["127.0.0.1:2", "127.0.0.1:3"]);
+
+        tx.send_replace(Vec::new());
+        backends.wait_for(|b| b.is_empty()).await.expect("emptied");
+        let mut svc = channel.clone();
+        let err = svc
+            .call(http::Request::new(Body::empty()))
+            .await
+            .expect_err("no instance");
+        let status = Status::from_error(err);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.message().contains("no instance of service 'svc'"),
+            "{status:?}"
+        );
+    }
+}

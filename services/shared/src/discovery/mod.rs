@@ -1,0 +1,171 @@
+//! Service discovery: instances register under a service name with a TTL and keep themselves alive;
+//! clients subscribe to a name and get the live instance set, kept current in the background.
+//!
+//! Two backends implement [`Registry`]: [`local::LocalRegistry`] (files on one host, the zero-dependency
+//! default) and [`etcd::EtcdRegistry`] (leases and watches).
+
+pub mod etcd;
+pub mod local;
+
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::{CommonSettings, RegistryBackend};
+
+/// One running instance of a service, as stored in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInstance {
+    /// Unique per process start.
+    pub id: String,
+    /// Service name clients resolve, e.g. `vessel`.
+    pub name: String,
+    /// Version of the binary.
+    pub version: String,
+    /// `host:port` that clients dial.
+    pub address: String,
+    /// Free-form labels (gRPC service name, pid, ...).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ServiceInstance {
+    /// A new instance with a fresh random id.
+    pub fn new(name: &str, version: &str, address: String) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            address,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// Discovery failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// A service name that cannot be used as a path or key segment.
+    #[error("invalid service name {0:?}: use letters, digits, '-' and '_'")]
+    InvalidName(String),
+    /// Local registry I/O.
+    #[error("local registry at {path}: {source}")]
+    Io {
+        /// Directory or file involved.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// etcd request failed.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// etcd did not answer in time.
+    #[error("etcd did not answer within {0:?}")]
+    EtcdTimeout(std::time::Duration),
+    /// A stored instance record is not valid JSON.
+    #[error("malformed registry entry: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// Live instance set of one service; every change replaces the whole set.
+pub type InstanceSet = Vec<ServiceInstance>;
+
+/// A discovery backend.
+#[async_trait]
+pub trait Registry: Send + Sync + fmt::Debug {
+    /// Registers `instance` and keeps it alive in the background until [`Registration::deregister`]
+    /// (or drop). Re-registers by itself when the entry is lost.
+    async fn register(&self, instance: ServiceInstance) -> Result<Registration, DiscoveryError>;
+
+    /// Resolves `service` and keeps the returned set current until every receiver is dropped.
+    /// The first value is the complete set at the time of the call.
+    async fn subscribe(
+        &self,
+        service: &str,
+    ) -> Result<watch::Receiver<InstanceSet>, DiscoveryError>;
+}
+
+/// Handle of a live registration; stops the keep-alive and removes the entry.
+#[derive(Debug)]
+pub struct Registration {
+    instance: ServiceInstance,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Registration {
+    /// Wraps the keep-alive task of a backend; the task must remove the entry when `stop` fires.
+    pub fn new(instance: ServiceInstance, stop: CancellationToken, task: JoinHandle<()>) -> Self {
+        Self {
+            instance,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// The registered instance.
+    pub fn instance(&self) -> &ServiceInstance {
+        &self.instance
+    }
+
+    /// Removes the entry now and waits until it is gone.
+    pub async fn deregister(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take()
+            && let Err(error) = task.await
+        {
+            tracing::warn!(%error, "registration task ended abnormally");
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // Best effort when dropped without `deregister`: the task removes the entry on its own.
+        self.stop.cancel();
+    }
+}
+
+/// Checks that `name` is safe as a file name and an etcd key segment.
+pub fn validate_name(name: &str) -> Result<(), DiscoveryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(DiscoveryError::InvalidName(name.to_owned()))
+    }
+}
+
+/// Opens the registry backend that `settings` select.
+pub async fn connect(settings: &CommonSettings) -> Result<Arc<dyn Registry>, DiscoveryError> {
+    Ok(match settings.registry.backend {
+        RegistryBackend::Local => {
+            Arc::new(local::LocalRegistry::from_settings(&settings.registry)?)
+        }
+        RegistryBackend::Etcd => {
+            Arc::new(etcd::EtcdRegistry::connect(&settings.etcd, settings.registry.ttl()).await?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("vessel").is_ok());
+        assert!(validate_name("my-service_2").is_ok());
+        for bad in ["", "../etc", "a/b", ".hidden", "sp ace"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

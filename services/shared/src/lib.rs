@@ -1,0 +1,16 @@
+//! What every shippy process shares: service discovery and balanced clients, typed settings, ports,
+//! telemetry, health, and the serve/shutdown lifecycle.
+//!
+//! A service's `main` is: parse [`args::ServiceArgs`], load settings ([`settings`]), init
+//! [`telemetry`], build the service on a [`lifecycle::ServiceHost`], serve until
+//! [`lifecycle::shutdown_signal`].
+
+pub mod args;
+pub mod balance;
+pub mod discovery;
+pub mod health;
+pub mod lifecycle;
+pub mod net;
+pub mod settings;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,24 @@
+//! `shippy-user`: thin entry point; everything lives in the library.
+
+use clap::Parser;
+use shippy_shared::{args::ServiceArgs, lifecycle::shutdown_signal, telemetry};
+use shippy_user::{Application, IDENTITY, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = ServiceArgs::parse();
+    let settings = Settings::load(args.config.as_deref())?;
+    if args.is_healthcheck() {
+        return shippy_shared::args::healthcheck(
+            settings.common.server.port,
+            IDENTITY.grpc_service,
+        )
+        .await;
+    }
+    telemetry::init(&settings.common.log).map_err(anyhow::Error::msg)?;
+    Application::build(settings)
+        .await?
+        .run_until(shutdown_signal())
+        .await?;
+    Ok(())
+}

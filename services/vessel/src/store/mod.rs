@@ -1,0 +1,53 @@
+//! Where vessels live: the [`VesselStore`] trait and its backends.
+
+pub mod memory;
+
+use std::{fmt, sync::Arc};
+
+use async_trait::async_trait;
+use shippy_shared::{settings::StoreBackend, store::StoreError};
+
+use crate::{
+    Settings,
+    domain::{Specification, Vessel},
+};
+
+/// Persistence of the fleet.
+#[async_trait]
+pub trait VesselStore: Send + Sync + fmt::Debug {
+    /// Adds a vessel; [`StoreError::Duplicate`] when its id is taken.
+    async fn create(&self, vessel: &Vessel) -> Result<(), StoreError>;
+    /// The whole fleet, ordered by id.
+    async fn list(&self) -> Result<Vec<Vessel>, StoreError>;
+    /// The best fit for `spec` (see [`Specification::best_fit`]).
+    async fn find_available(&self, spec: &Specification) -> Result<Option<Vessel>, StoreError>;
+    /// Number of vessels.
+    async fn count(&self) -> Result<u64, StoreError>;
+}
+
+/// Opens the backend selected by `store.backend`.
+pub async fn open(settings: &Settings) -> Result<Arc<dyn VesselStore>, StoreError> {
+    match settings.common.store.backend {
+        StoreBackend::Memory => Ok(Arc::new(memory::MemoryStore::default())),
+        StoreBackend::Mongodb => Err(StoreError::Internal(
+            "mongodb store not available yet".into(),
+        )),
+    }
+}
+
+/// Adds the default fleet when the store is empty. Safe to run from several instances at once:
+/// seeds have fixed ids, so a concurrent seeder's duplicates are ignored.
+pub async fn seed_if_empty(store: &dyn VesselStore) -> Result<usize, StoreError> {
+    if store.count().await? > 0 {
+        return Ok(0);
+    }
+    let mut added = 0;
+    for vessel in crate::domain::default_fleet() {
+        match store.create(&vessel).await {
+            Ok(()) => added += 1,
+            Err(StoreError::Duplicate(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(added)
+}
