@@ -9,6 +9,9 @@ WITH_PROTOC = PROTOC="$$(scripts/ensure-protoc.sh)"
 
 .PHONY: help bins demo test test-deps check fmt ci
 
+# Images, compose and the static checks of deploy/: build, up, down, lint.
+include deploy/make/docker.mk
+
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
@@ -31,4 +34,4 @@ check: ## cargo fmt --check and clippy -D warnings
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-ci: check test ## What CI runs
+ci: check lint test ## What CI runs

@@ -4,6 +4,8 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`; `make test` does it).
 
+pub mod etcd;
+
 use std::{
     collections::BTreeMap,
     ffi::OsStr,
@@ -20,8 +22,9 @@ use nix::{
     unistd::Pid,
 };
 use shippy_shared::{
-    discovery::{Registry, ServiceInstance, local::LocalRegistry},
+    discovery::{Registry, ServiceInstance, etcd::EtcdRegistry, local::LocalRegistry},
     health,
+    settings::EtcdSettings,
 };
 
 /// How long a process may take to become SERVING.
@@ -135,7 +138,7 @@ impl Drop for ServiceProcess {
 pub struct Cluster {
     dir: tempfile::TempDir,
     env: BTreeMap<String, String>,
-    registry: Arc<LocalRegistry>,
+    registry: Arc<dyn Registry>,
     started: usize,
 }
 
@@ -170,6 +173,30 @@ impl Cluster {
         })
     }
 
+    /// An empty cluster registering in `etcd` under a prefix of its own, with registration TTL
+    /// `ttl_secs`.
+    pub async fn on_etcd(etcd: &etcd::Etcd, ttl_secs: u64) -> anyhow::Result<Self> {
+        let mut cluster = Self::local()?;
+        let prefix = format!("shippy-test-{}", uuid_like());
+        cluster.set_env("SHIPPY_REGISTRY__BACKEND", "etcd");
+        cluster.set_env("SHIPPY_REGISTRY__TTL_SECS", &ttl_secs.to_string());
+        cluster.set_env("SHIPPY_ETCD__ENDPOINTS", &etcd.endpoints());
+        cluster.set_env("SHIPPY_ETCD__PREFIX", &prefix);
+        let settings = EtcdSettings { endpoints: etcd.endpoint_list(), prefix, ..EtcdSettings::default() };
+        cluster.registry = Arc::new(EtcdRegistry::connect(&settings, Duration::from_secs(ttl_secs)).await?);
+        Ok(cluster)
+    }
+
+    /// The etcd prefix of this cluster (`SHIPPY_ETCD__PREFIX`), if it runs on etcd.
+    pub fn etcd_prefix(&self) -> Option<&str> {
+        self.env.get("SHIPPY_ETCD__PREFIX").map(String::as_str)
+    }
+
+    /// Directory of the local registry (used when not on etcd).
+    pub fn local_registry_dir(&self) -> PathBuf {
+        self.dir.path().join("registry")
+    }
+
     /// Sets an environment variable for every process started from now on.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.insert(key.to_owned(), value.to_owned());
@@ -181,8 +208,8 @@ impl Cluster {
     }
 
     /// The registry the processes use.
-    pub fn registry(&self) -> &LocalRegistry {
-        &self.registry
+    pub fn registry(&self) -> &dyn Registry {
+        self.registry.as_ref()
     }
 
     fn command(&self, program: &Path) -> Command {
@@ -326,6 +353,18 @@ impl Cluster {
         self.cli_ok(["login", "--email", email, "--password", "correct horse"]);
         fs::read_to_string(self.dir.path().join("token")).expect("token saved")
     }
+}
+
+/// A short random id for prefixes and database names.
+pub fn uuid_like() -> String {
+    format!("{:016x}", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.finish()
 }
 
 /// Completes when the process exits.

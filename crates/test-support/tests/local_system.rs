@@ -324,7 +324,7 @@ async fn a_stopped_instance_stops_receiving_traffic_with_no_failed_call() {
     let mut cluster = Cluster::local().expect("cluster");
     let processes = cluster.start_all(2).await.expect("services start");
     let token = cluster.sign_up_and_login("drain@example.com");
-    let registry = cluster.registry().dir().join("vessel");
+    let registry = cluster.local_registry_dir().join("vessel");
     no_failed_call_while(processes, &token, move |victim| {
         let status = victim.stop(Duration::from_secs(20)).expect("stops");
         assert!(status.success(), "SIGTERM exits 0, got {status}");
@@ -350,7 +350,6 @@ async fn killed_instance_leaves_discovery_and_user_service_needs_a_secret() {
     let mut cluster = Cluster::local().expect("cluster");
     let mut vessel = cluster.start("vessel").await.expect("vessel starts");
     let mut watch = {
-        use shippy_shared::discovery::Registry;
         cluster
             .registry()
             .subscribe("vessel")

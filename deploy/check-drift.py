@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""Check that every place naming shippy's images agrees on the same services.
+
+    deploy/check-drift.py [--k8s RENDERED.yaml] [--mode drift|select]
+
+--mode drift (default) compares, by service name (consignment, vessel, user, cli):
+  - the workspace's binaries: `cargo metadata --no-deps` bin targets (shippy-<svc>, and `shippy`
+    for cli); when Cargo.toml or cargo is missing, the table in docs/CONVENTIONS.md instead;
+  - docs/CONVENTIONS.md: binary and container port per service;
+  - deploy/Dockerfile: the SERVICE table of the `select` stage (binary and port per value);
+  - docker-compose.yml: services built from deploy/Dockerfile (SERVICE and PORT build args,
+    image name, SHIPPY_SERVER__PORT);
+  - Kubernetes: Deployments in the rendered base (--k8s, from `kustomize build`; without it the
+    files under deploy/k8s/base are read): name, image, containerPort, SHIPPY_SERVER__PORT and
+    probe ports, plus a Service per Deployment;
+  - deploy/make/docker.mk: DOCKER_SERVICES and DOCKER_PORT_<svc>;
+  - the Dockerfile's SOURCE/LICENSES defaults against Cargo.toml [workspace.package].
+Services are the three gRPC services; cli is an image and a binary but no compose long-runner
+or Deployment.
+
+--mode select runs the Dockerfile's `select` step (the shell script of its first RUN) with /bin/sh
+for every table entry and for bad values, and checks that it accepts exactly the table, writes
+the right binary name, and fails with the documented message otherwise. No Docker needed.
+
+Prints one line (`ok ...` or `FAIL ...` followed by the problems) and exits 0 or 1.
+Needs PyYAML (deploy/lint.sh runs it with the .tools venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.yml"
+K8S_BASE = ROOT / "deploy" / "k8s" / "base"
+DOCKER_MK = ROOT / "deploy" / "make" / "docker.mk"
+CONVENTIONS = ROOT / "docs" / "CONVENTIONS.md"
+CARGO_TOML = ROOT / "Cargo.toml"
+OWN_DOCKERFILE = "deploy/Dockerfile"
+CLI = "cli"
+CLI_BIN = "shippy"
+BAD_SERVICE_MESSAGE = "SERVICE must be one of consignment, vessel, user, cli"
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - reported as a failure below
+    yaml = None
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def binary_for(service: str) -> str:
+    return CLI_BIN if service == CLI else f"shippy-{service}"
+
+
+# --------------------------------------------------------------------------------- sources
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined as the Dockerfile parser does."""
+    out: list[tuple[str, str]] = []
+    buf: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not buf and (not stripped or stripped.startswith("#")):
+            continue
+        if buf and stripped.startswith("#"):
+            continue  # comment lines inside a continuation are dropped
+        if line.rstrip().endswith("\\"):
+            buf.append(line.rstrip()[:-1])
+            continue
+        buf.append(line)
+        joined = "\n".join(buf).strip()
+        buf = []
+        word, _, rest = joined.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def select_script() -> str:
+    """The shell script of the first RUN in the `select` stage."""
+    in_select = False
+    for word, args in dockerfile_instructions(DOCKERFILE.read_text()):
+        if word == "FROM":
+            in_select = bool(re.search(r"\bAS\s+select\s*$", args, re.IGNORECASE))
+        elif in_select and word == "RUN":
+            return args
+    raise SystemExit(f"FAIL drift: {rel(DOCKERFILE)} has no RUN in a stage named `select`")
+
+
+def dockerfile_table() -> dict[str, dict]:
+    table = {}
+    for m in re.finditer(r"^\s*([a-z][a-z0-9-]*)\)\s+bin=(\S+)\s+port=(\d*)\s*;;", select_script(), re.M):
+        table[m.group(1)] = {"bin": m.group(2), "port": m.group(3)}
+    return table
+
+
+def dockerfile_arg_default(name: str) -> str | None:
+    for word, args in dockerfile_instructions(DOCKERFILE.read_text()):
+        if word == "ARG":
+            m = re.match(rf"{name}=(.*)$", args)
+            if m:
+                return m.group(1).strip().strip('"')
+    return None
+
+
+def conventions_table() -> dict[str, dict]:
+    """binary -> {port, crate} from the Binaries and crates table."""
+    out = {}
+    for line in CONVENTIONS.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 5 or not cells[1].startswith("shippy"):
+            continue
+        crate, binary, port = cells[0].split()[0], cells[1], cells[4]
+        out[binary] = {"crate": crate, "port": port}
+    return out
+
+
+def cargo_bins() -> tuple[set[str], str]:
+    cargo = shutil.which("cargo")
+    if not CARGO_TOML.exists() or cargo is None:
+        why = "no Cargo.toml yet" if not CARGO_TOML.exists() else "cargo not found"
+        return {b for b in conventions_table()}, f"docs/CONVENTIONS.md ({why})"
+    proc = subprocess.run(
+        [cargo, "metadata", "--no-deps", "--format-version", "1", "--offline"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        errors = [l for l in proc.stderr.splitlines() if l.startswith("error")] or proc.stderr.splitlines()[-1:]
+        raise SystemExit(f"FAIL drift: `cargo metadata --no-deps` failed: {' / '.join(errors)}")
+    meta = json.loads(proc.stdout)
+    bins = {
+        t["name"]
+        for p in meta["packages"]
+        for t in p["targets"]
+        if "bin" in t["kind"]
+    }
+    return bins, "cargo metadata"
+
+
+def compose_services() -> dict[str, dict]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    out = {}
+    for name, svc in (data.get("services") or {}).items():
+        build = svc.get("build")
+        if not isinstance(build, dict) or build.get("dockerfile") != OWN_DOCKERFILE:
+            continue
+        args = build.get("args") or {}
+        env = svc.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) for e in env if "=" in e)
+        out[name] = {
+            "SERVICE": str(args.get("SERVICE", "")),
+            "PORT": str(args.get("PORT", "")),
+            "image": str(svc.get("image", "")),
+            "env_port": str(env.get("SHIPPY_SERVER__PORT", "")),
+        }
+    return out
+
+
+def k8s_docs(rendered: Path | None) -> list[dict]:
+    files = [rendered] if rendered else sorted(K8S_BASE.rglob("*.yaml"))
+    docs = []
+    for f in files:
+        for doc in yaml.safe_load_all(f.read_text()):
+            if isinstance(doc, dict) and "kind" in doc:
+                docs.append(doc)
+    return docs
+
+
+def k8s_deployments(docs: list[dict]) -> dict[str, dict]:
+    out = {}
+    for d in docs:
+        if d["kind"] != "Deployment":
+            continue
+        name = d["metadata"]["name"]
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: str(e.get("value", "")) for e in c.get("env", [])}
+        probe_ports = {
+            kind: str(((c.get(kind) or {}).get("grpc") or {}).get("port", ""))
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+        }
+        out[name] = {
+            "image": c.get("image", ""),
+            "ports": [str(p["containerPort"]) for p in c.get("ports", [])],
+            "env_port": env.get("SHIPPY_SERVER__PORT", ""),
+            "probe_ports": probe_ports,
+        }
+    return out
+
+
+def k8s_services(docs: list[dict]) -> dict[str, list[str]]:
+    return {
+        d["metadata"]["name"]: [str(p["port"]) for p in d["spec"].get("ports", [])]
+        for d in docs
+        if d["kind"] == "Service"
+    }
+
+
+def docker_mk() -> tuple[list[str], dict[str, str]]:
+    text = DOCKER_MK.read_text()
+    m = re.search(r"^DOCKER_SERVICES\s*:?=\s*(.*)$", text, re.M)
+    services = m.group(1).split() if m else []
+    ports = {m.group(1): m.group(2).strip() for m in re.finditer(r"^DOCKER_PORT_(\w+)\s*:?=[ \t]*(.*)$", text, re.M)}
+    return services, ports
+
+
+# --------------------------------------------------------------------------------- checks
+
+
+def check_drift(rendered: Path | None) -> int:
+    problems: list[str] = []
+    add = problems.append
+
+    table = dockerfile_table()
+    if not table:
+        add(f"{rel(DOCKERFILE)}: no `name) bin=... port=... ;;` lines found in the select stage")
+    conv = conventions_table()
+    bins, bins_source = cargo_bins()
+    compose = compose_services()
+    k8s_path = rendered or K8S_BASE
+    docs = k8s_docs(rendered)
+    deployments = k8s_deployments(docs)
+    k8s_svcs = k8s_services(docs)
+    mk_services, mk_ports = docker_mk()
+
+    services = sorted(s for s in table if s != CLI)
+    images = sorted(table)
+
+    # Binaries of the workspace <-> SERVICE values.
+    wanted_bins = {binary_for(s): s for s in images}
+    for b in sorted(bins):
+        if b not in wanted_bins:
+            svc = CLI if b == CLI_BIN else b.removeprefix("shippy-")
+            add(f"binary `{b}` ({bins_source}) has no SERVICE value `{svc}` in {rel(DOCKERFILE)}")
+    for b, s in sorted(wanted_bins.items()):
+        if b not in bins:
+            add(f"SERVICE `{s}` in {rel(DOCKERFILE)} builds `{b}`, which {bins_source} does not list as a binary")
+    for s, row in sorted(table.items()):
+        if row["bin"] != binary_for(s):
+            add(f"{rel(DOCKERFILE)}: SERVICE `{s}` builds `{row['bin']}`, expected `{binary_for(s)}`")
+
+    # docs/CONVENTIONS.md: binaries and ports.
+    for s in images:
+        b = binary_for(s)
+        if b not in conv:
+            add(f"{rel(CONVENTIONS)}: no row for binary `{b}` (SERVICE `{s}`)")
+            continue
+        want = conv[b]["port"] if s != CLI else ""
+        if s != CLI and table[s]["port"] != want:
+            add(f"{rel(DOCKERFILE)}: SERVICE `{s}` port {table[s]['port'] or '(none)'}, {rel(CONVENTIONS)} says {want}")
+    for b in sorted(conv):
+        if b not in wanted_bins:
+            add(f"{rel(CONVENTIONS)} lists binary `{b}`, but {rel(DOCKERFILE)} has no SERVICE for it")
+    ports = {s: table[s]["port"] for s in images}
+
+    # docker-compose.yml.
+    by_arg = {c["SERVICE"]: name for name, c in compose.items()}
+    for s in images:
+        if s not in by_arg:
+            add(f"{rel(COMPOSE)}: no service builds {OWN_DOCKERFILE} with SERVICE={s}")
+    for name, c in sorted(compose.items()):
+        s = c["SERVICE"]
+        if s not in table:
+            add(f"{rel(COMPOSE)}: service `{name}` builds SERVICE={s or '(empty)'}, which {rel(DOCKERFILE)} rejects")
+            continue
+        if name != s:
+            add(f"{rel(COMPOSE)}: service `{name}` builds SERVICE={s}; name it `{s}`")
+        if c["PORT"] != ports[s]:
+            add(f"{rel(COMPOSE)}: service `{name}` passes PORT={c['PORT'] or '(none)'}, {rel(DOCKERFILE)} wants {ports[s] or '(none)'}")
+        if not c["image"].startswith(f"shippy/{s}:"):
+            add(f"{rel(COMPOSE)}: service `{name}` image `{c['image']}`, expected shippy/{s}:<tag>")
+        if s != CLI and c["env_port"] != ports[s]:
+            add(f"{rel(COMPOSE)}: service `{name}` SHIPPY_SERVER__PORT={c['env_port'] or '(unset)'}, expected {ports[s]}")
+
+    # Kubernetes.
+    for s in services:
+        if s not in deployments:
+            add(f"{rel(k8s_path)}: no Deployment `{s}`")
+            continue
+        d = deployments[s]
+        if not re.match(rf"^(.*/)?shippy/{s}(:|@|$)", d["image"]):
+            add(f"{rel(k8s_path)}: Deployment `{s}` image `{d['image']}`, expected shippy/{s}:<tag>")
+        if d["ports"] != [ports[s]]:
+            add(f"{rel(k8s_path)}: Deployment `{s}` containerPort {d['ports']}, expected [{ports[s]}]")
+        if d["env_port"] != ports[s]:
+            add(f"{rel(k8s_path)}: Deployment `{s}` SHIPPY_SERVER__PORT={d['env_port'] or '(unset)'}, expected {ports[s]}")
+        for kind, port in d["probe_ports"].items():
+            if port != ports[s]:
+                add(f"{rel(k8s_path)}: Deployment `{s}` {kind} grpc port {port or '(none)'}, expected {ports[s]}")
+        if ports[s] not in k8s_svcs.get(s, []):
+            add(f"{rel(k8s_path)}: no Service `{s}` with port {ports[s]}")
+    for name in sorted(deployments):
+        if name not in services:
+            add(f"{rel(k8s_path)}: Deployment `{name}` is not a SERVICE of {rel(DOCKERFILE)}")
+
+    # deploy/make/docker.mk.
+    if sorted(mk_services) != images:
+        add(f"{rel(DOCKER_MK)}: DOCKER_SERVICES = {' '.join(mk_services)}, expected {' '.join(images)}")
+    for s in images:
+        if mk_ports.get(s) != ports[s]:
+            add(f"{rel(DOCKER_MK)}: DOCKER_PORT_{s} = {mk_ports.get(s, '(missing)') or '(empty)'}, expected {ports[s] or '(empty)'}")
+
+    # Label defaults <-> Cargo.toml.
+    if CARGO_TOML.exists():
+        pkg = tomllib.loads(CARGO_TOML.read_text()).get("workspace", {}).get("package", {})
+        for arg, key in (("SOURCE", "repository"), ("LICENSES", "license")):
+            if key in pkg and dockerfile_arg_default(arg) != pkg[key]:
+                add(f"{rel(DOCKERFILE)}: ARG {arg} default {dockerfile_arg_default(arg)!r}, Cargo.toml [workspace.package] {key} is {pkg[key]!r}")
+
+    if problems:
+        print(f"FAIL drift: {len(problems)} problem(s)")
+        for p in problems:
+            print(f"  - {p}")
+        return 1
+    print(
+        f"ok   drift: {' '.join(images)} agree across {bins_source} ({len(bins)} bins), "
+        f"CONVENTIONS.md, Dockerfile, docker-compose.yml, k8s Deployments, docker.mk"
+    )
+    return 0
+
+
+def run_select(script: str, service: str | None, port: str | None) -> tuple[int, str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if service is not None:
+        env["SERVICE"] = service
+    if port is not None:
+        env["PORT"] = port
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(["/bin/sh", "-c", script], cwd=tmp, env=env, capture_output=True, text=True)
+        out = Path(tmp, "bin-name")
+        written = out.read_text().strip() if out.exists() else ""
+    return proc.returncode, proc.stderr.strip(), written
+
+
+def check_select() -> int:
+    script = select_script()
+    table = dockerfile_table()
+    problems = []
+    for s, row in sorted(table.items()):
+        rc, err, written = run_select(script, s, row["port"])
+        if rc != 0 or written != row["bin"]:
+            problems.append(f"SERVICE={s} PORT={row['port']}: exit {rc}, wrote {written!r} (want {row['bin']!r}); {err}")
+        if row["port"]:
+            rc, err, _ = run_select(script, s, "1")
+            if rc == 0 or f"PORT must be '{row['port']}'" not in err:
+                problems.append(f"SERVICE={s} PORT=1: exit {rc}, stderr {err!r}: a wrong port must fail")
+            rc, err, _ = run_select(script, s, None)
+            if rc == 0:
+                problems.append(f"SERVICE={s} without PORT: accepted, must fail")
+    for bad in ("", "bogus", "Vessel", "shippy-vessel", None):
+        rc, err, _ = run_select(script, bad, None)
+        if rc == 0 or BAD_SERVICE_MESSAGE not in err:
+            problems.append(f"SERVICE={bad!r}: exit {rc}, stderr {err!r}: want a failure saying '{BAD_SERVICE_MESSAGE}'")
+    if problems:
+        print(f"FAIL dockerfile select step: {len(problems)} problem(s)")
+        for p in problems:
+            print(f"  - {p}")
+        return 1
+    print(f"ok   dockerfile select step: accepts {' '.join(sorted(table))}, rejects empty/unknown SERVICE and wrong PORT (run with /bin/sh)")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k8s", type=Path, help="rendered `kustomize build deploy/k8s/base` output")
+    ap.add_argument("--mode", choices=("drift", "select"), default="drift")
+    opts = ap.parse_args()
+    if opts.mode == "select":
+        return check_select()
+    if yaml is None:
+        print("FAIL drift: PyYAML is missing; run deploy/lint.sh (it provides .tools/venv) or pip install PyYAML")
+        return 1
+    return check_drift(opts.k8s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
