@@ -21,8 +21,10 @@ bins: ## Build every binary (debug)
 demo: bins ## Start all services on the embedded defaults and run the CLI story
 	scripts/demo.sh
 
-test-deps: ## Install what the tests need (protoc)
+test-deps: ## Install what the tests need: protoc, etcd (Debian etcd-server), the FerretDB test server (Go)
 	@scripts/ensure-protoc.sh >/dev/null
+	@scripts/install-etcd.sh
+	@scripts/build-ferretdb.sh
 
 test: test-deps bins ## Run every test (unit, integration, end to end)
 	$(WITH_PROTOC) $(CARGO) test --workspace --no-fail-fast

@@ -54,6 +54,9 @@ pub enum Command {
     /// Manage the fleet.
     #[command(subcommand)]
     Vessel(VesselCommand),
+    /// Read or replace a service's document in the etcd config centre (`/<prefix>/config/<service>`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Show the registered instances of every service and their health.
     Status {
         /// Wait up to this many seconds until every service has a serving instance.
@@ -120,4 +123,21 @@ pub enum VesselCommand {
     },
     /// List the fleet.
     List,
+}
+
+/// `shippy config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the service's document.
+    Get {
+        /// consignment, vessel or user.
+        service: String,
+    },
+    /// Validate a YAML or JSON settings document and store it; running instances apply it live.
+    Set {
+        /// consignment, vessel or user.
+        service: String,
+        /// The document; `-` reads stdin.
+        file: String,
+    },
 }

@@ -34,7 +34,12 @@ struct ContainerFile {
 
 /// Reads `file` (`-` for stdin) and parses it as a consignment.
 pub fn read_consignment(file: &str) -> Result<pb::Consignment, CliError> {
-    let text = if file == "-" {
+    parse_consignment(file, &read_text(file)?)
+}
+
+/// Reads `file` as text; `-` reads stdin.
+pub fn read_text(file: &str) -> Result<String, CliError> {
+    Ok(if file == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
@@ -45,8 +50,7 @@ pub fn read_consignment(file: &str) -> Result<pb::Consignment, CliError> {
             std::io::ErrorKind::NotFound => CliError::Input(format!("{file}: no such file")),
             _ => CliError::Input(format!("cannot read {file}: {e}")),
         })?
-    };
-    parse_consignment(file, &text)
+    })
 }
 
 /// Parses consignment JSON; errors carry `name:line:column`.

@@ -32,7 +32,7 @@ use tonic::{Request, metadata::MetadataValue};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
-    args::{Cli, Command, ConsignmentCommand, Output, UserCommand, VesselCommand},
+    args::{Cli, Command, ConfigCommand, ConsignmentCommand, Output, UserCommand, VesselCommand},
     error::CliError,
     output::InstanceView,
 };
@@ -123,6 +123,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Consignment(command) => consignment(&connector, format, command).await,
         Command::Vessel(command) => vessel(&connector, format, command).await,
         Command::Status { wait } => status(&connector, format, wait).await,
+        Command::Config(command) => config(&connector, format, command).await,
     }
 }
 
@@ -234,6 +235,76 @@ async fn vessel(
                 .into_inner()
                 .vessels;
             output::vessels(format, vessels.into_iter().map(Into::into).collect());
+        }
+    }
+    Ok(())
+}
+
+/// Checks `document` against the settings of `service`.
+fn validate_document(service: &str, document: &str) -> Result<(), CliError> {
+    use shippy_shared::config_centre::validate;
+    let result = match service {
+        "consignment" => validate::<shippy_consignment::Settings>(document).map(drop),
+        "vessel" => validate::<shippy_vessel::Settings>(document).map(drop),
+        "user" => validate::<shippy_user::Settings>(document).map(drop),
+        other => {
+            return Err(CliError::Input(format!(
+                "unknown service {other:?}: use {}",
+                SERVICES.join(", ")
+            )));
+        }
+    };
+    result.map_err(|e| CliError::Input(format!("not stored: {e}")))
+}
+
+async fn config(
+    connector: &Connector,
+    format: Output,
+    command: ConfigCommand,
+) -> Result<(), CliError> {
+    let etcd = &connector.settings.common.etcd;
+    let centre = |service: &str| {
+        let service = service.to_owned();
+        async move {
+            shippy_shared::config_centre::ConfigCentre::connect(etcd, &service)
+                .await
+                .map_err(|e| CliError::Setup(format!("config centre: {e}")))
+        }
+    };
+    match command {
+        ConfigCommand::Get { service } => {
+            let centre = centre(&service).await?;
+            let document = centre
+                .fetch()
+                .await
+                .map_err(|e| CliError::Setup(format!("config centre: {e}")))?;
+            match (document, format) {
+                (Some(document), Output::Table) => print!("{document}"),
+                (document, Output::Json) => output::message(
+                    format,
+                    "",
+                    &json!({ "key": centre.key(), "document": document }),
+                ),
+                (None, Output::Table) => println!("no document at {}", centre.key()),
+            }
+        }
+        ConfigCommand::Set { service, file } => {
+            let document = input::read_text(&file)?;
+            validate_document(&service, &document)?;
+            let centre = centre(&service).await?;
+            centre
+                .store(&document)
+                .await
+                .map_err(|e| CliError::Setup(format!("config centre: {e}")))?;
+            output::message(
+                format,
+                &format!(
+                    "Stored {} ({} bytes); running {service} instances apply it now.",
+                    centre.key(),
+                    document.len()
+                ),
+                &json!({ "key": centre.key(), "stored": true }),
+            );
         }
     }
     Ok(())

@@ -25,7 +25,9 @@ pub fn etcd_binary() -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("etcd is not installed: run `scripts/install-etcd.sh` (Debian package etcd-server), or set SHIPPY_ETCD_BIN")
+    bail!(
+        "etcd is not installed: run `scripts/install-etcd.sh` (Debian package etcd-server), or set SHIPPY_ETCD_BIN"
+    )
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -60,9 +62,24 @@ impl Member {
             .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen-client-urls", &self.client_url(), "--advertise-client-urls", &self.client_url()])
-            .args(["--listen-peer-urls", &self.peer_url(), "--initial-advertise-peer-urls", &self.peer_url()])
-            .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", "new"])
+            .args([
+                "--listen-client-urls",
+                &self.client_url(),
+                "--advertise-client-urls",
+                &self.client_url(),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &self.peer_url(),
+                "--initial-advertise-peer-urls",
+                &self.peer_url(),
+            ])
+            .args([
+                "--initial-cluster",
+                initial_cluster,
+                "--initial-cluster-state",
+                "new",
+            ])
             .args(["--initial-cluster-token", "shippy-test"])
             // Fast elections on loopback keep restarts short.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
@@ -120,7 +137,11 @@ impl Etcd {
     }
 
     fn initial_cluster(&self) -> String {
-        self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn spawn_member(&mut self, i: usize) -> anyhow::Result<()> {
@@ -131,7 +152,11 @@ impl Etcd {
 
     /// Client URLs, comma-separated (the form `SHIPPY_ETCD__ENDPOINTS` takes).
     pub fn endpoints(&self) -> String {
-        self.members.iter().map(Member::client_url).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .map(Member::client_url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Client URLs as a list.
@@ -142,7 +167,12 @@ impl Etcd {
     /// Waits until a write goes through (a leader exists and a quorum answers).
     pub async fn wait_healthy(&self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let live: Vec<String> = self.members.iter().filter(|m| m.child.is_some()).map(Member::client_url).collect();
+        let live: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(Member::client_url)
+            .collect();
         loop {
             let attempt = async {
                 let mut client = etcd_client::Client::connect(&live, None).await?;
@@ -151,8 +181,12 @@ impl Etcd {
             };
             match tokio::time::timeout(Duration::from_secs(2), attempt).await {
                 Ok(Ok(())) => return Ok(()),
-                Ok(Err(error)) if tokio::time::Instant::now() >= deadline => bail!("etcd not healthy: {error}\n{}", self.log()),
-                Err(_) if tokio::time::Instant::now() >= deadline => bail!("etcd not healthy (timeout)\n{}", self.log()),
+                Ok(Err(error)) if tokio::time::Instant::now() >= deadline => {
+                    bail!("etcd not healthy: {error}\n{}", self.log())
+                }
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    bail!("etcd not healthy (timeout)\n{}", self.log())
+                }
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
@@ -186,7 +220,12 @@ impl Etcd {
 
     /// A client for assertions, connected to the members that are running.
     pub async fn client(&self) -> anyhow::Result<etcd_client::Client> {
-        let live: Vec<String> = self.members.iter().filter(|m| m.child.is_some()).map(Member::client_url).collect();
+        let live: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(Member::client_url)
+            .collect();
         Ok(etcd_client::Client::connect(live, None).await?)
     }
 
@@ -195,9 +234,14 @@ impl Etcd {
         self.members
             .iter()
             .map(|m| {
-                let text = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name))).unwrap_or_default();
+                let text = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
+                    .unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                format!("--- {} ---\n{}", m.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                format!(
+                    "--- {} ---\n{}",
+                    m.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")

@@ -5,6 +5,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; `make test` does it).
 
 pub mod etcd;
+pub mod ferretdb;
 
 use std::{
     collections::BTreeMap,
@@ -182,8 +183,13 @@ impl Cluster {
         cluster.set_env("SHIPPY_REGISTRY__TTL_SECS", &ttl_secs.to_string());
         cluster.set_env("SHIPPY_ETCD__ENDPOINTS", &etcd.endpoints());
         cluster.set_env("SHIPPY_ETCD__PREFIX", &prefix);
-        let settings = EtcdSettings { endpoints: etcd.endpoint_list(), prefix, ..EtcdSettings::default() };
-        cluster.registry = Arc::new(EtcdRegistry::connect(&settings, Duration::from_secs(ttl_secs)).await?);
+        let settings = EtcdSettings {
+            endpoints: etcd.endpoint_list(),
+            prefix,
+            ..EtcdSettings::default()
+        };
+        cluster.registry =
+            Arc::new(EtcdRegistry::connect(&settings, Duration::from_secs(ttl_secs)).await?);
         Ok(cluster)
     }
 
@@ -200,6 +206,11 @@ impl Cluster {
     /// Sets an environment variable for every process started from now on.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.insert(key.to_owned(), value.to_owned());
+    }
+
+    /// Stops setting an environment variable for processes started from now on.
+    pub fn unset_env(&mut self, key: &str) {
+        self.env.remove(key);
     }
 
     /// The cluster's temporary directory.
@@ -363,7 +374,12 @@ pub fn uuid_like() -> String {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     hasher.finish()
 }
 

@@ -15,7 +15,8 @@ use shippy_shared::{
     balance::BalancedChannel,
     discovery,
     lifecycle::{Identity, LifecycleError, ServiceHost},
-    settings::{CommonSettings, SettingsError},
+    mongo::Supervisor,
+    settings::{CommonSettings, ServiceSettings},
 };
 use tonic::service::Routes;
 
@@ -36,9 +37,19 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Loads every layer (see [`shippy_shared::settings`]).
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        shippy_shared::settings::layered(file, None)
+    /// Loads every layer: defaults, `file`, the etcd config centre (when enabled), `SHIPPY_*`.
+    pub async fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        shippy_shared::settings::load(IDENTITY.name, file).await
+    }
+}
+
+impl ServiceSettings for Settings {
+    fn common(&self) -> &CommonSettings {
+        &self.common
+    }
+
+    fn common_mut(&mut self) -> &mut CommonSettings {
+        &mut self.common
     }
 }
 
@@ -47,21 +58,47 @@ impl Settings {
 pub struct Application {
     host: ServiceHost,
     routes: Routes,
+    /// Keeps health in line with MongoDB, when that is the store.
+    supervisor: Option<Supervisor>,
 }
 
 impl Application {
     /// Connects discovery, the store, and balanced channels to the vessel and user services.
+    ///
+    /// With MongoDB the service starts NOT_SERVING and a supervisor turns it SERVING once the
+    /// database answers.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let registry = discovery::connect(&settings.common).await?;
-        let store = store::open(&settings).await?;
+        let opened = store::open(&settings).await?;
         let client = &settings.common.client;
         let vessels = BalancedChannel::discover(registry.as_ref(), "vessel", client).await?;
         let users = BalancedChannel::discover(registry.as_ref(), "user", client).await?;
-        let host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
-        let handler = grpc::ShippingHandler::new(Arc::clone(&store), vessels, users);
+        let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
+        // Live settings (log level, client timeout, rate limits) apply inside `watch`.
+        shippy_shared::config_centre::watch(
+            IDENTITY.name,
+            settings.clone(),
+            |_: &Settings, _: &Settings| {},
+        )
+        .await?;
+        let supervisor = opened.mongo.map(|mongo| {
+            host.start_not_serving();
+            // Consignments need no index beyond `_id`: nothing to initialise.
+            shippy_shared::mongo::supervise(
+                mongo.database().clone(),
+                host.health(),
+                IDENTITY.grpc_service,
+                || async { Ok(()) },
+            )
+        });
+        let handler = grpc::ShippingHandler::new(Arc::clone(&opened.store), vessels, users);
         Ok(Self {
             host,
-            routes: Routes::new(ShippingServiceServer::new(handler)),
+            routes: Routes::new(ShippingServiceServer::with_interceptor(
+                handler,
+                shippy_shared::ratelimit::RateLimit::global().clone(),
+            )),
+            supervisor,
         })
     }
 
@@ -75,6 +112,19 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), LifecycleError> {
-        self.host.serve(self.routes, shutdown).await
+        let Self {
+            host,
+            routes,
+            supervisor,
+        } = self;
+        let shutdown = async move {
+            shutdown.await;
+            // Stop watching the store before the host reports NOT_SERVING for the shutdown, so
+            // the supervisor cannot turn it back to SERVING while draining.
+            if let Some(supervisor) = supervisor {
+                supervisor.stop().await;
+            }
+        };
+        host.serve(routes, shutdown).await
     }
 }

@@ -7,14 +7,16 @@ use shippy_shared::{args::ServiceArgs, lifecycle::shutdown_signal, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = ServiceArgs::parse();
-    let settings = Settings::load(args.config.as_deref())?;
     if args.is_healthcheck() {
+        // A probe reads only the file and the environment: it must not depend on etcd.
+        let settings: Settings = shippy_shared::settings::layered(args.config.as_deref(), None)?;
         return shippy_shared::args::healthcheck(
             settings.common.server.port,
             IDENTITY.grpc_service,
         )
         .await;
     }
+    let settings = Settings::load(args.config.as_deref()).await?;
     telemetry::init(&settings.common.log).map_err(anyhow::Error::msg)?;
     Application::build(settings)
         .await?

@@ -13,7 +13,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -40,6 +40,20 @@ const EJECT_FOR: Duration = Duration::from_secs(3);
 const MAX_ATTEMPTS: usize = 3;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Process-wide override of the per-call deadline, set when `client.timeout_ms` changes at run
+/// time; 0 means "use the value the channel was built with".
+static TIMEOUT_OVERRIDE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Changes the deadline of every balanced channel of this process.
+pub fn set_default_timeout(timeout: Duration) {
+    TIMEOUT_OVERRIDE_MS.store(
+        u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1),
+        Ordering::Relaxed,
+    );
+}
 
 /// One instance and its connection.
 #[derive(Debug)]
@@ -90,6 +104,13 @@ struct Inner {
 }
 
 impl Inner {
+    fn timeout(&self) -> Duration {
+        match TIMEOUT_OVERRIDE_MS.load(Ordering::Relaxed) {
+            0 => self.timeout,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
     /// Least in-flight first, scanning from a rotating start so ties go round robin; instances that
     /// recently failed are used only when nothing else is left.
     fn pick(&self, exclude: Option<&str>) -> Option<Arc<Backend>> {
@@ -286,12 +307,13 @@ impl Service<http::Request<Body>> for BalancedChannel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
-            match tokio::time::timeout(inner.timeout, inner.dispatch(request)).await {
+            let timeout = inner.timeout();
+            match tokio::time::timeout(timeout, inner.dispatch(request)).await {
                 Ok(result) => result,
                 Err(_) => Err(Status::deadline_exceeded(format!(
                     "service '{}' did not answer within {} ms",
                     inner.service,
-                    inner.timeout.as_millis()
+                    timeout.as_millis()
                 ))
                 .into()),
             }

@@ -7,10 +7,13 @@
 
 pub mod args;
 pub mod balance;
+pub mod config_centre;
 pub mod discovery;
 pub mod health;
 pub mod lifecycle;
+pub mod mongo;
 pub mod net;
+pub mod ratelimit;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

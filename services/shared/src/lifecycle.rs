@@ -75,6 +75,7 @@ impl ServiceHost {
                 addr: format!("{}:{}", settings.server.host, settings.server.port),
                 source,
             })?;
+        crate::ratelimit::RateLimit::global().update(&settings.limits);
         let health = HealthReporter::new();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health.clone()),

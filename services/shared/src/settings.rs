@@ -5,6 +5,7 @@
 //! (`SHIPPY_REGISTRY__BACKEND=etcd`). Lists in env vars are comma-separated.
 
 use std::{
+    fmt,
     net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -51,10 +52,87 @@ pub struct CommonSettings {
     pub client: ClientSettings,
     /// Graceful shutdown.
     pub shutdown: ShutdownSettings,
+    /// Request rate limits of the service's own API.
+    pub limits: LimitSettings,
+    /// The settings file these settings were read from (`--config`), for reloads. Not a setting.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+}
+
+impl CommonSettings {
+    /// Sections that differ between `self` and `new` and only take effect after a restart.
+    pub fn restart_needed(&self, new: &Self) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("server", self.server != new.server);
+        check("registry", self.registry != new.registry);
+        check("etcd", self.etcd != new.etcd);
+        check("config_centre", self.config_centre != new.config_centre);
+        check("store", self.store != new.store);
+        check("log.format", self.log.format != new.log.format);
+        check(
+            "client.connect_timeout_ms",
+            self.client.connect_timeout_ms != new.client.connect_timeout_ms,
+        );
+        check("shutdown", self.shutdown != new.shutdown);
+        changed
+    }
+}
+
+/// `limits.*`: protects a service from overload; changeable at run time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct LimitSettings {
+    /// Calls per second the service's API accepts (health checks excepted); 0 = unlimited.
+    /// Calls over the limit get RESOURCE_EXHAUSTED.
+    pub requests_per_second: u32,
+    /// Calls allowed in a burst above the steady rate (at least 1 when limited).
+    pub burst: u32,
+}
+
+/// A service's complete settings: the shared part plus its own sections.
+pub trait ServiceSettings: DeserializeOwned + Clone + Send + Sync + fmt::Debug + 'static {
+    /// The shared part.
+    fn common(&self) -> &CommonSettings;
+    /// The shared part, mutably.
+    fn common_mut(&mut self) -> &mut CommonSettings;
+    /// Changed settings that only take effect after a restart (the service's own sections
+    /// included); by default the shared ones.
+    fn restart_needed(&self, new: &Self) -> Vec<&'static str> {
+        self.common().restart_needed(new.common())
+    }
+}
+
+/// Loads a service's settings from every layer, the etcd config centre included when
+/// `config_centre.enabled` (the layers below it say where etcd is).
+pub async fn load<T: ServiceSettings>(service: &str, file: Option<&Path>) -> anyhow::Result<T> {
+    let mut settings: T = layered(file, None)?;
+    if settings.common().config_centre.enabled {
+        let centre =
+            crate::config_centre::ConfigCentre::connect(&settings.common().etcd, service).await?;
+        match centre.fetch().await? {
+            Some(document) => {
+                settings = layered(file, Some(&document)).map_err(|e| {
+                    anyhow::anyhow!("config centre document {} is invalid: {e}", centre.key())
+                })?;
+                tracing::info!(key = centre.key(), "settings read from the config centre");
+            }
+            None => tracing::info!(
+                key = centre.key(),
+                "no config centre document; using file and environment"
+            ),
+        }
+    }
+    settings.common_mut().config_file = file.map(Path::to_owned);
+    Ok(settings)
 }
 
 /// `server.*`: listening and advertised address.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ServerSettings {
     /// Interface to bind (`0.0.0.0` in containers).
@@ -88,7 +166,7 @@ pub enum RegistryBackend {
 }
 
 /// `registry.*`: service discovery.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct RegistrySettings {
     /// `local` or `etcd`.
@@ -117,7 +195,7 @@ impl RegistrySettings {
 }
 
 /// `registry.local.*`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct LocalRegistrySettings {
     /// Directory holding the registrations; see [`crate::discovery::local::default_dir`].
@@ -136,7 +214,7 @@ impl Default for LocalRegistrySettings {
 }
 
 /// `etcd.*`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct EtcdSettings {
     /// Client URLs of the cluster members, e.g. `http://127.0.0.1:2379`.
@@ -161,7 +239,7 @@ impl Default for EtcdSettings {
 }
 
 /// `config_centre.*`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ConfigCentreSettings {
     /// Read `/<prefix>/config/<service>` from etcd at start-up and watch it.
@@ -180,7 +258,7 @@ pub enum StoreBackend {
 }
 
 /// `store.*`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct StoreSettings {
     /// `memory` or `mongodb`.
@@ -207,6 +285,21 @@ pub struct MongoSettings {
     pub connect_timeout_ms: u64,
 }
 
+// The URI is a secret, so it has no derived comparison; compare it explicitly.
+impl PartialEq for MongoSettings {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.uri.expose_secret() == other.uri.expose_secret()
+            && self.database == other.database
+            && self.write_concern == other.write_concern
+            && self.max_pool_size == other.max_pool_size
+            && self.server_selection_timeout_ms == other.server_selection_timeout_ms
+            && self.connect_timeout_ms == other.connect_timeout_ms
+    }
+}
+
+impl Eq for MongoSettings {}
+
 impl Default for MongoSettings {
     fn default() -> Self {
         Self {
@@ -232,7 +325,7 @@ pub enum LogFormat {
 }
 
 /// `log.*`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct LogSettings {
     /// `RUST_LOG`-style filter, e.g. `info,shippy_vessel=debug`. Changeable at run time.
@@ -251,7 +344,7 @@ impl Default for LogSettings {
 }
 
 /// `client.*`: calls this process makes to other services.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ClientSettings {
     /// Deadline of every call, including the wait for a connection.
@@ -277,7 +370,7 @@ impl ClientSettings {
 }
 
 /// `shutdown.*`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ShutdownSettings {
     /// After deregistering, keep serving this long so clients see the instance leave before it stops
@@ -334,7 +427,11 @@ pub fn layered_with_env<T: DeserializeOwned>(
     if let Some(vars) = env {
         environment = environment.source(Some(vars));
     }
-    Ok(builder.add_source(environment).build()?.try_deserialize()?)
+    let config = builder.add_source(environment).build()?;
+    // Services embed `CommonSettings` with `#[serde(flatten)]`, which hides the key of a bad value
+    // from the config crate; deserializing the shared part on its own first names the key.
+    config.clone().try_deserialize::<CommonSettings>()?;
+    Ok(config.try_deserialize()?)
 }
 
 #[cfg(test)]

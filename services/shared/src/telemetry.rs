@@ -1,7 +1,7 @@
 //! Logging: a `RUST_LOG`-style filter (changeable at run time), human-readable lines on a terminal or
 //! JSON, each with time, level, target and file:line.
 
-use std::io::IsTerminal;
+use std::{io::IsTerminal, sync::OnceLock};
 
 use tracing_subscriber::{
     EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt,
@@ -21,6 +21,18 @@ impl LogHandle {
         self.0
             .modify(|current| *current = filter)
             .map_err(|e| e.to_string())
+    }
+}
+
+static HANDLE: OnceLock<LogHandle> = OnceLock::new();
+
+/// Changes the filter of the subscriber installed by [`init`] (does nothing before).
+pub fn set_level(level: &str) -> Result<(), String> {
+    match HANDLE.get() {
+        Some(handle) => handle.set_level(level),
+        None => EnvFilter::try_new(level)
+            .map(drop)
+            .map_err(|e| format!("invalid log.level {level:?}: {e}")),
     }
 }
 
@@ -45,5 +57,7 @@ pub fn init(settings: &LogSettings) -> Result<LogHandle, String> {
             .try_init(),
     };
     result.map_err(|e| e.to_string())?;
-    Ok(LogHandle(handle))
+    let handle = LogHandle(handle);
+    let _ = HANDLE.set(handle.clone());
+    Ok(handle)
 }

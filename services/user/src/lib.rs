@@ -17,7 +17,8 @@ use shippy_proto::user::v1::user_service_server::UserServiceServer;
 use shippy_shared::{
     discovery,
     lifecycle::{Identity, LifecycleError, ServiceHost},
-    settings::{CommonSettings, SettingsError},
+    mongo::Supervisor,
+    settings::{CommonSettings, ServiceSettings},
 };
 use tonic::service::Routes;
 
@@ -58,6 +59,16 @@ pub struct AuthSettings {
     pub dev_mode: bool,
 }
 
+// The secret has no derived comparison; compare it explicitly.
+impl PartialEq for AuthSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.jwt_secret.expose_secret() == other.jwt_secret.expose_secret()
+            && self.issuer == other.issuer
+            && self.token_ttl_secs == other.token_ttl_secs
+            && self.dev_mode == other.dev_mode
+    }
+}
+
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
@@ -92,9 +103,26 @@ impl AuthSettings {
 }
 
 impl Settings {
-    /// Loads every layer (see [`shippy_shared::settings`]).
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        shippy_shared::settings::layered(file, None)
+    /// Loads every layer: defaults, `file`, the etcd config centre (when enabled), `SHIPPY_*`.
+    pub async fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        shippy_shared::settings::load(IDENTITY.name, file).await
+    }
+}
+
+impl ServiceSettings for Settings {
+    fn common(&self) -> &CommonSettings {
+        &self.common
+    }
+
+    fn common_mut(&mut self) -> &mut CommonSettings {
+        &mut self.common
+    }
+    fn restart_needed(&self, new: &Self) -> Vec<&'static str> {
+        let mut changed = self.common.restart_needed(&new.common);
+        if self.auth != new.auth {
+            changed.push("auth");
+        }
+        changed
     }
 }
 
@@ -103,10 +131,15 @@ impl Settings {
 pub struct Application {
     host: ServiceHost,
     routes: Routes,
+    /// Keeps health in line with MongoDB, when that is the store.
+    supervisor: Option<Supervisor>,
 }
 
 impl Application {
     /// Checks the secret, connects discovery and the store, binds the port.
+    ///
+    /// With MongoDB the service starts NOT_SERVING; a supervisor creates the unique email index
+    /// once the database answers, then turns it SERVING.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let tokens = token::Tokens::new(
             settings.auth.secret()?.as_bytes(),
@@ -114,13 +147,34 @@ impl Application {
             Duration::from_secs(settings.auth.token_ttl_secs.max(1)),
         );
         let registry = discovery::connect(&settings.common).await?;
-        let store = store::open(&settings).await?;
-        let host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
-        let routes = Routes::new(UserServiceServer::new(grpc::UserHandler::new(
-            Arc::clone(&store),
-            tokens,
-        )));
-        Ok(Self { host, routes })
+        let opened = store::open(&settings).await?;
+        let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
+        // Live settings (log level, client timeout, rate limits) apply inside `watch`.
+        shippy_shared::config_centre::watch(
+            IDENTITY.name,
+            settings.clone(),
+            |_: &Settings, _: &Settings| {},
+        )
+        .await?;
+        let supervisor = opened.mongo.map(|mongo| {
+            host.start_not_serving();
+            let database = mongo.database().clone();
+            // The unique email index must exist before the service reports SERVING.
+            let init = move || {
+                let mongo = Arc::clone(&mongo);
+                async move { mongo.ensure_indexes().await }
+            };
+            shippy_shared::mongo::supervise(database, host.health(), IDENTITY.grpc_service, init)
+        });
+        let routes = Routes::new(UserServiceServer::with_interceptor(
+            grpc::UserHandler::new(Arc::clone(&opened.store), tokens),
+            shippy_shared::ratelimit::RateLimit::global().clone(),
+        ));
+        Ok(Self {
+            host,
+            routes,
+            supervisor,
+        })
     }
 
     /// The bound address (the real port when 0 was configured).
@@ -133,7 +187,20 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), LifecycleError> {
-        self.host.serve(self.routes, shutdown).await
+        let Self {
+            host,
+            routes,
+            supervisor,
+        } = self;
+        let shutdown = async move {
+            shutdown.await;
+            // Stop watching the store before the host reports NOT_SERVING for the shutdown, so
+            // the supervisor cannot turn it back to SERVING while draining.
+            if let Some(supervisor) = supervisor {
+                supervisor.stop().await;
+            }
+        };
+        host.serve(routes, shutdown).await
     }
 }
 

@@ -14,7 +14,8 @@ use shippy_proto::vessel::v1::vessel_service_server::VesselServiceServer;
 use shippy_shared::{
     discovery,
     lifecycle::{Identity, LifecycleError, ServiceHost},
-    settings::{CommonSettings, SettingsError},
+    mongo::Supervisor,
+    settings::{CommonSettings, ServiceSettings},
 };
 use tonic::service::Routes;
 
@@ -51,9 +52,19 @@ impl Default for VesselSettings {
 }
 
 impl Settings {
-    /// Loads every layer (see [`shippy_shared::settings`]).
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        shippy_shared::settings::layered(file, None)
+    /// Loads every layer: defaults, `file`, the etcd config centre (when enabled), `SHIPPY_*`.
+    pub async fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        shippy_shared::settings::load(IDENTITY.name, file).await
+    }
+}
+
+impl ServiceSettings for Settings {
+    fn common(&self) -> &CommonSettings {
+        &self.common
+    }
+
+    fn common_mut(&mut self) -> &mut CommonSettings {
+        &mut self.common
     }
 }
 
@@ -62,24 +73,64 @@ impl Settings {
 pub struct Application {
     host: ServiceHost,
     routes: Routes,
+    /// Keeps health in line with MongoDB, when that is the store.
+    supervisor: Option<Supervisor>,
 }
 
 impl Application {
     /// Connects discovery and the store, seeds the fleet if asked, binds the port.
+    ///
+    /// With MongoDB the service starts NOT_SERVING; a supervisor creates the index and seeds the
+    /// fleet once the database answers, then turns it SERVING.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let registry = discovery::connect(&settings.common).await?;
-        let store = store::open(&settings).await?;
-        if settings.vessel.seed_fleet {
-            let added = store::seed_if_empty(store.as_ref()).await?;
-            if added > 0 {
-                tracing::info!(added, "seeded the default fleet");
-            }
+        let opened = store::open(&settings).await?;
+        let seed = settings.vessel.seed_fleet;
+        if seed && opened.mongo.is_none() {
+            seed_fleet(opened.store.as_ref()).await?;
         }
-        let host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
-        let routes = Routes::new(VesselServiceServer::new(grpc::VesselHandler::new(
-            Arc::clone(&store),
-        )));
-        Ok(Self { host, routes })
+        let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
+        // Live settings: the shared ones apply inside `watch`; switching the seed on seeds an empty store.
+        let reload_store = Arc::clone(&opened.store);
+        shippy_shared::config_centre::watch(
+            IDENTITY.name,
+            settings.clone(),
+            move |old: &Settings, new: &Settings| {
+                if new.vessel.seed_fleet && !old.vessel.seed_fleet {
+                    let store = Arc::clone(&reload_store);
+                    tokio::spawn(async move {
+                        if let Err(error) = seed_fleet(store.as_ref()).await {
+                            tracing::warn!(%error, "could not seed the fleet");
+                        }
+                    });
+                }
+            },
+        )
+        .await?;
+        let supervisor = opened.mongo.map(|mongo| {
+            host.start_not_serving();
+            let database = mongo.database().clone();
+            let init = move || {
+                let mongo = Arc::clone(&mongo);
+                async move {
+                    mongo.ensure_indexes().await?;
+                    if seed {
+                        seed_fleet(mongo.as_ref()).await?;
+                    }
+                    Ok(())
+                }
+            };
+            shippy_shared::mongo::supervise(database, host.health(), IDENTITY.grpc_service, init)
+        });
+        let routes = Routes::new(VesselServiceServer::with_interceptor(
+            grpc::VesselHandler::new(Arc::clone(&opened.store)),
+            shippy_shared::ratelimit::RateLimit::global().clone(),
+        ));
+        Ok(Self {
+            host,
+            routes,
+            supervisor,
+        })
     }
 
     /// The bound address (the real port when 0 was configured).
@@ -92,6 +143,30 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), LifecycleError> {
-        self.host.serve(self.routes, shutdown).await
+        let Self {
+            host,
+            routes,
+            supervisor,
+        } = self;
+        let shutdown = async move {
+            shutdown.await;
+            // Stop watching the store before the host reports NOT_SERVING for the shutdown, so
+            // the supervisor cannot turn it back to SERVING while draining.
+            if let Some(supervisor) = supervisor {
+                supervisor.stop().await;
+            }
+        };
+        host.serve(routes, shutdown).await
     }
+}
+
+/// Adds the default fleet to an empty store.
+async fn seed_fleet(
+    store: &dyn store::VesselStore,
+) -> Result<(), shippy_shared::store::StoreError> {
+    let added = store::seed_if_empty(store).await?;
+    if added > 0 {
+        tracing::info!(added, "seeded the default fleet");
+    }
+    Ok(())
 }

@@ -35,7 +35,9 @@ pub struct Backoff {
 impl Backoff {
     /// The next delay: uniform in `[cap/2, cap]`, `cap` doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
     pub fn next_delay(&mut self) -> Duration {
-        let cap = BACKOFF_MIN.saturating_mul(1 << self.attempt.min(10)).min(BACKOFF_MAX);
+        let cap = BACKOFF_MIN
+            .saturating_mul(1 << self.attempt.min(10))
+            .min(BACKOFF_MAX);
         self.attempt = self.attempt.saturating_add(1);
         let half = cap / 2;
         half + half.mul_f64(rand::rng().random::<f64>())
@@ -71,7 +73,9 @@ where
         match tokio::time::timeout_at(deadline, request(client.clone())).await {
             Err(_) => return Err(DiscoveryError::EtcdTimeout(limit)),
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) if retryable(&error) && tokio::time::Instant::now() + PAUSE < deadline => {
+            Ok(Err(error))
+                if retryable(&error) && tokio::time::Instant::now() + PAUSE < deadline =>
+            {
                 tracing::debug!(%error, "etcd request failed; retrying");
                 tokio::time::sleep(PAUSE).await;
             }
@@ -85,7 +89,10 @@ fn retryable(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         etcd_client::Error::GRpcStatus(status) => {
-            matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+            matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown
+            )
         }
         _ => false,
     }
@@ -132,7 +139,9 @@ where
                 }
             }
             first = false;
-            let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision + 1);
             let watched = timed(&client, timeout, |mut c| {
                 let (prefix, options) = (prefix.clone(), options.clone());
                 async move { c.watch(prefix, Some(options)).await }
@@ -152,7 +161,9 @@ where
                     message = stream.message() => message,
                 };
                 match message {
-                    Ok(Some(response)) if response.canceled() || response.compact_revision() > 0 => {
+                    Ok(Some(response))
+                        if response.canceled() || response.compact_revision() > 0 =>
+                    {
                         tracing::warn!(%prefix, compacted = response.compact_revision(), reason = response.cancel_reason(), "watch cancelled by etcd; re-listing");
                         break;
                     }
@@ -196,7 +207,11 @@ fn publish<T: PartialEq>(tx: &watch::Sender<T>, value: T) {
     });
 }
 
-async fn list(client: &Client, prefix: &str, timeout: Duration) -> Result<(KeyValues, i64), DiscoveryError> {
+async fn list(
+    client: &Client,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<(KeyValues, i64), DiscoveryError> {
     let response = timed(client, timeout, |mut c| async move {
         c.get(prefix, Some(GetOptions::new().with_prefix())).await
     })
@@ -205,7 +220,12 @@ async fn list(client: &Client, prefix: &str, timeout: Duration) -> Result<(KeyVa
     let kvs = response
         .kvs()
         .iter()
-        .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.value().to_vec(),
+            )
+        })
         .collect();
     Ok((kvs, revision))
 }
@@ -221,7 +241,10 @@ pub struct EtcdRegistry {
 
 impl std::fmt::Debug for EtcdRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdRegistry").field("prefix", &self.prefix).field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("EtcdRegistry")
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -244,11 +267,14 @@ impl EtcdRegistry {
     /// Grants a lease and puts the instance key on it; returns the lease id.
     async fn put_instance(&self, key: &str, value: &str) -> Result<i64, DiscoveryError> {
         let ttl = i64::try_from(self.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = timed(&self.client, self.timeout, |mut c| async move { c.lease_grant(ttl, None).await })
-            .await?
-            .id();
+        let lease = timed(&self.client, self.timeout, |mut c| async move {
+            c.lease_grant(ttl, None).await
+        })
+        .await?
+        .id();
         timed(&self.client, self.timeout, |mut c| async move {
-            c.put(key, value, Some(PutOptions::new().with_lease(lease))).await
+            c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                .await
         })
         .await?;
         Ok(lease)
@@ -256,12 +282,16 @@ impl EtcdRegistry {
 
     /// Keeps lease `lease` alive until it is lost (returns why) or `stop` fires (returns `None`).
     async fn keep_alive(&self, key: &str, lease: i64, stop: &CancellationToken) -> Option<String> {
-        let kept = timed(&self.client, self.timeout, |mut c| async move { c.lease_keep_alive(lease).await });
+        let kept = timed(&self.client, self.timeout, |mut c| async move {
+            c.lease_keep_alive(lease).await
+        });
         let (mut keeper, mut answers) = match kept.await {
             Ok(pair) => pair,
             Err(error) => return Some(format!("cannot open keep-alive stream: {error}")),
         };
-        let watched = timed(&self.client, self.timeout, |mut c| async move { c.watch(key, None).await });
+        let watched = timed(&self.client, self.timeout, |mut c| async move {
+            c.watch(key, None).await
+        });
         let mut own_key = match watched.await {
             Ok(stream) => stream,
             Err(error) => return Some(format!("cannot watch own key: {error}")),
@@ -348,34 +378,53 @@ impl Registry for EtcdRegistry {
                 // Deregister: revoking the lease deletes the key; delete it too in case the lease is gone.
                 let client = &registry.client;
                 if let Some(current) = lease {
-                    let _ = timed(client, registry.timeout, |mut c| async move { c.lease_revoke(current).await }).await;
+                    let _ = timed(client, registry.timeout, |mut c| async move {
+                        c.lease_revoke(current).await
+                    })
+                    .await;
                 }
                 let key = key.as_str();
-                match timed(client, registry.timeout, |mut c| async move { c.delete(key, None).await }).await {
+                match timed(client, registry.timeout, |mut c| async move {
+                    c.delete(key, None).await
+                })
+                .await
+                {
                     Ok(_) => tracing::info!(%key, "deregistered (etcd)"),
-                    Err(error) => tracing::warn!(%key, %error, "could not delete registration; it expires with its lease"),
+                    Err(error) => {
+                        tracing::warn!(%key, %error, "could not delete registration; it expires with its lease")
+                    }
                 }
             }
         });
         Ok(Registration::new(instance, stop, task))
     }
 
-    async fn subscribe(&self, service: &str) -> Result<watch::Receiver<InstanceSet>, DiscoveryError> {
+    async fn subscribe(
+        &self,
+        service: &str,
+    ) -> Result<watch::Receiver<InstanceSet>, DiscoveryError> {
         validate_name(service)?;
-        mirror(self.client.clone(), self.service_prefix(service), self.timeout, |kvs| {
-            let mut set: InstanceSet = kvs
-                .iter()
-                .filter_map(|(key, value)| match serde_json::from_slice::<ServiceInstance>(value) {
-                    Ok(instance) => Some(instance),
-                    Err(error) => {
-                        tracing::warn!(%key, %error, "ignoring malformed registry entry");
-                        None
-                    }
-                })
-                .collect();
-            set.sort_by(|a, b| a.id.cmp(&b.id));
-            set
-        })
+        mirror(
+            self.client.clone(),
+            self.service_prefix(service),
+            self.timeout,
+            |kvs| {
+                let mut set: InstanceSet = kvs
+                    .iter()
+                    .filter_map(|(key, value)| {
+                        match serde_json::from_slice::<ServiceInstance>(value) {
+                            Ok(instance) => Some(instance),
+                            Err(error) => {
+                                tracing::warn!(%key, %error, "ignoring malformed registry entry");
+                                None
+                            }
+                        }
+                    })
+                    .collect();
+                set.sort_by(|a, b| a.id.cmp(&b.id));
+                set
+            },
+        )
         .await
     }
 }
@@ -388,7 +437,10 @@ mod tests {
     fn backoff_grows_with_jitter_and_is_capped() {
         let mut backoff = Backoff::default();
         let first = backoff.next_delay();
-        assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN, "{first:?}");
+        assert!(
+            first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN,
+            "{first:?}"
+        );
         for _ in 0..20 {
             let delay = backoff.next_delay();
             assert!(delay <= BACKOFF_MAX, "{delay:?}");

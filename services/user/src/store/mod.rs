@@ -1,6 +1,7 @@
 //! Where users live: the [`UserStore`] trait and its backends.
 
 pub mod memory;
+pub mod mongo;
 
 use std::{fmt, sync::Arc};
 
@@ -22,12 +23,32 @@ pub trait UserStore: Send + Sync + fmt::Debug {
     async fn list(&self) -> Result<Vec<User>, StoreError>;
 }
 
-/// Opens the backend selected by `store.backend`.
-pub async fn open(settings: &Settings) -> Result<Arc<dyn UserStore>, StoreError> {
-    match settings.common.store.backend {
-        StoreBackend::Memory => Ok(Arc::new(memory::MemoryStore::default())),
-        StoreBackend::Mongodb => Err(StoreError::Internal(
-            "mongodb store not available yet".into(),
-        )),
+/// An opened store.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// What the handlers use.
+    pub store: Arc<dyn UserStore>,
+    /// The same store when the backend is MongoDB: the service supervises its readiness (see
+    /// [`shippy_shared::mongo::supervise`]).
+    pub mongo: Option<Arc<mongo::MongoStore>>,
+}
+
+/// Opens the backend selected by `store.backend`. MongoDB is not contacted yet: the driver
+/// connects on first use, so this succeeds while the database is down.
+pub async fn open(settings: &Settings) -> Result<Opened, StoreError> {
+    let store = &settings.common.store;
+    match store.backend {
+        StoreBackend::Memory => Ok(Opened {
+            store: Arc::new(memory::MemoryStore::default()),
+            mongo: None,
+        }),
+        StoreBackend::Mongodb => {
+            let database = shippy_shared::mongo::connect(&store.mongodb).await?;
+            let mongo = Arc::new(mongo::MongoStore::new(&database));
+            Ok(Opened {
+                store: Arc::clone(&mongo) as Arc<dyn UserStore>,
+                mongo: Some(mongo),
+            })
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Where vessels live: the [`VesselStore`] trait and its backends.
 
 pub mod memory;
+pub mod mongo;
 
 use std::{fmt, sync::Arc};
 
@@ -25,13 +26,33 @@ pub trait VesselStore: Send + Sync + fmt::Debug {
     async fn count(&self) -> Result<u64, StoreError>;
 }
 
-/// Opens the backend selected by `store.backend`.
-pub async fn open(settings: &Settings) -> Result<Arc<dyn VesselStore>, StoreError> {
-    match settings.common.store.backend {
-        StoreBackend::Memory => Ok(Arc::new(memory::MemoryStore::default())),
-        StoreBackend::Mongodb => Err(StoreError::Internal(
-            "mongodb store not available yet".into(),
-        )),
+/// An opened store.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// What the handlers use.
+    pub store: Arc<dyn VesselStore>,
+    /// The same store when the backend is MongoDB: the service supervises its readiness (see
+    /// [`shippy_shared::mongo::supervise`]).
+    pub mongo: Option<Arc<mongo::MongoStore>>,
+}
+
+/// Opens the backend selected by `store.backend`. MongoDB is not contacted yet: the driver
+/// connects on first use, so this succeeds while the database is down.
+pub async fn open(settings: &Settings) -> Result<Opened, StoreError> {
+    let store = &settings.common.store;
+    match store.backend {
+        StoreBackend::Memory => Ok(Opened {
+            store: Arc::new(memory::MemoryStore::default()),
+            mongo: None,
+        }),
+        StoreBackend::Mongodb => {
+            let database = shippy_shared::mongo::connect(&store.mongodb).await?;
+            let mongo = Arc::new(mongo::MongoStore::new(&database));
+            Ok(Opened {
+                store: Arc::clone(&mongo) as Arc<dyn VesselStore>,
+                mongo: Some(mongo),
+            })
+        }
     }
 }
 

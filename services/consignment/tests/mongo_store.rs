@@ -1,0 +1,228 @@
+//! The MongoDB consignment store against a real wire-compatible server (FerretDB, see
+//! `shippy_test_support::ferretdb`): the store contract, outages, restarts, and the readiness
+//! supervisor of the whole service.
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use shippy_consignment::{
+    Application, IDENTITY, Settings,
+    domain::{Consignment, Container, NewConsignment},
+    store::{self, ConsignmentStore},
+};
+use shippy_proto::consignment::v1 as pb;
+use shippy_shared::{health, settings::layered_with_env, store::StoreError};
+use shippy_test_support::ferretdb::{FerretDb, TEST_SELECTION_TIMEOUT, unique_database};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// Bound of every "until" wait; generous for a loaded 2-core machine.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn settings(server: &FerretDb, database: &str, registry: &Path) -> Settings {
+    let mut env = server.store_env(database);
+    env.extend([
+        (
+            "SHIPPY_REGISTRY__LOCAL__DIR".to_owned(),
+            registry.display().to_string(),
+        ),
+        ("SHIPPY_SHUTDOWN__DRAIN_MS".to_owned(), "0".to_owned()),
+    ]);
+    layered_with_env(None, None, Some(env.into_iter().collect())).expect("test settings")
+}
+
+async fn open(server: &FerretDb, prefix: &str) -> Arc<dyn ConsignmentStore> {
+    let registry = tempfile::tempdir().expect("temp dir");
+    let settings = settings(server, &unique_database(prefix), registry.path());
+    let opened = store::open(&settings).await.expect("open the mongo store");
+    assert!(opened.mongo.is_some(), "mongodb backend selected");
+    opened.store
+}
+
+/// A consignment as the service builds it: validated, with generated (time-ordered) ids.
+fn consignment(description: &str, containers: usize) -> Consignment {
+    NewConsignment::try_from(pb::Consignment {
+        description: description.to_owned(),
+        weight: 55_000,
+        containers: (0..containers)
+            .map(|i| pb::Container {
+                customer_id: format!("cust{i:03}"),
+                origin: "Manchester, United Kingdom".to_owned(),
+                user_id: if i == 0 {
+                    String::new()
+                } else {
+                    "user-9".to_owned()
+                },
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    })
+    .expect("valid consignment")
+    .assign("vessel001".to_owned(), "user-1")
+}
+
+#[tokio::test]
+async fn consignments_round_trip_oldest_first() {
+    let server = FerretDb::start().expect("FerretDB");
+    let store = open(&server, "consignments_contract").await;
+    assert_eq!(store.list().await.expect("list empty"), Vec::new());
+
+    let created: Vec<Consignment> = (0..5)
+        .map(|i| consignment(&format!("cargo {i}"), i + 1))
+        .collect();
+    // Stored newest first: the order of `list` must come from the ids, not from insertion.
+    for c in created.iter().rev() {
+        store.create(c).await.expect("create");
+    }
+    assert_eq!(store.list().await.expect("list"), created);
+
+    // Every field survives, including a weight beyond i32 (BSON has no u32).
+    let heavy = Consignment {
+        weight: u32::MAX,
+        containers: vec![Container {
+            id: "k1".to_owned(),
+            customer_id: "c".to_owned(),
+            origin: "Derby".to_owned(),
+            user_id: "u".to_owned(),
+        }],
+        ..consignment("heavy", 1)
+    };
+    store.create(&heavy).await.expect("create heavy");
+    let listed = store.list().await.expect("list");
+    assert_eq!(listed.last(), Some(&heavy));
+    assert_eq!(listed.len(), 6);
+
+    match store.create(&heavy).await {
+        Err(StoreError::Duplicate(what)) => assert_eq!(what, format!("consignment {}", heavy.id)),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+}
+
+/// Writes until one succeeds (bounded); every failure on the way must be `Unavailable`.
+async fn create_when_back(store: &dyn ConsignmentStore, consignment: &Consignment) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match store.create(consignment).await {
+            Ok(()) => return,
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("store did not recover: {error:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn outage_is_unavailable_and_acknowledged_writes_survive_a_restart() {
+    let mut server = FerretDb::start().expect("FerretDB");
+    let store = open(&server, "consignments_outage").await;
+    let mut acknowledged = Vec::new();
+    for i in 0..3 {
+        let c = consignment(&format!("before {i}"), 2);
+        store.create(&c).await.expect("create before the outage");
+        acknowledged.push(c);
+    }
+
+    server.stop().expect("stop FerretDB");
+    for i in 0..3 {
+        let started = Instant::now();
+        let result = store.create(&consignment(&format!("down {i}"), 1)).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "write while down: {result:?}"
+        );
+        assert!(
+            took < TEST_SELECTION_TIMEOUT + Duration::from_secs(1),
+            "a write while down took {took:?}"
+        );
+    }
+    assert!(matches!(
+        store.list().await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    server.restart().expect("restart FerretDB");
+    let after = consignment("after", 1);
+    create_when_back(store.as_ref(), &after).await;
+    acknowledged.push(after);
+    assert_eq!(store.list().await.expect("list"), acknowledged);
+}
+
+async fn status(address: &str, service: &str) -> Option<ServingStatus> {
+    health::check(address, service, Duration::from_millis(500))
+        .await
+        .ok()
+}
+
+/// Waits (bounded) until both the server and the service report `wanted`.
+async fn wait_status(address: &str, wanted: ServingStatus) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = (
+            status(address, "").await,
+            status(address, IDENTITY.grpc_service).await,
+        );
+        if now == (Some(wanted), Some(wanted)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {now:?} after {WAIT:?}, expected {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn service_is_not_serving_until_mongodb_answers() {
+    let mut server = FerretDb::start().expect("FerretDB");
+    server
+        .stop()
+        .expect("stop FerretDB: the service starts without its database");
+    let registry = tempfile::tempdir().expect("temp dir");
+    let mut settings = settings(
+        &server,
+        &unique_database("consignments_supervised"),
+        registry.path(),
+    );
+    // Long enough for several supervisor rounds while draining.
+    settings.common.shutdown.drain_ms = 2_500;
+    let app = Application::build(settings)
+        .await
+        .expect("builds while MongoDB is down");
+    let address = app.local_addr().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    wait_status(&address, ServingStatus::NotServing).await;
+    server.restart().expect("start FerretDB");
+    wait_status(&address, ServingStatus::Serving).await;
+    server.kill();
+    wait_status(&address, ServingStatus::NotServing).await;
+    server.restart().expect("start FerretDB after the crash");
+    wait_status(&address, ServingStatus::Serving).await;
+
+    // Shutting down reports NOT_SERVING, and the supervisor (stopped first) does not turn it
+    // back to SERVING while the service drains.
+    stop.send(()).expect("service still running");
+    wait_status(&address, ServingStatus::NotServing).await;
+    let draining = Instant::now();
+    while draining.elapsed() < Duration::from_secs(2) && !running.is_finished() {
+        let now = status(&address, IDENTITY.grpc_service).await;
+        assert!(
+            matches!(now, Some(ServingStatus::NotServing) | None),
+            "{now:?} while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running
+        .await
+        .expect("service task")
+        .expect("clean shutdown");
+}

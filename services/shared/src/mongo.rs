@@ -1,0 +1,484 @@
+//! What every MongoDB store shares: the client built from `store.mongodb.*`, the mapping of driver
+//! errors to [`StoreError`], and the readiness [`Supervisor`] that keeps a service NOT_SERVING while
+//! the database cannot be reached.
+//!
+//! The driver connects lazily, so a service starts (and answers health checks) while MongoDB is
+//! down; the supervisor pings it, runs the service's one-time initialisation (indexes, seed data)
+//! once it answers, and only then reports SERVING.
+
+use std::{future::Future, time::Duration};
+
+use mongodb::{
+    Client, Database,
+    bson::doc,
+    error::{Error, ErrorKind, WriteFailure},
+    options::{Acknowledgment, ClientOptions, WriteConcern},
+};
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic_health::{
+    ServingStatus,
+    pb::{HealthCheckRequest, health_check_response, health_server::Health},
+    server::{HealthReporter, HealthService},
+};
+
+use crate::{settings::MongoSettings, store::StoreError};
+
+/// Server error code of a unique-index violation.
+pub const DUPLICATE_KEY: i32 = 11_000;
+
+/// Server error codes that mean "not now" rather than "never": the node is stepping down, shutting
+/// down, recovering or unreachable from the node we talk to, or a time limit ran out.
+const TRANSIENT_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    50,    // MaxTimeMSExpired
+    64,    // WriteConcernFailed
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10058, // LegacyNotPrimary
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
+/// How often the supervisor pings the database.
+pub const SUPERVISE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Upper bound of one ping, in case a connection hangs beyond the driver's own timeouts.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds a client for `settings` and returns its database. Does not contact the server: the
+/// driver connects on first use, so this succeeds while MongoDB is down.
+///
+/// Every write is acknowledged with the configured `w` and journaled before it returns, so an
+/// RPC that answered OK never loses its write to a crash of the database. The `store.mongodb.*`
+/// settings win over the same options in the URI; an `appName` in the URI is kept.
+pub async fn connect(settings: &MongoSettings) -> Result<Database, StoreError> {
+    let uri = settings.uri.expose_secret();
+    let mut options = ClientOptions::parse(uri).await.map_err(|error| {
+        StoreError::Internal(format!(
+            "store.mongodb.uri is not a usable MongoDB connection string: {}",
+            redact(&error.to_string(), uri)
+        ))
+    })?;
+    options.write_concern = Some(write_concern(&settings.write_concern)?);
+    options.max_pool_size = Some(settings.max_pool_size.max(1));
+    options.server_selection_timeout = Some(millis(settings.server_selection_timeout_ms));
+    options.connect_timeout = Some(millis(settings.connect_timeout_ms));
+    if options.app_name.is_none() {
+        options.app_name = Some(app_name());
+    }
+    check_database_name(&settings.database)?;
+    let client = Client::with_options(options).map_err(|error| {
+        StoreError::Internal(format!(
+            "cannot create the MongoDB client: {}",
+            redact(&error.to_string(), uri)
+        ))
+    })?;
+    Ok(client.database(&settings.database))
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms.max(1))
+}
+
+/// The write concern of `store.mongodb.write_concern`: `majority` or a number of nodes (at least
+/// 1: unacknowledged writes would let an RPC report success for a write that never happened).
+pub fn write_concern(w: &str) -> Result<WriteConcern, StoreError> {
+    let w = w.trim();
+    let acknowledgment = if w.eq_ignore_ascii_case("majority") {
+        Acknowledgment::Majority
+    } else {
+        match w.parse::<u32>() {
+            Ok(nodes) if nodes >= 1 => Acknowledgment::Nodes(nodes),
+            Ok(_) => {
+                return Err(StoreError::Internal(
+                    "store.mongodb.write_concern must be at least 1: unacknowledged writes are not \
+                     allowed"
+                        .into(),
+                ));
+            }
+            Err(_) => {
+                return Err(StoreError::Internal(format!(
+                    "store.mongodb.write_concern must be `majority` or a number of nodes, not {w:?}"
+                )));
+            }
+        }
+    };
+    Ok(WriteConcern::builder()
+        .w(acknowledgment)
+        .journal(true)
+        .build())
+}
+
+/// The driver's `appName` (visible in the server's logs and `currentOp`): this binary's name.
+fn app_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "shippy".to_owned())
+}
+
+/// Rejects names MongoDB would refuse on first use, so a typo fails at start-up instead.
+fn check_database_name(name: &str) -> Result<(), StoreError> {
+    const FORBIDDEN: &[char] = &['/', '\\', '.', ' ', '"', '$', '\0'];
+    if name.is_empty() || name.len() >= 64 || name.contains(FORBIDDEN) {
+        return Err(StoreError::Internal(format!(
+            "store.mongodb.database {name:?} is not a valid database name (1-63 bytes, none of \
+             / \\ . space \" $)"
+        )));
+    }
+    Ok(())
+}
+
+/// Removes the credentials of `uri` (its `user:password@` part) from `text`, in case the driver
+/// quotes them in an error message.
+fn redact(text: &str, uri: &str) -> String {
+    let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if !userinfo.is_empty() => {
+            let mut redacted = text.replace(userinfo, "<redacted>");
+            if let Some((_, password)) = userinfo.split_once(':')
+                && !password.is_empty()
+            {
+                redacted = redacted.replace(password, "<redacted>");
+            }
+            redacted
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// Classifies a driver error: a unique-key violation is [`StoreError::Duplicate`] (stores replace
+/// its generic text with what was duplicated), anything that may succeed later (no reachable
+/// server, network, timeouts, a cleared pool, an unsatisfied write concern, a node stepping down)
+/// is [`StoreError::Unavailable`], and the rest is [`StoreError::Internal`].
+pub fn classify(error: &Error) -> StoreError {
+    let cause = error.to_string();
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(write)) if write.code == DUPLICATE_KEY => {
+            duplicate()
+        }
+        ErrorKind::Write(WriteFailure::WriteConcernError(_)) => StoreError::Unavailable(cause),
+        ErrorKind::Command(command) if command.code == DUPLICATE_KEY => duplicate(),
+        ErrorKind::Command(command) if TRANSIENT_CODES.contains(&command.code) => {
+            StoreError::Unavailable(cause)
+        }
+        ErrorKind::InsertMany(many) => {
+            let errors = many.write_errors.iter().flatten();
+            if errors.clone().any(|e| e.code == DUPLICATE_KEY) {
+                duplicate()
+            } else if many.write_concern_error.is_some() {
+                StoreError::Unavailable(cause)
+            } else {
+                StoreError::Internal(cause)
+            }
+        }
+        ErrorKind::BulkWrite(bulk) => {
+            if bulk.write_errors.values().any(|e| e.code == DUPLICATE_KEY) {
+                duplicate()
+            } else if !bulk.write_concern_errors.is_empty() {
+                StoreError::Unavailable(cause)
+            } else {
+                StoreError::Internal(cause)
+            }
+        }
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Shutdown => StoreError::Unavailable(cause),
+        // The driver labels network failures it wrapped in other kinds as retryable.
+        _ if error.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+            || error.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR) =>
+        {
+            StoreError::Unavailable(cause)
+        }
+        _ => StoreError::Internal(cause),
+    }
+}
+
+fn duplicate() -> StoreError {
+    StoreError::Duplicate("a record with the same unique key".into())
+}
+
+/// Whether the database answers a `ping`.
+pub async fn ping(db: &Database) -> Result<(), StoreError> {
+    match tokio::time::timeout(PING_TIMEOUT, db.run_command(doc! { "ping": 1 })).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(classify(&error)),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "ping got no answer within {PING_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// A running readiness supervisor; see [`supervise`]. Dropping it stops the task too.
+#[derive(Debug)]
+pub struct Supervisor {
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    /// Stops supervising and waits for the task to end, so it cannot change health afterwards
+    /// (call it before the host reports NOT_SERVING at shutdown).
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// What the supervisor last saw, to log once per change rather than every second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    Ready,
+    Unreachable,
+    InitFailing,
+}
+
+/// Spawns a task that keeps the health of `""` and `grpc_service` in line with the database: every
+/// [`SUPERVISE_INTERVAL`] it pings `db`; after the first successful ping it runs `init` (indexes,
+/// seed data) until that succeeds once; SERVING while the database answers and `init` has succeeded,
+/// NOT_SERVING otherwise. Warnings are logged once per change of state.
+///
+/// Start the host NOT_SERVING (`ServiceHost::start_not_serving`) and stop the supervisor with
+/// [`Supervisor::stop`] when shutdown begins.
+pub fn supervise<F, Fut>(
+    db: Database,
+    health: HealthReporter,
+    grpc_service: &'static str,
+    init: F,
+) -> Supervisor
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
+{
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(db, health, grpc_service, init, cancel.clone()));
+    Supervisor {
+        cancel,
+        task: Some(task),
+    }
+}
+
+async fn run<F, Fut>(
+    db: Database,
+    health: HealthReporter,
+    grpc_service: &'static str,
+    mut init: F,
+    cancel: CancellationToken,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
+{
+    // Reads the current status without notifying watchers, so it is only written when it differs.
+    let statuses = HealthService::from_health_reporter(health.clone());
+    let database = db.name().to_owned();
+    let mut initialised = false;
+    let mut last: Option<Readiness> = None;
+    loop {
+        let probe = async {
+            ping(&db).await.map_err(|e| (Readiness::Unreachable, e))?;
+            if !initialised {
+                init().await.map_err(|e| (Readiness::InitFailing, e))?;
+                initialised = true;
+            }
+            Ok::<_, (Readiness, StoreError)>(())
+        };
+        let outcome = tokio::select! {
+            () = cancel.cancelled() => return,
+            outcome = probe => outcome,
+        };
+        let now = match &outcome {
+            Ok(()) => Readiness::Ready,
+            Err((readiness, _)) => *readiness,
+        };
+        if last != Some(now) {
+            match &outcome {
+                Ok(()) => {
+                    tracing::info!(%database, "MongoDB is reachable and initialised: SERVING")
+                }
+                Err((Readiness::InitFailing, error)) => tracing::warn!(
+                    %database, %error,
+                    "MongoDB is reachable but initialisation failed: NOT_SERVING, retrying"
+                ),
+                Err((_, error)) => tracing::warn!(
+                    %database, %error,
+                    "MongoDB is unreachable: NOT_SERVING until it answers"
+                ),
+            }
+            last = Some(now);
+        }
+        let wanted = if now == Readiness::Ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        // Compared every round, not only on change: the host writes its own initial status when
+        // it starts serving, possibly after this task's first round.
+        for service in ["", grpc_service] {
+            if current(&statuses, service).await != Some(wanted) {
+                health.set_service_status(service, wanted).await;
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(SUPERVISE_INTERVAL) => {}
+        }
+    }
+}
+
+async fn current(statuses: &HealthService, service: &str) -> Option<ServingStatus> {
+    let request = tonic::Request::new(HealthCheckRequest {
+        service: service.to_owned(),
+    });
+    let status = statuses.check(request).await.ok()?.into_inner().status();
+    match status {
+        health_check_response::ServingStatus::Serving => Some(ServingStatus::Serving),
+        health_check_response::ServingStatus::NotServing => Some(ServingStatus::NotServing),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::{
+        bson::{self, Document},
+        error::{CommandError, WriteConcernError, WriteError},
+    };
+    use secrecy::SecretString;
+
+    fn from_doc<T: serde::de::DeserializeOwned>(doc: Document) -> T {
+        bson::from_document(doc).expect("error document")
+    }
+
+    fn command(code: i32) -> Error {
+        Error::from(ErrorKind::Command(from_doc::<CommandError>(
+            doc! { "code": code, "codeName": "X", "errmsg": "boom" },
+        )))
+    }
+
+    #[test]
+    fn duplicate_keys_are_duplicates_wherever_reported() {
+        let write = Error::from(ErrorKind::Write(WriteFailure::WriteError(from_doc::<
+            WriteError,
+        >(
+            doc! { "code": 11000, "errmsg": "E11000 duplicate key" },
+        ))));
+        assert!(matches!(classify(&write), StoreError::Duplicate(_)));
+        assert!(matches!(
+            classify(&command(11000)),
+            StoreError::Duplicate(_)
+        ));
+    }
+
+    #[test]
+    fn unreachable_or_unacknowledged_is_unavailable() {
+        let refused = Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(classify(&refused), StoreError::Unavailable(_)));
+        let timed_out = Error::from(std::io::ErrorKind::TimedOut);
+        assert!(matches!(classify(&timed_out), StoreError::Unavailable(_)));
+        let concern = Error::from(ErrorKind::Write(WriteFailure::WriteConcernError(
+            from_doc::<WriteConcernError>(doc! { "code": 64, "errmsg": "waiting for replication" }),
+        )));
+        assert!(matches!(classify(&concern), StoreError::Unavailable(_)));
+        for code in [91, 189, 10107, 11600] {
+            assert!(
+                matches!(classify(&command(code)), StoreError::Unavailable(_)),
+                "code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn everything_else_is_internal() {
+        assert!(matches!(classify(&command(2)), StoreError::Internal(_)));
+        let write = Error::from(ErrorKind::Write(WriteFailure::WriteError(from_doc::<
+            WriteError,
+        >(
+            doc! { "code": 121, "errmsg": "document failed validation" },
+        ))));
+        assert!(matches!(classify(&write), StoreError::Internal(_)));
+    }
+
+    #[test]
+    fn write_concern_is_majority_or_a_positive_number_and_journaled() {
+        let majority = write_concern(" Majority ").expect("majority");
+        assert_eq!(majority.w, Some(Acknowledgment::Majority));
+        assert_eq!(majority.journal, Some(true));
+        assert_eq!(
+            write_concern("2").expect("two").w,
+            Some(Acknowledgment::Nodes(2))
+        );
+        assert!(write_concern("0").is_err(), "unacknowledged refused");
+        let err = write_concern("majorty").expect_err("typo");
+        assert!(err.to_string().contains("majorty"), "{err}");
+    }
+
+    #[test]
+    fn database_names_are_checked() {
+        assert!(check_database_name("shippy").is_ok());
+        for bad in ["", "a.b", "a/b", "a b", "x$", "d".repeat(64).as_str()] {
+            assert!(check_database_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        let uri = "mongodb://admin:s3cr3t-pw@db.example:27017/?authSource=admin";
+        let text = format!("bad thing in {uri} and s3cr3t-pw alone");
+        let redacted = redact(&text, uri);
+        assert!(!redacted.contains("s3cr3t-pw"), "{redacted}");
+        assert!(redacted.contains("db.example:27017"), "{redacted}");
+        assert_eq!(redact("plain", "mongodb://h:1"), "plain");
+    }
+
+    #[tokio::test]
+    async fn connecting_needs_no_server_and_never_shows_the_password() {
+        let settings = MongoSettings {
+            // Nothing listens on port 1: connecting must still succeed, the driver is lazy.
+            uri: SecretString::from("mongodb://u:hunter2-secret@127.0.0.1:1/"),
+            server_selection_timeout_ms: 200,
+            ..MongoSettings::default()
+        };
+        let db = connect(&settings).await.expect("lazy connect");
+        assert_eq!(db.name(), "shippy");
+        let err = ping(&db).await.expect_err("nothing listens on port 1");
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+
+        let bad = MongoSettings {
+            uri: SecretString::from("mongodb://u:hunter2-secret@127.0.0.1:1/?maxPoolSize=lots"),
+            ..MongoSettings::default()
+        };
+        let err = connect(&bad).await.expect_err("invalid option");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let bad = MongoSettings {
+            uri: SecretString::from("postgres://u:hunter2-secret@h/"),
+            ..MongoSettings::default()
+        };
+        let err = connect(&bad).await.expect_err("wrong scheme");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
