@@ -27,6 +27,7 @@ use shippy_shared::{
     health,
     settings::EtcdSettings,
 };
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// How long a process may take to become SERVING.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -363,6 +364,34 @@ impl Cluster {
         ]);
         self.cli_ok(["login", "--email", email, "--password", "correct horse"]);
         fs::read_to_string(self.dir.path().join("token")).expect("token saved")
+    }
+}
+
+/// Waits until the server at `address` reports `wanted` both for itself and for `grpc_service`.
+pub async fn wait_health(
+    address: &str,
+    grpc_service: &str,
+    wanted: ServingStatus,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = (
+            health::check(address, "", Duration::from_secs(1))
+                .await
+                .ok(),
+            health::check(address, grpc_service, Duration::from_secs(1))
+                .await
+                .ok(),
+        );
+        if now == (Some(wanted), Some(wanted)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {now:?} after {within:?}, expected {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

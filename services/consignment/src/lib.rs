@@ -1,21 +1,20 @@
 //! The consignment service: takes a consignment from an authenticated user, asks the vessel service
 //! (found through discovery) for a vessel that fits, stores it and answers with its `vessel_id`.
 //!
-//! Entry point for readers: [`Application::build`].
+//! Entry point for readers: [`build`].
 
 pub mod domain;
 pub mod grpc;
 pub mod store;
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 use shippy_proto::consignment::v1::shipping_service_server::ShippingServiceServer;
 use shippy_shared::{
     balance::BalancedChannel,
     discovery,
-    lifecycle::{Identity, LifecycleError, ServiceHost},
-    mongo::Supervisor,
+    lifecycle::{Application, Identity, ServiceHost},
     settings::{CommonSettings, ServiceSettings},
 };
 use tonic::service::Routes;
@@ -53,78 +52,38 @@ impl ServiceSettings for Settings {
     }
 }
 
-/// A built, bound consignment service.
-#[derive(Debug)]
-pub struct Application {
-    host: ServiceHost,
-    routes: Routes,
-    /// Keeps health in line with MongoDB, when that is the store.
-    supervisor: Option<Supervisor>,
-}
-
-impl Application {
-    /// Connects discovery, the store, and balanced channels to the vessel and user services.
-    ///
-    /// With MongoDB the service starts NOT_SERVING and a supervisor turns it SERVING once the
-    /// database answers.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let registry = discovery::connect(&settings.common).await?;
-        let opened = store::open(&settings).await?;
-        let client = &settings.common.client;
-        let vessels = BalancedChannel::discover(registry.as_ref(), "vessel", client).await?;
-        let users = BalancedChannel::discover(registry.as_ref(), "user", client).await?;
-        let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
-        // Live settings (log level, client timeout, rate limits) apply inside `watch`.
-        shippy_shared::config_centre::watch(
-            IDENTITY.name,
-            settings.clone(),
-            |_: &Settings, _: &Settings| {},
+/// Connects discovery, the store, and balanced channels to the vessel and user services.
+///
+/// With MongoDB the service starts NOT_SERVING and a supervisor turns it SERVING once the
+/// database answers.
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    let registry = discovery::connect(&settings.common).await?;
+    let opened = store::open(&settings).await?;
+    let client = &settings.common.client;
+    let vessels = BalancedChannel::discover(registry.as_ref(), "vessel", client).await?;
+    let users = BalancedChannel::discover(registry.as_ref(), "user", client).await?;
+    let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
+    // Live settings (log level, client timeout, rate limits) apply inside `watch`.
+    shippy_shared::config_centre::watch(
+        IDENTITY.name,
+        settings.clone(),
+        |_: &Settings, _: &Settings| {},
+    )
+    .await?;
+    let supervisor = opened.mongo.map(|mongo| {
+        host.start_not_serving();
+        // Consignments need no index beyond `_id`: nothing to initialise.
+        shippy_shared::mongo::supervise(
+            mongo.database().clone(),
+            host.health(),
+            IDENTITY.grpc_service,
+            || async { Ok(()) },
         )
-        .await?;
-        let supervisor = opened.mongo.map(|mongo| {
-            host.start_not_serving();
-            // Consignments need no index beyond `_id`: nothing to initialise.
-            shippy_shared::mongo::supervise(
-                mongo.database().clone(),
-                host.health(),
-                IDENTITY.grpc_service,
-                || async { Ok(()) },
-            )
-        });
-        let handler = grpc::ShippingHandler::new(Arc::clone(&opened.store), vessels, users);
-        Ok(Self {
-            host,
-            routes: Routes::new(ShippingServiceServer::with_interceptor(
-                handler,
-                shippy_shared::ratelimit::RateLimit::global().clone(),
-            )),
-            supervisor,
-        })
-    }
-
-    /// The bound address (the real port when 0 was configured).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
-    /// Serves until `shutdown` completes, then shuts down in order.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), LifecycleError> {
-        let Self {
-            host,
-            routes,
-            supervisor,
-        } = self;
-        let shutdown = async move {
-            shutdown.await;
-            // Stop watching the store before the host reports NOT_SERVING for the shutdown, so
-            // the supervisor cannot turn it back to SERVING while draining.
-            if let Some(supervisor) = supervisor {
-                supervisor.stop().await;
-            }
-        };
-        host.serve(routes, shutdown).await
-    }
+    });
+    let handler = grpc::ShippingHandler::new(Arc::clone(&opened.store), vessels, users);
+    let routes = Routes::new(ShippingServiceServer::with_interceptor(
+        handler,
+        shippy_shared::ratelimit::RateLimit::global().clone(),
+    ));
+    Ok(Application::new(host, routes, supervisor))
 }

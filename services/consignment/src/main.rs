@@ -1,7 +1,7 @@
 //! `shippy-consignment`: thin entry point; everything lives in the library.
 
 use clap::Parser;
-use shippy_consignment::{Application, IDENTITY, Settings};
+use shippy_consignment::{IDENTITY, Settings};
 use shippy_shared::{args::ServiceArgs, lifecycle::shutdown_signal, telemetry};
 
 #[tokio::main]
@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = Settings::load(args.config.as_deref()).await?;
     telemetry::init(&settings.common.log).map_err(anyhow::Error::msg)?;
-    Application::build(settings)
+    shippy_consignment::build(settings)
         .await?
         .run_until(shutdown_signal())
         .await?;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use shippy_consignment::{
-    Application, IDENTITY, Settings,
+    IDENTITY, Settings,
     domain::{Consignment, Container, NewConsignment},
     store::{self, ConsignmentStore},
 };
@@ -152,31 +152,6 @@ async fn outage_is_unavailable_and_acknowledged_writes_survive_a_restart() {
     assert_eq!(store.list().await.expect("list"), acknowledged);
 }
 
-async fn status(address: &str, service: &str) -> Option<ServingStatus> {
-    health::check(address, service, Duration::from_millis(500))
-        .await
-        .ok()
-}
-
-/// Waits (bounded) until both the server and the service report `wanted`.
-async fn wait_status(address: &str, wanted: ServingStatus) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = (
-            status(address, "").await,
-            status(address, IDENTITY.grpc_service).await,
-        );
-        if now == (Some(wanted), Some(wanted)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {now:?} after {WAIT:?}, expected {wanted:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn service_is_not_serving_until_mongodb_answers() {
     let mut server = FerretDb::start().expect("FerretDB");
@@ -191,7 +166,7 @@ async fn service_is_not_serving_until_mongodb_answers() {
     );
     // Long enough for several supervisor rounds while draining.
     settings.common.shutdown.drain_ms = 2_500;
-    let app = Application::build(settings)
+    let app = shippy_consignment::build(settings)
         .await
         .expect("builds while MongoDB is down");
     let address = app.local_addr().to_string();
@@ -200,21 +175,53 @@ async fn service_is_not_serving_until_mongodb_answers() {
         let _ = stopped.await;
     }));
 
-    wait_status(&address, ServingStatus::NotServing).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::NotServing,
+        WAIT,
+    )
+    .await;
     server.restart().expect("start FerretDB");
-    wait_status(&address, ServingStatus::Serving).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::Serving,
+        WAIT,
+    )
+    .await;
     server.kill();
-    wait_status(&address, ServingStatus::NotServing).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::NotServing,
+        WAIT,
+    )
+    .await;
     server.restart().expect("start FerretDB after the crash");
-    wait_status(&address, ServingStatus::Serving).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::Serving,
+        WAIT,
+    )
+    .await;
 
     // Shutting down reports NOT_SERVING, and the supervisor (stopped first) does not turn it
     // back to SERVING while the service drains.
     stop.send(()).expect("service still running");
-    wait_status(&address, ServingStatus::NotServing).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::NotServing,
+        WAIT,
+    )
+    .await;
     let draining = Instant::now();
     while draining.elapsed() < Duration::from_secs(2) && !running.is_finished() {
-        let now = status(&address, IDENTITY.grpc_service).await;
+        let now = health::check(&address, IDENTITY.grpc_service, Duration::from_millis(500))
+            .await
+            .ok();
         assert!(
             matches!(now, Some(ServingStatus::NotServing) | None),
             "{now:?} while draining"

@@ -215,6 +215,56 @@ impl ServiceHost {
     }
 }
 
+/// A built service, ready to serve: its bound host, its gRPC routes and, when its store is MongoDB,
+/// the supervisor that keeps its health in line with the database.
+#[derive(Debug)]
+pub struct Application {
+    host: ServiceHost,
+    routes: Routes,
+    supervisor: Option<crate::mongo::Supervisor>,
+}
+
+impl Application {
+    /// Puts the parts together; each service's `build` makes them.
+    pub fn new(
+        host: ServiceHost,
+        routes: Routes,
+        supervisor: Option<crate::mongo::Supervisor>,
+    ) -> Self {
+        Self {
+            host,
+            routes,
+            supervisor,
+        }
+    }
+
+    /// The bound address (the real port when 0 was configured).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.host.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then shuts down in order (see [`ServiceHost::serve`]).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), LifecycleError> {
+        let Self {
+            host,
+            routes,
+            supervisor,
+        } = self;
+        let shutdown = async move {
+            shutdown.await;
+            // Stop watching the store before the host reports NOT_SERVING for the shutdown, so
+            // the supervisor cannot turn it back to SERVING while draining.
+            if let Some(supervisor) = supervisor {
+                supervisor.stop().await;
+            }
+        };
+        host.serve(routes, shutdown).await
+    }
+}
+
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -1,7 +1,7 @@
 //! The user service: registration with argon2-hashed passwords, authentication issuing HS256 JWTs,
 //! and token validation for the other services.
 //!
-//! Entry point for readers: [`Application::build`].
+//! Entry point for readers: [`build`].
 
 pub mod domain;
 pub mod grpc;
@@ -9,15 +9,14 @@ pub mod password;
 pub mod store;
 pub mod token;
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use shippy_proto::user::v1::user_service_server::UserServiceServer;
 use shippy_shared::{
     discovery,
-    lifecycle::{Identity, LifecycleError, ServiceHost},
-    mongo::Supervisor,
+    lifecycle::{Application, Identity, ServiceHost},
     settings::{CommonSettings, ServiceSettings},
 };
 use tonic::service::Routes;
@@ -126,82 +125,41 @@ impl ServiceSettings for Settings {
     }
 }
 
-/// A built, bound user service.
-#[derive(Debug)]
-pub struct Application {
-    host: ServiceHost,
-    routes: Routes,
-    /// Keeps health in line with MongoDB, when that is the store.
-    supervisor: Option<Supervisor>,
-}
-
-impl Application {
-    /// Checks the secret, connects discovery and the store, binds the port.
-    ///
-    /// With MongoDB the service starts NOT_SERVING; a supervisor creates the unique email index
-    /// once the database answers, then turns it SERVING.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let tokens = token::Tokens::new(
-            settings.auth.secret()?.as_bytes(),
-            &settings.auth.issuer,
-            Duration::from_secs(settings.auth.token_ttl_secs.max(1)),
-        );
-        let registry = discovery::connect(&settings.common).await?;
-        let opened = store::open(&settings).await?;
-        let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
-        // Live settings (log level, client timeout, rate limits) apply inside `watch`.
-        shippy_shared::config_centre::watch(
-            IDENTITY.name,
-            settings.clone(),
-            |_: &Settings, _: &Settings| {},
-        )
-        .await?;
-        let supervisor = opened.mongo.map(|mongo| {
-            host.start_not_serving();
-            let database = mongo.database().clone();
-            // The unique email index must exist before the service reports SERVING.
-            let init = move || {
-                let mongo = Arc::clone(&mongo);
-                async move { mongo.ensure_indexes().await }
-            };
-            shippy_shared::mongo::supervise(database, host.health(), IDENTITY.grpc_service, init)
-        });
-        let routes = Routes::new(UserServiceServer::with_interceptor(
-            grpc::UserHandler::new(Arc::clone(&opened.store), tokens),
-            shippy_shared::ratelimit::RateLimit::global().clone(),
-        ));
-        Ok(Self {
-            host,
-            routes,
-            supervisor,
-        })
-    }
-
-    /// The bound address (the real port when 0 was configured).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
-    /// Serves until `shutdown` completes, then shuts down in order.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), LifecycleError> {
-        let Self {
-            host,
-            routes,
-            supervisor,
-        } = self;
-        let shutdown = async move {
-            shutdown.await;
-            // Stop watching the store before the host reports NOT_SERVING for the shutdown, so
-            // the supervisor cannot turn it back to SERVING while draining.
-            if let Some(supervisor) = supervisor {
-                supervisor.stop().await;
-            }
+/// Checks the secret, connects discovery and the store, binds the port.
+///
+/// With MongoDB the service starts NOT_SERVING; a supervisor creates the unique email index
+/// once the database answers, then turns it SERVING.
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    let tokens = token::Tokens::new(
+        settings.auth.secret()?.as_bytes(),
+        &settings.auth.issuer,
+        Duration::from_secs(settings.auth.token_ttl_secs.max(1)),
+    );
+    let registry = discovery::connect(&settings.common).await?;
+    let opened = store::open(&settings).await?;
+    let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
+    // Live settings (log level, client timeout, rate limits) apply inside `watch`.
+    shippy_shared::config_centre::watch(
+        IDENTITY.name,
+        settings.clone(),
+        |_: &Settings, _: &Settings| {},
+    )
+    .await?;
+    let supervisor = opened.mongo.map(|mongo| {
+        host.start_not_serving();
+        let database = mongo.database().clone();
+        // The unique email index must exist before the service reports SERVING.
+        let init = move || {
+            let mongo = Arc::clone(&mongo);
+            async move { mongo.ensure_indexes().await }
         };
-        host.serve(routes, shutdown).await
-    }
+        shippy_shared::mongo::supervise(database, host.health(), IDENTITY.grpc_service, init)
+    });
+    let routes = Routes::new(UserServiceServer::with_interceptor(
+        grpc::UserHandler::new(Arc::clone(&opened.store), tokens),
+        shippy_shared::ratelimit::RateLimit::global().clone(),
+    ));
+    Ok(Application::new(host, routes, supervisor))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use shippy_shared::{args::ServiceArgs, lifecycle::shutdown_signal, telemetry};
-use shippy_user::{Application, IDENTITY, Settings};
+use shippy_user::{IDENTITY, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = Settings::load(args.config.as_deref()).await?;
     telemetry::init(&settings.common.log).map_err(anyhow::Error::msg)?;
-    Application::build(settings)
+    shippy_user::build(settings)
         .await?
         .run_until(shutdown_signal())
         .await?;

@@ -13,7 +13,7 @@ use shippy_proto::user::v1::{self as pb, user_service_client::UserServiceClient}
 use shippy_shared::{health, settings::layered_with_env, store::StoreError};
 use shippy_test_support::ferretdb::{FerretDb, TEST_SELECTION_TIMEOUT, unique_database};
 use shippy_user::{
-    Application, IDENTITY, Settings,
+    IDENTITY, Settings,
     domain::{PasswordHash, User, UserError},
     store::{self, UserStore, mongo::EMAIL_INDEX},
 };
@@ -184,31 +184,6 @@ async fn outage_is_unavailable_and_acknowledged_writes_survive_restarts_and_cras
     ));
 }
 
-async fn status(address: &str, service: &str) -> Option<ServingStatus> {
-    health::check(address, service, Duration::from_millis(500))
-        .await
-        .ok()
-}
-
-/// Waits (bounded) until both the server and the service report `wanted`.
-async fn wait_status(address: &str, wanted: ServingStatus) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = (
-            status(address, "").await,
-            status(address, IDENTITY.grpc_service).await,
-        );
-        if now == (Some(wanted), Some(wanted)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {now:?} after {WAIT:?}, expected {wanted:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn registration(email: &str) -> pb::User {
     pb::User {
         name: "Ewan".into(),
@@ -230,7 +205,7 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
         &unique_database("users_supervised"),
         registry.path(),
     );
-    let app = Application::build(settings.clone())
+    let app = shippy_user::build(settings.clone())
         .await
         .expect("builds while MongoDB is down");
     let address = app.local_addr().to_string();
@@ -241,11 +216,19 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
 
     // Answers health checks, but NOT_SERVING, and stays so while the database is down (observed
     // over a few supervisor rounds).
-    wait_status(&address, ServingStatus::NotServing).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::NotServing,
+        WAIT,
+    )
+    .await;
     let watch_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < watch_until {
         assert_eq!(
-            status(&address, IDENTITY.grpc_service).await,
+            health::check(&address, IDENTITY.grpc_service, Duration::from_millis(500))
+                .await
+                .ok(),
             Some(ServingStatus::NotServing)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -253,7 +236,13 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
 
     let started = Instant::now();
     server.restart().expect("start FerretDB");
-    wait_status(&address, ServingStatus::Serving).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::Serving,
+        WAIT,
+    )
+    .await;
     eprintln!("SERVING {:?} after FerretDB started", started.elapsed());
 
     // The supervisor created the unique index before reporting SERVING.
@@ -284,14 +273,26 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
 
     // It follows the database down and up again without a restart of its own.
     server.stop().expect("stop FerretDB");
-    wait_status(&address, ServingStatus::NotServing).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::NotServing,
+        WAIT,
+    )
+    .await;
     let refused = client
         .create(registration("later@example.com"))
         .await
         .expect_err("store down");
     assert_eq!(refused.code(), Code::Unavailable);
     server.restart().expect("restart FerretDB");
-    wait_status(&address, ServingStatus::Serving).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::Serving,
+        WAIT,
+    )
+    .await;
     let found = client
         .get(pb::User {
             email: "ewan@example.com".into(),

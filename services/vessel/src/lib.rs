@@ -1,20 +1,19 @@
 //! The vessel service: keeps the fleet and finds the best-fitting available vessel for a consignment.
 //!
-//! Entry point for readers: [`Application::build`] wires settings, discovery, the store and the
-//! gRPC handler; [`Application::run_until`] serves until shutdown.
+//! Entry point for readers: [`build`] wires settings, discovery, the store and the
+//! gRPC handler into an [`Application`]; its `run_until` serves until shutdown.
 
 pub mod domain;
 pub mod grpc;
 pub mod store;
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 use shippy_proto::vessel::v1::vessel_service_server::VesselServiceServer;
 use shippy_shared::{
     discovery,
-    lifecycle::{Identity, LifecycleError, ServiceHost},
-    mongo::Supervisor,
+    lifecycle::{Application, Identity, ServiceHost},
     settings::{CommonSettings, ServiceSettings},
 };
 use tonic::service::Routes;
@@ -68,96 +67,55 @@ impl ServiceSettings for Settings {
     }
 }
 
-/// A built, bound vessel service.
-#[derive(Debug)]
-pub struct Application {
-    host: ServiceHost,
-    routes: Routes,
-    /// Keeps health in line with MongoDB, when that is the store.
-    supervisor: Option<Supervisor>,
-}
-
-impl Application {
-    /// Connects discovery and the store, seeds the fleet if asked, binds the port.
-    ///
-    /// With MongoDB the service starts NOT_SERVING; a supervisor creates the index and seeds the
-    /// fleet once the database answers, then turns it SERVING.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let registry = discovery::connect(&settings.common).await?;
-        let opened = store::open(&settings).await?;
-        let seed = settings.vessel.seed_fleet;
-        if seed && opened.mongo.is_none() {
-            seed_fleet(opened.store.as_ref()).await?;
-        }
-        let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
-        // Live settings: the shared ones apply inside `watch`; switching the seed on seeds an empty store.
-        let reload_store = Arc::clone(&opened.store);
-        shippy_shared::config_centre::watch(
-            IDENTITY.name,
-            settings.clone(),
-            move |old: &Settings, new: &Settings| {
-                if new.vessel.seed_fleet && !old.vessel.seed_fleet {
-                    let store = Arc::clone(&reload_store);
-                    tokio::spawn(async move {
-                        if let Err(error) = seed_fleet(store.as_ref()).await {
-                            tracing::warn!(%error, "could not seed the fleet");
-                        }
-                    });
-                }
-            },
-        )
-        .await?;
-        let supervisor = opened.mongo.map(|mongo| {
-            host.start_not_serving();
-            let database = mongo.database().clone();
-            let init = move || {
-                let mongo = Arc::clone(&mongo);
-                async move {
-                    mongo.ensure_indexes().await?;
-                    if seed {
-                        seed_fleet(mongo.as_ref()).await?;
+/// Connects discovery and the store, seeds the fleet if asked, binds the port.
+///
+/// With MongoDB the service starts NOT_SERVING; a supervisor creates the index and seeds the
+/// fleet once the database answers, then turns it SERVING.
+pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+    let registry = discovery::connect(&settings.common).await?;
+    let opened = store::open(&settings).await?;
+    let seed = settings.vessel.seed_fleet;
+    if seed && opened.mongo.is_none() {
+        seed_fleet(opened.store.as_ref()).await?;
+    }
+    let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
+    // Live settings: the shared ones apply inside `watch`; switching the seed on seeds an empty store.
+    let reload_store = Arc::clone(&opened.store);
+    shippy_shared::config_centre::watch(
+        IDENTITY.name,
+        settings.clone(),
+        move |old: &Settings, new: &Settings| {
+            if new.vessel.seed_fleet && !old.vessel.seed_fleet {
+                let store = Arc::clone(&reload_store);
+                tokio::spawn(async move {
+                    if let Err(error) = seed_fleet(store.as_ref()).await {
+                        tracing::warn!(%error, "could not seed the fleet");
                     }
-                    Ok(())
+                });
+            }
+        },
+    )
+    .await?;
+    let supervisor = opened.mongo.map(|mongo| {
+        host.start_not_serving();
+        let database = mongo.database().clone();
+        let init = move || {
+            let mongo = Arc::clone(&mongo);
+            async move {
+                mongo.ensure_indexes().await?;
+                if seed {
+                    seed_fleet(mongo.as_ref()).await?;
                 }
-            };
-            shippy_shared::mongo::supervise(database, host.health(), IDENTITY.grpc_service, init)
-        });
-        let routes = Routes::new(VesselServiceServer::with_interceptor(
-            grpc::VesselHandler::new(Arc::clone(&opened.store)),
-            shippy_shared::ratelimit::RateLimit::global().clone(),
-        ));
-        Ok(Self {
-            host,
-            routes,
-            supervisor,
-        })
-    }
-
-    /// The bound address (the real port when 0 was configured).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.host.local_addr()
-    }
-
-    /// Serves until `shutdown` completes, then shuts down in order.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), LifecycleError> {
-        let Self {
-            host,
-            routes,
-            supervisor,
-        } = self;
-        let shutdown = async move {
-            shutdown.await;
-            // Stop watching the store before the host reports NOT_SERVING for the shutdown, so
-            // the supervisor cannot turn it back to SERVING while draining.
-            if let Some(supervisor) = supervisor {
-                supervisor.stop().await;
+                Ok(())
             }
         };
-        host.serve(routes, shutdown).await
-    }
+        shippy_shared::mongo::supervise(database, host.health(), IDENTITY.grpc_service, init)
+    });
+    let routes = Routes::new(VesselServiceServer::with_interceptor(
+        grpc::VesselHandler::new(Arc::clone(&opened.store)),
+        shippy_shared::ratelimit::RateLimit::global().clone(),
+    ));
+    Ok(Application::new(host, routes, supervisor))
 }
 
 /// Adds the default fleet to an empty store.

@@ -10,10 +10,10 @@ use std::{
 
 use mongodb::bson::Document;
 use shippy_proto::vessel::v1::{self as pb, vessel_service_client::VesselServiceClient};
-use shippy_shared::{health, settings::layered_with_env, store::StoreError};
+use shippy_shared::{settings::layered_with_env, store::StoreError};
 use shippy_test_support::ferretdb::{FerretDb, TEST_SELECTION_TIMEOUT, unique_database};
 use shippy_vessel::{
-    Application, IDENTITY, Settings,
+    IDENTITY, Settings,
     domain::{Specification, Vessel, default_fleet},
     store::{self, VesselStore, mongo::FIT_INDEX},
 };
@@ -223,31 +223,6 @@ async fn outage_is_unavailable_and_acknowledged_writes_survive_a_restart() {
     );
 }
 
-async fn status(address: &str, service: &str) -> Option<ServingStatus> {
-    health::check(address, service, Duration::from_millis(500))
-        .await
-        .ok()
-}
-
-/// Waits (bounded) until both the server and the service report `wanted`.
-async fn wait_status(address: &str, wanted: ServingStatus) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = (
-            status(address, "").await,
-            status(address, IDENTITY.grpc_service).await,
-        );
-        if now == (Some(wanted), Some(wanted)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {now:?} after {WAIT:?}, expected {wanted:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
     let mut server = FerretDb::start().expect("FerretDB");
@@ -261,7 +236,7 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
         registry.path(),
     );
     assert!(settings.vessel.seed_fleet, "seeding is on by default");
-    let app = Application::build(settings.clone())
+    let app = shippy_vessel::build(settings.clone())
         .await
         .expect("builds while MongoDB is down (no seeding at build time)");
     let address = app.local_addr().to_string();
@@ -270,7 +245,13 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
         let _ = stopped.await;
     }));
 
-    wait_status(&address, ServingStatus::NotServing).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::NotServing,
+        WAIT,
+    )
+    .await;
     let mut client = VesselServiceClient::connect(format!("http://{address}"))
         .await
         .expect("connect");
@@ -281,7 +262,13 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
     assert_eq!(refused.code(), Code::Unavailable);
 
     server.restart().expect("start FerretDB");
-    wait_status(&address, ServingStatus::Serving).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::Serving,
+        WAIT,
+    )
+    .await;
 
     // SERVING means the fleet is seeded and the best-fit index exists.
     let vessels = client
@@ -320,13 +307,19 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
         .expect("clean shutdown");
 
     // A second start on the same database finds the fleet and does not seed again.
-    let app = Application::build(settings).await.expect("second build");
+    let app = shippy_vessel::build(settings).await.expect("second build");
     let address = app.local_addr().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    wait_status(&address, ServingStatus::Serving).await;
+    shippy_test_support::wait_health(
+        &address,
+        IDENTITY.grpc_service,
+        ServingStatus::Serving,
+        WAIT,
+    )
+    .await;
     let mut client = VesselServiceClient::connect(format!("http://{address}"))
         .await
         .expect("connect");
