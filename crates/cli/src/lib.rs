@@ -218,7 +218,7 @@ async fn vessel(
                 ..Default::default()
             };
             let created = client
-                .create(vessel)
+                .create(authorized(vessel)?)
                 .await?
                 .into_inner()
                 .vessel

@@ -251,6 +251,61 @@ async fn bad_input_gets_clear_errors() {
 }
 
 #[tokio::test]
+async fn adding_a_vessel_needs_a_login_and_the_caller_owns_it() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let _processes = cluster.start_all(1).await.expect("services start");
+    let args = [
+        "vessel",
+        "create",
+        "--name",
+        "Shippy One",
+        "--capacity",
+        "40",
+        "--max-weight",
+        "90000",
+    ];
+    let refused = cluster.cli(args);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).starts_with("error: not logged in"),
+        "{}",
+        stderr(&refused)
+    );
+
+    cluster.sign_up_and_login("owner@example.com");
+    let users = cluster.cli_ok(["--output", "json", "user", "list"]);
+    let users: serde_json::Value = serde_json::from_str(&users).expect("JSON");
+    let owner = users[0]["id"].as_str().expect("user id").to_owned();
+    let created = cluster.cli_ok([
+        "--output",
+        "json",
+        "vessel",
+        "create",
+        "--name",
+        "Shippy One",
+        "--capacity",
+        "40",
+        "--max-weight",
+        "90000",
+    ]);
+    let created: serde_json::Value = serde_json::from_str(&created).expect("JSON");
+    assert_eq!(created[0]["owner_id"], owner.as_str());
+    assert_eq!(created[0]["available"], true);
+
+    // The new, smaller vessel is now the best fit for a 3-container, 55 t consignment.
+    let example = example_consignment();
+    let out = cluster.cli_ok([
+        "--output",
+        "json",
+        "consignment",
+        "create",
+        example.to_str().expect("path"),
+    ]);
+    let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(out[0]["vessel_id"], created[0]["id"]);
+}
+
+#[tokio::test]
 async fn three_vessel_instances_all_receive_traffic() {
     let mut cluster = Cluster::local().expect("cluster");
     let processes = cluster.start_all(3).await.expect("services start");

@@ -1,8 +1,8 @@
 //! Consignments: validation of what clients send, and the errors of the consignment service.
 
 use shippy_proto::consignment::v1 as pb;
-use shippy_shared::store::StoreError;
-use tonic::{Code, Status};
+use shippy_shared::{auth::AuthError, store::StoreError};
+use tonic::Status;
 
 /// Longest description.
 pub const MAX_DESCRIPTION: usize = 2_000;
@@ -83,6 +83,18 @@ pub enum ConsignmentError {
     Store(#[from] StoreError),
 }
 
+impl From<AuthError> for ConsignmentError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Unauthenticated(message) => Self::Unauthenticated(message),
+            AuthError::UserService(status) => Self::Dependency {
+                service: "user",
+                status,
+            },
+        }
+    }
+}
+
 impl From<ConsignmentError> for Status {
     fn from(error: ConsignmentError) -> Self {
         match error {
@@ -92,15 +104,7 @@ impl From<ConsignmentError> for Status {
             }
             ConsignmentError::NoVessel(message) => Status::not_found(message),
             ConsignmentError::Dependency { service, status } => {
-                tracing::warn!(service, code = ?status.code(), message = status.message(), "dependency failed");
-                match status.code() {
-                    Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
-                        Status::unavailable(format!(
-                            "the {service} service is unavailable; nothing was saved, try again later"
-                        ))
-                    }
-                    _ => Status::internal("internal error"),
-                }
+                shippy_shared::upstream::status(service, &status)
             }
             ConsignmentError::Store(store) => store.to_status(),
         }
@@ -250,6 +254,7 @@ impl From<Consignment> for pb::Consignment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     fn container(customer: &str, origin: &str) -> pb::Container {
         pb::Container {
@@ -337,24 +342,6 @@ mod tests {
                 vec![container("c", "o"); MAX_CONTAINERS + 1]
             )),
             "containers"
-        );
-    }
-
-    #[test]
-    fn dependency_failures_do_not_leak_details() {
-        let status = Status::from(ConsignmentError::Dependency {
-            service: "vessel",
-            status: Status::unavailable("tcp connect error 10.1.2.3:50052"),
-        });
-        assert_eq!(status.code(), Code::Unavailable);
-        assert!(!status.message().contains("10.1.2.3"));
-        let status = Status::from(ConsignmentError::Dependency {
-            service: "user",
-            status: Status::internal("boom"),
-        });
-        assert_eq!(
-            (status.code(), status.message()),
-            (Code::Internal, "internal error")
         );
     }
 }

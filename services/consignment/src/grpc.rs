@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use shippy_proto::{
     consignment::v1::{self as pb, shipping_service_server::ShippingService},
-    user::v1::{Token, user_service_client::UserServiceClient},
     vessel::v1::{Specification, vessel_service_client::VesselServiceClient},
 };
-use shippy_shared::balance::BalancedChannel;
+use shippy_shared::{auth::Authenticator, balance::BalancedChannel};
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
@@ -20,7 +19,7 @@ use crate::{
 pub struct ShippingHandler {
     store: Arc<dyn ConsignmentStore>,
     vessels: VesselServiceClient<BalancedChannel>,
-    users: UserServiceClient<BalancedChannel>,
+    auth: Authenticator,
 }
 
 impl ShippingHandler {
@@ -33,46 +32,7 @@ impl ShippingHandler {
         Self {
             store,
             vessels: VesselServiceClient::new(vessels),
-            users: UserServiceClient::new(users),
-        }
-    }
-
-    /// The caller's user id, from `authorization: Bearer <token>`, checked by the user service.
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<String, ConsignmentError> {
-        let header = request.metadata().get("authorization").ok_or_else(|| {
-            ConsignmentError::Unauthenticated(
-                "missing `authorization: Bearer <token>` metadata; log in first".into(),
-            )
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                ConsignmentError::Unauthenticated(
-                    "authorization metadata must be `Bearer <token>`".into(),
-                )
-            })?;
-        match self
-            .users
-            .clone()
-            .validate_token(Token {
-                token: token.to_owned(),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(answer) if answer.get_ref().valid => Ok(answer.into_inner().user_id),
-            Ok(_) => Err(ConsignmentError::Unauthenticated("invalid token".into())),
-            Err(status) if status.code() == Code::Unauthenticated => Err(
-                ConsignmentError::Unauthenticated(status.message().to_owned()),
-            ),
-            Err(status) => Err(ConsignmentError::Dependency {
-                service: "user",
-                status,
-            }),
+            auth: Authenticator::new(users),
         }
     }
 }
@@ -83,7 +43,11 @@ impl ShippingService for ShippingHandler {
         &self,
         request: Request<pb::Consignment>,
     ) -> Result<Response<pb::Response>, Status> {
-        let caller = self.authenticate(&request).await?;
+        let caller = self
+            .auth
+            .caller(request.metadata())
+            .await
+            .map_err(ConsignmentError::from)?;
         let new = NewConsignment::try_from(request.into_inner())?;
         let spec = Specification {
             // Both are bounded by validation far below i32::MAX.
@@ -128,7 +92,10 @@ impl ShippingService for ShippingHandler {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::Response>, Status> {
-        self.authenticate(&request).await?;
+        self.auth
+            .caller(request.metadata())
+            .await
+            .map_err(ConsignmentError::from)?;
         let consignments = self.store.list().await.map_err(ConsignmentError::from)?;
         Ok(Response::new(pb::Response {
             created: false,

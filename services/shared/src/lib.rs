@@ -6,6 +6,7 @@
 //! [`lifecycle::shutdown_signal`].
 
 pub mod args;
+pub mod auth;
 pub mod balance;
 pub mod config_centre;
 pub mod discovery;
@@ -17,3 +18,4 @@ pub mod ratelimit;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;

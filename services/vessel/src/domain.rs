@@ -1,7 +1,7 @@
 //! Vessels and the rule that picks one for a consignment.
 
 use shippy_proto::vessel::v1 as pb;
-use shippy_shared::store::StoreError;
+use shippy_shared::{auth::AuthError, store::StoreError};
 use tonic::Status;
 
 /// A vessel of the fleet.
@@ -47,9 +47,24 @@ pub enum VesselError {
         .0.capacity, .0.max_weight
     )]
     NoneFits(Specification),
+    /// No token, or a token the user service refused.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The user service could not check the token.
+    #[error("user service: {0}")]
+    UserService(Status),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<AuthError> for VesselError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Unauthenticated(message) => Self::Unauthenticated(message),
+            AuthError::UserService(status) => Self::UserService(status),
+        }
+    }
 }
 
 impl From<VesselError> for Status {
@@ -57,6 +72,8 @@ impl From<VesselError> for Status {
         match &error {
             VesselError::Invalid { .. } => Status::invalid_argument(error.to_string()),
             VesselError::NoneFits(_) => Status::not_found(error.to_string()),
+            VesselError::Unauthenticated(message) => Status::unauthenticated(message.clone()),
+            VesselError::UserService(status) => shippy_shared::upstream::status("user", status),
             VesselError::Store(store) => store.to_status(),
         }
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use shippy_proto::vessel::v1::{self as pb, vessel_service_server::VesselService};
+use shippy_shared::auth::Authenticator;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -14,12 +15,13 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct VesselHandler {
     store: Arc<dyn VesselStore>,
+    auth: Authenticator,
 }
 
 impl VesselHandler {
-    /// A handler over `store`.
-    pub fn new(store: Arc<dyn VesselStore>) -> Self {
-        Self { store }
+    /// A handler over `store`; adding vessels needs a token, checked by `auth`.
+    pub fn new(store: Arc<dyn VesselStore>, auth: Authenticator) -> Self {
+        Self { store, auth }
     }
 }
 
@@ -44,7 +46,17 @@ impl VesselService for VesselHandler {
     }
 
     async fn create(&self, request: Request<pb::Vessel>) -> Result<Response<pb::Response>, Status> {
-        let vessel = Vessel::try_from(request.into_inner())?;
+        // Reads are open to every service; changing the fleet needs a logged-in user, who owns
+        // the vessel unless the request names another owner.
+        let caller = self
+            .auth
+            .caller(request.metadata())
+            .await
+            .map_err(VesselError::from)?;
+        let mut vessel = Vessel::try_from(request.into_inner())?;
+        if vessel.owner_id.is_empty() {
+            vessel.owner_id = caller;
+        }
         self.store
             .create(&vessel)
             .await

@@ -12,6 +12,8 @@ use std::{path::Path, sync::Arc};
 use serde::Deserialize;
 use shippy_proto::vessel::v1::vessel_service_server::VesselServiceServer;
 use shippy_shared::{
+    auth::Authenticator,
+    balance::BalancedChannel,
     discovery,
     lifecycle::{Application, Identity, ServiceHost},
     settings::{CommonSettings, ServiceSettings},
@@ -78,6 +80,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
     if seed && opened.mongo.is_none() {
         seed_fleet(opened.store.as_ref()).await?;
     }
+    let users =
+        BalancedChannel::discover(registry.as_ref(), "user", &settings.common.client).await?;
     let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
     // Live settings: the shared ones apply inside `watch`; switching the seed on seeds an empty store.
     let reload_store = Arc::clone(&opened.store);
@@ -112,7 +116,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         shippy_shared::mongo::supervise(database, host.health(), IDENTITY.grpc_service, init)
     });
     let routes = Routes::new(VesselServiceServer::with_interceptor(
-        grpc::VesselHandler::new(Arc::clone(&opened.store)),
+        grpc::VesselHandler::new(Arc::clone(&opened.store), Authenticator::new(users)),
         shippy_shared::ratelimit::RateLimit::global().clone(),
     ));
     Ok(Application::new(host, routes, supervisor))
