@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The etcd-client crate's build script needs protoc; this finds or installs one (see the script).
 WITH_PROTOC = PROTOC="$$(scripts/ensure-protoc.sh)"
 
-.PHONY: help bins demo test test-deps check fmt ci
+.PHONY: help bins demo test test-deps check fmt ci bench
 
 # Images, compose and the static checks of deploy/: build, up, down, lint.
 include deploy/make/docker.mk
@@ -28,6 +28,10 @@ test-deps: ## Install what the tests need: protoc, etcd (Debian etcd-server), th
 
 test: test-deps bins ## Run every test (unit, integration, end to end)
 	$(WITH_PROTOC) $(CARGO) test --workspace --no-fail-fast
+
+bench: ## Start-up, throughput, latency and memory of the release binaries (prints numbers)
+	$(WITH_PROTOC) $(CARGO) build --release --workspace --bins
+	$(WITH_PROTOC) $(CARGO) run --release -q -p shippy-test-support --example bench
 
 check: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all --check

@@ -132,7 +132,13 @@ async fn killed_instance_key_expires_within_the_ttl_and_stopped_one_goes_at_once
     wait_keys(&etcd, &prefix, 2, Duration::from_secs(5)).await;
 
     let start = Instant::now();
-    stopped.stop(Duration::from_secs(20)).expect("stops");
+    assert!(
+        stopped
+            .stop(Duration::from_secs(20))
+            .expect("stops")
+            .success(),
+        "SIGTERM exits 0"
+    );
     // SIGTERM deregisters before the drain period, so the key is gone by the time the process exits.
     assert_eq!(
         keys(&etcd, &prefix).await.len(),

@@ -6,6 +6,8 @@ use shippy_user::{IDENTITY, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before anything else, so a SIGTERM during start-up still shuts down in order.
+    let shutdown = shutdown_signal();
     let args = ServiceArgs::parse();
     if args.is_healthcheck() {
         // A probe reads only the file and the environment: it must not depend on etcd.
@@ -20,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&settings.common.log).map_err(anyhow::Error::msg)?;
     shippy_user::build(settings)
         .await?
-        .run_until(shutdown_signal())
+        .run_until(shutdown)
         .await?;
     Ok(())
 }

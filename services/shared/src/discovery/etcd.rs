@@ -264,24 +264,33 @@ impl EtcdRegistry {
         format!("/{}/services/{name}/", self.prefix)
     }
 
-    /// Grants a lease and puts the instance key on it; returns the lease id.
-    async fn put_instance(&self, key: &str, value: &str) -> Result<i64, DiscoveryError> {
+    /// Grants a lease and puts the instance key on it; returns the lease id and the revision of the
+    /// put.
+    async fn put_instance(&self, key: &str, value: &str) -> Result<(i64, i64), DiscoveryError> {
         let ttl = i64::try_from(self.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let lease = timed(&self.client, self.timeout, |mut c| async move {
             c.lease_grant(ttl, None).await
         })
         .await?
         .id();
-        timed(&self.client, self.timeout, |mut c| async move {
+        let put = timed(&self.client, self.timeout, |mut c| async move {
             c.put(key, value, Some(PutOptions::new().with_lease(lease)))
                 .await
         })
         .await?;
-        Ok(lease)
+        Ok((lease, put.header().map_or(0, |h| h.revision())))
     }
 
     /// Keeps lease `lease` alive until it is lost (returns why) or `stop` fires (returns `None`).
-    async fn keep_alive(&self, key: &str, lease: i64, stop: &CancellationToken) -> Option<String> {
+    /// `put_revision` is the revision of our put: the watch on our own key starts right after it, so
+    /// a delete that lands before the watch is set up is still seen.
+    async fn keep_alive(
+        &self,
+        key: &str,
+        lease: i64,
+        put_revision: i64,
+        stop: &CancellationToken,
+    ) -> Option<String> {
         let kept = timed(&self.client, self.timeout, |mut c| async move {
             c.lease_keep_alive(lease).await
         });
@@ -289,8 +298,10 @@ impl EtcdRegistry {
             Ok(pair) => pair,
             Err(error) => return Some(format!("cannot open keep-alive stream: {error}")),
         };
-        let watched = timed(&self.client, self.timeout, |mut c| async move {
-            c.watch(key, None).await
+        let from = WatchOptions::new().with_start_revision(put_revision + 1);
+        let watched = timed(&self.client, self.timeout, |mut c| {
+            let from = from.clone();
+            async move { c.watch(key, Some(from)).await }
         });
         let mut own_key = match watched.await {
             Ok(stream) => stream,
@@ -332,22 +343,23 @@ impl Registry for EtcdRegistry {
         let key = format!("{}{}", self.service_prefix(&instance.name), instance.id);
         let value = serde_json::to_string(&instance)?;
         // The first registration must work, so a misconfigured endpoint fails start-up loudly.
-        let first_lease = self.put_instance(&key, &value).await?;
-        tracing::info!(%key, lease = first_lease, ttl = ?self.ttl, "registered (etcd)");
+        let first = self.put_instance(&key, &value).await?;
+        tracing::info!(%key, lease = first.0, ttl = ?self.ttl, "registered (etcd)");
 
         let stop = CancellationToken::new();
         let registry = self.clone();
         let task = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let mut lease = Some(first_lease);
+                // (lease id, revision of our put) of the live registration, if any.
+                let mut lease = Some(first);
                 let mut backoff = Backoff::default();
                 loop {
                     let current = match lease {
                         Some(current) => current,
                         None => match registry.put_instance(&key, &value).await {
                             Ok(fresh) => {
-                                tracing::info!(%key, lease = fresh, "re-registered (etcd)");
+                                tracing::info!(%key, lease = fresh.0, "re-registered (etcd)");
                                 backoff.reset();
                                 lease = Some(fresh);
                                 fresh
@@ -362,11 +374,11 @@ impl Registry for EtcdRegistry {
                             }
                         },
                     };
-                    match registry.keep_alive(&key, current, &stop).await {
+                    match registry.keep_alive(&key, current.0, current.1, &stop).await {
                         None => break,
                         Some(reason) => {
                             let delay = backoff.next_delay();
-                            tracing::warn!(%key, lease = current, %reason, retry_in = ?delay, "registration lost; re-registering");
+                            tracing::warn!(%key, lease = current.0, %reason, retry_in = ?delay, "registration lost; re-registering");
                             lease = None;
                             tokio::select! {
                                 () = stop.cancelled() => break,
@@ -377,7 +389,7 @@ impl Registry for EtcdRegistry {
                 }
                 // Deregister: revoking the lease deletes the key; delete it too in case the lease is gone.
                 let client = &registry.client;
-                if let Some(current) = lease {
+                if let Some((current, _)) = lease {
                     let _ = timed(client, registry.timeout, |mut c| async move {
                         c.lease_revoke(current).await
                     })

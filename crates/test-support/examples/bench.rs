@@ -1,0 +1,164 @@
+//! `make bench`: start-up time, throughput, latency and memory of the whole system on this machine.
+//!
+//! Starts the release binaries (user, two vessel instances, consignment) on the local registry and
+//! in-memory stores, then sends `CreateConsignment` calls — each one a full trip: consignment →
+//! user (`ValidateToken`) → vessel (`FindAvailable`, balanced over two instances) → store — at a
+//! fixed concurrency, and prints what it measured. It asserts nothing: numbers on a shared 2-core
+//! machine vary, so they are for reading, not for failing builds.
+//!
+//! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32).
+
+use std::time::{Duration, Instant};
+
+use shippy_proto::consignment::v1::{
+    Consignment, Container, shipping_service_client::ShippingServiceClient,
+};
+use shippy_test_support::{Cluster, ServiceProcess};
+use tonic::Request;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident memory of a process in KiB, from /proc.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn memory(processes: &[ServiceProcess]) -> String {
+    processes
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:.1} MiB",
+                p.service,
+                rss_kib(p.pid()).unwrap_or(0) as f64 / 1024.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn request(token: &str, i: usize) -> Request<Consignment> {
+    let mut request = Request::new(Consignment {
+        description: format!("bench cargo {i}"),
+        weight: 1_000 + (i % 50_000) as i32,
+        containers: vec![Container {
+            customer_id: "bench".into(),
+            origin: "Felixstowe".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let calls = env_usize("BENCH_CALLS", 5_000);
+    let concurrency = env_usize("BENCH_CONCURRENCY", 32).max(1);
+    println!(
+        "shippy bench: binaries from {}",
+        shippy_test_support::bin_dir().display()
+    );
+
+    let mut cluster = Cluster::local()?;
+    cluster.set_env("SHIPPY_LOG__LEVEL", "warn");
+    let mut processes = Vec::new();
+    for service in ["user", "vessel", "vessel", "consignment"] {
+        let start = Instant::now();
+        processes.push(cluster.start(service).await?);
+        println!(
+            "start-up   {service:<12} {:>7.1} ms to SERVING (spawn, register, health)",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    println!("idle RSS   {}", memory(&processes));
+
+    let token = cluster.sign_up_and_login("bench@example.com");
+    let token = token.trim().to_owned();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", processes[3].address()))?
+            .connect()
+            .await?;
+    let client = ShippingServiceClient::new(channel);
+    for i in 0..200 {
+        client
+            .clone()
+            .create_consignment(request(&token, i))
+            .await?;
+    }
+
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let (client, token) = (client.clone(), token.clone());
+        let share = calls / concurrency + usize::from(worker < calls % concurrency);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(share);
+            let mut failures = 0usize;
+            for i in 0..share {
+                let sent = Instant::now();
+                if client
+                    .clone()
+                    .create_consignment(request(&token, worker * 1_000_000 + i))
+                    .await
+                    .is_err()
+                {
+                    failures += 1;
+                }
+                latencies.push(sent.elapsed());
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(calls);
+    let mut failures = 0;
+    for worker in workers {
+        let (mut l, f) = worker.await?;
+        latencies.append(&mut l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "load       {calls} CreateConsignment calls, concurrency {concurrency}: {:.0} calls/s, {failures} failed",
+        calls as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "latency    p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.90)),
+        ms(percentile(&latencies, 0.99)),
+        ms(percentile(&latencies, 1.0))
+    );
+    println!("loaded RSS {}", memory(&processes));
+
+    for process in &mut processes {
+        let start = Instant::now();
+        let status = process.stop(Duration::from_secs(20))?;
+        println!(
+            "shutdown   {:<12} {:>7.1} ms after SIGTERM, exit {} (includes the {} ms drain)",
+            process.service,
+            ms(start.elapsed()),
+            status.code().unwrap_or(-1),
+            1_000
+        );
+    }
+    Ok(())
+}
