@@ -204,11 +204,6 @@ impl Etcd {
         }
     }
 
-    /// Starts member `i` again on the same ports and data.
-    pub fn start_member(&mut self, i: usize) -> anyhow::Result<()> {
-        self.spawn_member(i)
-    }
-
     /// Stops every member and starts them again on the same ports and data; waits until healthy.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();

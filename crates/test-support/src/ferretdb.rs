@@ -10,7 +10,7 @@
 use std::{
     fs,
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -114,14 +114,6 @@ impl FerretDb {
         self.dir.path().join("data")
     }
 
-    /// Whether the process is running.
-    pub fn is_running(&mut self) -> bool {
-        match &mut self.process {
-            Some((child, _)) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
     /// What the server wrote to stderr so far (errors only, by default).
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -190,6 +182,26 @@ impl FerretDb {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
         .collect()
+    }
+
+    /// Settings of type `T` for a service run in-process: its store on `database` of this server,
+    /// its local registry in `registry_dir`, no shutdown drain, dev-mode auth.
+    pub fn service_settings<T: serde::de::DeserializeOwned>(
+        &self,
+        database: &str,
+        registry_dir: &Path,
+    ) -> T {
+        let mut env = self.store_env(database);
+        env.extend([
+            (
+                "SHIPPY_REGISTRY__LOCAL__DIR".to_owned(),
+                registry_dir.display().to_string(),
+            ),
+            ("SHIPPY_SHUTDOWN__DRAIN_MS".to_owned(), "0".to_owned()),
+            ("SHIPPY_AUTH__DEV_MODE".to_owned(), "true".to_owned()),
+        ]);
+        shippy_shared::settings::layered_with_env(None, None, Some(env.into_iter().collect()))
+            .expect("test settings")
     }
 
     fn log_path(&self) -> PathBuf {

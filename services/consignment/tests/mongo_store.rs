@@ -3,7 +3,6 @@
 //! supervisor of the whole service.
 
 use std::{
-    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -14,28 +13,16 @@ use shippy_consignment::{
     store::{self, ConsignmentStore},
 };
 use shippy_proto::consignment::v1 as pb;
-use shippy_shared::{health, settings::layered_with_env, store::StoreError};
+use shippy_shared::{health, store::StoreError};
 use shippy_test_support::ferretdb::{FerretDb, TEST_SELECTION_TIMEOUT, unique_database};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Bound of every "until" wait; generous for a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);
 
-fn settings(server: &FerretDb, database: &str, registry: &Path) -> Settings {
-    let mut env = server.store_env(database);
-    env.extend([
-        (
-            "SHIPPY_REGISTRY__LOCAL__DIR".to_owned(),
-            registry.display().to_string(),
-        ),
-        ("SHIPPY_SHUTDOWN__DRAIN_MS".to_owned(), "0".to_owned()),
-    ]);
-    layered_with_env(None, None, Some(env.into_iter().collect())).expect("test settings")
-}
-
 async fn open(server: &FerretDb, prefix: &str) -> Arc<dyn ConsignmentStore> {
     let registry = tempfile::tempdir().expect("temp dir");
-    let settings = settings(server, &unique_database(prefix), registry.path());
+    let settings = server.service_settings::<Settings>(&unique_database(prefix), registry.path());
     let opened = store::open(&settings).await.expect("open the mongo store");
     assert!(opened.mongo.is_some(), "mongodb backend selected");
     opened.store
@@ -159,11 +146,8 @@ async fn service_is_not_serving_until_mongodb_answers() {
         .stop()
         .expect("stop FerretDB: the service starts without its database");
     let registry = tempfile::tempdir().expect("temp dir");
-    let mut settings = settings(
-        &server,
-        &unique_database("consignments_supervised"),
-        registry.path(),
-    );
+    let mut settings = server
+        .service_settings::<Settings>(&unique_database("consignments_supervised"), registry.path());
     // Long enough for several supervisor rounds while draining.
     settings.common.shutdown.drain_ms = 2_500;
     let app = shippy_consignment::build(settings)

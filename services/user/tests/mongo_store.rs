@@ -3,14 +3,13 @@
 //! supervisor of the whole service.
 
 use std::{
-    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use mongodb::bson::Document;
 use shippy_proto::user::v1::{self as pb, user_service_client::UserServiceClient};
-use shippy_shared::{health, settings::layered_with_env, store::StoreError};
+use shippy_shared::{health, store::StoreError};
 use shippy_test_support::ferretdb::{FerretDb, TEST_SELECTION_TIMEOUT, unique_database};
 use shippy_user::{
     IDENTITY, Settings,
@@ -23,22 +22,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 /// Bound of every "until" wait; generous for a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);
 
-fn settings(server: &FerretDb, database: &str, registry: &Path) -> Settings {
-    let mut env = server.store_env(database);
-    env.extend([
-        (
-            "SHIPPY_REGISTRY__LOCAL__DIR".to_owned(),
-            registry.display().to_string(),
-        ),
-        ("SHIPPY_SHUTDOWN__DRAIN_MS".to_owned(), "0".to_owned()),
-        ("SHIPPY_AUTH__DEV_MODE".to_owned(), "true".to_owned()),
-    ]);
-    layered_with_env(None, None, Some(env.into_iter().collect())).expect("test settings")
-}
-
 async fn open(server: &FerretDb, prefix: &str) -> (Arc<dyn UserStore>, Settings) {
     let registry = tempfile::tempdir().expect("temp dir");
-    let settings = settings(server, &unique_database(prefix), registry.path());
+    let settings = server.service_settings::<Settings>(&unique_database(prefix), registry.path());
     let opened = store::open(&settings).await.expect("open the mongo store");
     assert!(opened.mongo.is_some(), "mongodb backend selected");
     (opened.store, settings)
@@ -200,11 +186,8 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
         .stop()
         .expect("stop FerretDB: the service starts without its database");
     let registry = tempfile::tempdir().expect("temp dir");
-    let settings = settings(
-        &server,
-        &unique_database("users_supervised"),
-        registry.path(),
-    );
+    let settings =
+        server.service_settings::<Settings>(&unique_database("users_supervised"), registry.path());
     let app = shippy_user::build(settings.clone())
         .await
         .expect("builds while MongoDB is down");

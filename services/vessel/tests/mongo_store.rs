@@ -3,14 +3,13 @@
 //! `Specification::best_fit` answers), outages, restarts, and the readiness supervisor with seeding.
 
 use std::{
-    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use mongodb::bson::Document;
 use shippy_proto::vessel::v1::{self as pb, vessel_service_client::VesselServiceClient};
-use shippy_shared::{settings::layered_with_env, store::StoreError};
+use shippy_shared::store::StoreError;
 use shippy_test_support::ferretdb::{FerretDb, TEST_SELECTION_TIMEOUT, unique_database};
 use shippy_vessel::{
     IDENTITY, Settings,
@@ -23,21 +22,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 /// Bound of every "until" wait; generous for a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);
 
-fn settings(server: &FerretDb, database: &str, registry: &Path) -> Settings {
-    let mut env = server.store_env(database);
-    env.extend([
-        (
-            "SHIPPY_REGISTRY__LOCAL__DIR".to_owned(),
-            registry.display().to_string(),
-        ),
-        ("SHIPPY_SHUTDOWN__DRAIN_MS".to_owned(), "0".to_owned()),
-    ]);
-    layered_with_env(None, None, Some(env.into_iter().collect())).expect("test settings")
-}
-
 async fn open(server: &FerretDb, prefix: &str) -> Arc<dyn VesselStore> {
     let registry = tempfile::tempdir().expect("temp dir");
-    let settings = settings(server, &unique_database(prefix), registry.path());
+    let settings = server.service_settings::<Settings>(&unique_database(prefix), registry.path());
     let opened = store::open(&settings).await.expect("open the mongo store");
     assert!(opened.mongo.is_some(), "mongodb backend selected");
     opened.store
@@ -230,11 +217,8 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
         .stop()
         .expect("stop FerretDB: the service starts without its database");
     let registry = tempfile::tempdir().expect("temp dir");
-    let settings = settings(
-        &server,
-        &unique_database("vessels_supervised"),
-        registry.path(),
-    );
+    let settings = server
+        .service_settings::<Settings>(&unique_database("vessels_supervised"), registry.path());
     assert!(settings.vessel.seed_fleet, "seeding is on by default");
     let app = shippy_vessel::build(settings.clone())
         .await
