@@ -26,6 +26,7 @@ use shippy_shared::{
     discovery::{Registry, ServiceInstance, etcd::EtcdRegistry, local::LocalRegistry},
     health,
     settings::EtcdSettings,
+    store::StoreError,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -392,6 +393,25 @@ pub async fn wait_health(
             "still {now:?} after {within:?}, expected {wanted:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Retries a store write until it succeeds, within `within`; every failure on the way must be
+/// [`StoreError::Unavailable`] (an outage), never another error and never a silent success.
+pub async fn write_when_back<F, Fut>(within: Duration, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match write().await {
+            Ok(()) => return,
+            Err(StoreError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("store did not recover: {error:?}"),
+        }
     }
 }
 

@@ -88,20 +88,6 @@ async fn consignments_round_trip_oldest_first() {
     }
 }
 
-/// Writes until one succeeds (bounded); every failure on the way must be `Unavailable`.
-async fn create_when_back(store: &dyn ConsignmentStore, consignment: &Consignment) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match store.create(consignment).await {
-            Ok(()) => return,
-            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => panic!("store did not recover: {error:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn outage_is_unavailable_and_acknowledged_writes_survive_a_restart() {
     let mut server = FerretDb::start().expect("FerretDB");
@@ -134,7 +120,7 @@ async fn outage_is_unavailable_and_acknowledged_writes_survive_a_restart() {
 
     server.restart().expect("restart FerretDB");
     let after = consignment("after", 1);
-    create_when_back(store.as_ref(), &after).await;
+    shippy_test_support::write_when_back(WAIT, || store.as_ref().create(&after)).await;
     acknowledged.push(after);
     assert_eq!(store.list().await.expect("list"), acknowledged);
 }

@@ -91,20 +91,6 @@ async fn users_round_trip_and_emails_are_unique() {
     assert_eq!(store.list().await.expect("list").len(), 3);
 }
 
-/// Writes until one succeeds (bounded); every failure on the way must be `Unavailable`.
-async fn create_when_back(store: &dyn UserStore, user: &User) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match store.create(user).await {
-            Ok(()) => return,
-            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => panic!("store did not recover: {error:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn outage_is_unavailable_and_acknowledged_writes_survive_restarts_and_crashes() {
     let mut server = FerretDb::start().expect("FerretDB");
@@ -143,7 +129,7 @@ async fn outage_is_unavailable_and_acknowledged_writes_survive_restarts_and_cras
 
     server.restart().expect("restart FerretDB");
     let after = user("after", "after@example.com");
-    create_when_back(store.as_ref(), &after).await;
+    shippy_test_support::write_when_back(WAIT, || store.as_ref().create(&after)).await;
     acknowledged.push(after);
     let mut expected = acknowledged.clone();
     expected.sort_by(|a, b| a.email.cmp(&b.email));

@@ -148,20 +148,6 @@ async fn find_available_answers_exactly_what_best_fit_answers() {
     );
 }
 
-/// Writes until one succeeds (bounded); every failure on the way must be `Unavailable`.
-async fn create_when_back(store: &dyn VesselStore, vessel: &Vessel) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match store.create(vessel).await {
-            Ok(()) => return,
-            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => panic!("store did not recover: {error:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn outage_is_unavailable_and_acknowledged_writes_survive_a_restart() {
     let mut server = FerretDb::start().expect("FerretDB");
@@ -200,7 +186,7 @@ async fn outage_is_unavailable_and_acknowledged_writes_survive_a_restart() {
 
     server.restart().expect("restart FerretDB");
     let after = vessel("after", 1, 1, true);
-    create_when_back(store.as_ref(), &after).await;
+    shippy_test_support::write_when_back(WAIT, || store.as_ref().create(&after)).await;
     acknowledged.push(after.clone());
     acknowledged.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(store.list().await.expect("list"), acknowledged);
