@@ -25,6 +25,7 @@ use nix::{
 use shippy_shared::{
     discovery::{Registry, ServiceInstance, etcd::EtcdRegistry, local::LocalRegistry},
     health,
+    lifecycle::{Application, LifecycleError},
     settings::EtcdSettings,
     store::StoreError,
 };
@@ -393,6 +394,52 @@ pub async fn wait_health(
             "still {now:?} after {within:?}, expected {wanted:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A service [`Application`] running inside the test process, stopped through its shutdown future.
+#[derive(Debug)]
+pub struct InProcess {
+    /// The address it serves on.
+    pub address: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), LifecycleError>>,
+}
+
+impl InProcess {
+    /// Serves `app` in a task until [`InProcess::begin_stop`].
+    pub fn spawn(app: Application) -> Self {
+        let address = app.local_addr().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Completes its shutdown future, as a SIGTERM would.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).expect("service still running");
+        }
+    }
+
+    /// Whether the service has finished shutting down.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops it (if not begun yet) and waits for a clean shutdown.
+    pub async fn finish(mut self) {
+        self.begin_stop();
+        self.task
+            .await
+            .expect("service task")
+            .expect("clean shutdown");
     }
 }
 

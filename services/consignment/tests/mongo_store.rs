@@ -139,11 +139,8 @@ async fn service_is_not_serving_until_mongodb_answers() {
     let app = shippy_consignment::build(settings)
         .await
         .expect("builds while MongoDB is down");
-    let address = app.local_addr().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let mut service = shippy_test_support::InProcess::spawn(app);
+    let address = service.address.clone();
 
     shippy_test_support::wait_health(
         &address,
@@ -179,7 +176,7 @@ async fn service_is_not_serving_until_mongodb_answers() {
 
     // Shutting down reports NOT_SERVING, and the supervisor (stopped first) does not turn it
     // back to SERVING while the service drains.
-    stop.send(()).expect("service still running");
+    service.begin_stop();
     shippy_test_support::wait_health(
         &address,
         IDENTITY.grpc_service,
@@ -188,7 +185,7 @@ async fn service_is_not_serving_until_mongodb_answers() {
     )
     .await;
     let draining = Instant::now();
-    while draining.elapsed() < Duration::from_secs(2) && !running.is_finished() {
+    while draining.elapsed() < Duration::from_secs(2) && !service.is_finished() {
         let now = health::check(&address, IDENTITY.grpc_service, Duration::from_millis(500))
             .await
             .ok();
@@ -198,8 +195,5 @@ async fn service_is_not_serving_until_mongodb_answers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    running
-        .await
-        .expect("service task")
-        .expect("clean shutdown");
+    service.finish().await;
 }

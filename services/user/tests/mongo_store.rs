@@ -177,11 +177,8 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
     let app = shippy_user::build(settings.clone())
         .await
         .expect("builds while MongoDB is down");
-    let address = app.local_addr().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let service = shippy_test_support::InProcess::spawn(app);
+    let address = service.address.clone();
 
     // Answers health checks, but NOT_SERVING, and stays so while the database is down (observed
     // over a few supervisor rounds).
@@ -274,9 +271,5 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
         Some("ewan@example.com".to_owned())
     );
 
-    stop.send(()).expect("service still running");
-    running
-        .await
-        .expect("service task")
-        .expect("clean shutdown");
+    service.finish().await;
 }

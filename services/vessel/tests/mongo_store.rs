@@ -209,11 +209,8 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
     let app = shippy_vessel::build(settings.clone())
         .await
         .expect("builds while MongoDB is down (no seeding at build time)");
-    let address = app.local_addr().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let service = shippy_test_support::InProcess::spawn(app);
+    let address = service.address.clone();
 
     shippy_test_support::wait_health(
         &address,
@@ -270,19 +267,12 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
         .expect("list indexes");
     assert!(indexes.iter().any(|i| i == FIT_INDEX), "{indexes:?}");
 
-    stop.send(()).expect("service still running");
-    running
-        .await
-        .expect("service task")
-        .expect("clean shutdown");
+    service.finish().await;
 
     // A second start on the same database finds the fleet and does not seed again.
     let app = shippy_vessel::build(settings).await.expect("second build");
-    let address = app.local_addr().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let service = shippy_test_support::InProcess::spawn(app);
+    let address = service.address.clone();
     shippy_test_support::wait_health(
         &address,
         IDENTITY.grpc_service,
@@ -301,9 +291,5 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
         .vessels
         .len();
     assert_eq!(count, 3);
-    stop.send(()).expect("service still running");
-    running
-        .await
-        .expect("service task")
-        .expect("clean shutdown");
+    service.finish().await;
 }
