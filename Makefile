@@ -31,7 +31,7 @@ test: test-deps bins ## Run every test (unit, integration, end to end)
 
 bench: ## Start-up, throughput, latency and memory of the release binaries (prints numbers)
 	$(WITH_PROTOC) $(CARGO) build --release --workspace --bins
-	$(WITH_PROTOC) $(CARGO) run --release -q -p shippy-test-support --example bench
+	$(WITH_PROTOC) $(CARGO) run --release -q -p shippy-system-tests --example bench
 
 check: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all --check

@@ -24,9 +24,15 @@ use shippy_proto::{
     },
 };
 use shippy_shared::{
-    balance::BalancedChannel,
-    discovery::{self, Registry},
-    settings::CommonSettings,
+    catalog::{self, ServiceSpec},
+    centre::{self, ConfigCentre},
+    config::{
+        self, CommonSettings, live,
+        services::{ConsignmentSettings, UserSettings, VesselSettings},
+    },
+    discovery::{self, Registry, balance::BalancedChannel},
+    etcd::Etcd,
+    probe,
 };
 use tonic::{Request, metadata::MetadataValue};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -36,9 +42,6 @@ use crate::{
     error::CliError,
     output::InstanceView,
 };
-
-/// The services `shippy status` reports on.
-const SERVICES: [&str; 3] = ["user", "vessel", "consignment"];
 
 /// The CLI's settings: the shared ones (discovery, client timeouts) from the same layers as the
 /// services.
@@ -57,19 +60,30 @@ struct Connector {
 }
 
 impl Connector {
-    async fn registry(&self) -> Result<std::sync::Arc<dyn Registry>, CliError> {
-        discovery::connect(&self.settings.common)
+    /// The etcd connection, when the settings use etcd.
+    async fn etcd(&self) -> Result<Option<Etcd>, CliError> {
+        Etcd::when_needed(&self.settings.common)
             .await
+            .map_err(|e| CliError::Setup(format!("etcd: {e}")))
+    }
+
+    async fn registry(&self) -> Result<std::sync::Arc<dyn Registry>, CliError> {
+        let etcd = self.etcd().await?;
+        discovery::open(&self.settings.common.registry, etcd.as_ref())
             .map_err(|e| CliError::Setup(format!("service discovery: {e}")))
     }
 
-    async fn channel(&self, service: &str) -> Result<BalancedChannel, CliError> {
-        let client = &self.settings.common.client;
+    async fn channel(&self, service: &ServiceSpec) -> Result<BalancedChannel, CliError> {
+        let client = live::fixed(self.settings.common.client.clone());
         if let Some(addr) = &self.addr {
-            return Ok(BalancedChannel::fixed(service, vec![addr.clone()], client));
+            return Ok(BalancedChannel::fixed(
+                service.name,
+                vec![addr.clone()],
+                client,
+            ));
         }
         let registry = self.registry().await?;
-        BalancedChannel::discover(registry.as_ref(), service, client)
+        BalancedChannel::discover(registry.as_ref(), service.name, client)
             .await
             .map_err(|e| CliError::Setup(format!("service discovery: {e}")))
     }
@@ -88,8 +102,8 @@ fn authorized<T>(message: T) -> Result<Request<T>, CliError> {
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let settings: Settings = shippy_shared::settings::layered(cli.config.as_deref(), None)
-        .map_err(|e| CliError::Setup(e.to_string()))?;
+    let settings: Settings =
+        config::layered(cli.config.as_deref(), None).map_err(|e| CliError::Setup(e.to_string()))?;
     let connector = Connector {
         settings,
         addr: cli.addr,
@@ -98,7 +112,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::User(command) => user(&connector, format, command).await,
         Command::Login { email, password } => {
-            let channel = connector.channel("user").await?;
+            let channel = connector.channel(&catalog::USER).await?;
             let answer = UserServiceClient::new(channel)
                 .auth(User {
                     email: email.clone(),
@@ -128,7 +142,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 async fn user(connector: &Connector, format: Output, command: UserCommand) -> Result<(), CliError> {
-    let mut client = UserServiceClient::new(connector.channel("user").await?);
+    let mut client = UserServiceClient::new(connector.channel(&catalog::USER).await?);
     match command {
         UserCommand::Create {
             name,
@@ -170,7 +184,8 @@ async fn consignment(
             // Local problems (file, JSON, login) are reported before any network call.
             let consignment = input::read_consignment(&file)?;
             let request = authorized(consignment)?;
-            let mut client = ShippingServiceClient::new(connector.channel("consignment").await?);
+            let mut client =
+                ShippingServiceClient::new(connector.channel(&catalog::CONSIGNMENT).await?);
             let answer = client.create_consignment(request).await?.into_inner();
             let created = answer.consignment.unwrap_or_default();
             let vessel = created.vessel_id.clone();
@@ -182,7 +197,8 @@ async fn consignment(
         }
         ConsignmentCommand::List => {
             let request = authorized(ConsignmentsRequest {})?;
-            let mut client = ShippingServiceClient::new(connector.channel("consignment").await?);
+            let mut client =
+                ShippingServiceClient::new(connector.channel(&catalog::CONSIGNMENT).await?);
             let items = client
                 .get_consignments(request)
                 .await?
@@ -200,7 +216,7 @@ async fn vessel(
     format: Output,
     command: VesselCommand,
 ) -> Result<(), CliError> {
-    let mut client = VesselServiceClient::new(connector.channel("vessel").await?);
+    let mut client = VesselServiceClient::new(connector.channel(&catalog::VESSEL).await?);
     match command {
         VesselCommand::Create {
             name,
@@ -242,15 +258,16 @@ async fn vessel(
 
 /// Checks `document` against the settings of `service`.
 fn validate_document(service: &str, document: &str) -> Result<(), CliError> {
-    use shippy_shared::config_centre::validate;
-    let result = match service {
-        "consignment" => validate::<shippy_consignment::Settings>(document).map(drop),
-        "vessel" => validate::<shippy_vessel::Settings>(document).map(drop),
-        "user" => validate::<shippy_user::Settings>(document).map(drop),
-        other => {
+    use centre::validate;
+    let result = match catalog::find(service) {
+        Some(&catalog::CONSIGNMENT) => validate::<ConsignmentSettings>(document).map(drop),
+        Some(&catalog::VESSEL) => validate::<VesselSettings>(document).map(drop),
+        Some(&catalog::USER) => validate::<UserSettings>(document).map(drop),
+        _ => {
+            let known: Vec<&str> = catalog::ALL.iter().map(|s| s.name).collect();
             return Err(CliError::Input(format!(
-                "unknown service {other:?}: use {}",
-                SERVICES.join(", ")
+                "unknown service {service:?}: use {}",
+                known.join(", ")
             )));
         }
     };
@@ -262,12 +279,14 @@ async fn config(
     format: Output,
     command: ConfigCommand,
 ) -> Result<(), CliError> {
-    let etcd = &connector.settings.common.etcd;
+    let etcd = Etcd::connect(&connector.settings.common.etcd)
+        .await
+        .map_err(|e| CliError::Setup(format!("etcd: {e}")))?;
     let centre = |service: &str| {
         let service = service.to_owned();
+        let etcd = etcd.clone();
         async move {
-            shippy_shared::config_centre::ConfigCentre::connect(etcd, &service)
-                .await
+            ConfigCentre::new(etcd, &service)
                 .map_err(|e| CliError::Setup(format!("config centre: {e}")))
         }
     };
@@ -317,7 +336,8 @@ async fn status(connector: &Connector, format: Output, wait: Option<u64>) -> Res
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.unwrap_or(0));
     loop {
         let mut rows = Vec::new();
-        for service in SERVICES {
+        for spec in catalog::ALL {
+            let service = spec.name;
             let instances = registry
                 .subscribe(service)
                 .await
@@ -330,16 +350,11 @@ async fn status(connector: &Connector, format: Output, wait: Option<u64>) -> Res
                     .get("grpc_service")
                     .cloned()
                     .unwrap_or_default();
-                let health = match shippy_shared::health::check(
-                    &instance.address,
-                    &grpc,
-                    Duration::from_secs(1),
-                )
-                .await
-                {
-                    Ok(status) => status.as_str_name().to_owned(),
-                    Err(error) => format!("UNREACHABLE ({error})"),
-                };
+                let health =
+                    match probe::check(&instance.address, &grpc, Duration::from_secs(1)).await {
+                        Ok(status) => status.as_str_name().to_owned(),
+                        Err(error) => format!("UNREACHABLE ({error})"),
+                    };
                 rows.push(InstanceView {
                     service: service.to_owned(),
                     id: instance.id,
@@ -349,8 +364,9 @@ async fn status(connector: &Connector, format: Output, wait: Option<u64>) -> Res
                 });
             }
         }
-        let missing: Vec<&str> = SERVICES
-            .into_iter()
+        let missing: Vec<&str> = catalog::ALL
+            .iter()
+            .map(|spec| spec.name)
             .filter(|s| {
                 !rows
                     .iter()

@@ -200,7 +200,7 @@ impl FerretDb {
             ("SHIPPY_SHUTDOWN__DRAIN_MS".to_owned(), "0".to_owned()),
             ("SHIPPY_AUTH__DEV_MODE".to_owned(), "true".to_owned()),
         ]);
-        shippy_shared::settings::layered_with_env(None, None, Some(env.into_iter().collect()))
+        shippy_shared::config::layered_with_env(None, None, Some(env.into_iter().collect()))
             .expect("test settings")
     }
 

@@ -6,6 +6,7 @@
 
 pub mod etcd;
 pub mod ferretdb;
+pub mod store_contract;
 
 use std::{
     collections::BTreeMap,
@@ -23,10 +24,10 @@ use nix::{
     unistd::Pid,
 };
 use shippy_shared::{
+    config::EtcdSettings,
     discovery::{Registry, ServiceInstance, etcd::EtcdRegistry, local::LocalRegistry},
-    health,
-    lifecycle::{Application, LifecycleError},
-    settings::EtcdSettings,
+    probe,
+    runtime::{Application, HostError},
     store::StoreError,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -191,8 +192,8 @@ impl Cluster {
             prefix,
             ..EtcdSettings::default()
         };
-        cluster.registry =
-            Arc::new(EtcdRegistry::connect(&settings, Duration::from_secs(ttl_secs)).await?);
+        let connection = shippy_shared::etcd::Etcd::connect(&settings).await?;
+        cluster.registry = Arc::new(EtcdRegistry::new(connection, Duration::from_secs(ttl_secs)));
         Ok(cluster)
     }
 
@@ -267,9 +268,7 @@ impl Cluster {
             log,
         };
         process.instance = self.wait_registered(&mut process).await?;
-        health::wait_serving(process.address(), "", START_TIMEOUT)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        probe::wait_serving(process.address(), "", START_TIMEOUT).await?;
         Ok(process)
     }
 
@@ -379,10 +378,8 @@ pub async fn wait_health(
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let now = (
-            health::check(address, "", Duration::from_secs(1))
-                .await
-                .ok(),
-            health::check(address, grpc_service, Duration::from_secs(1))
+            probe::check(address, "", Duration::from_secs(1)).await.ok(),
+            probe::check(address, grpc_service, Duration::from_secs(1))
                 .await
                 .ok(),
         );
@@ -403,7 +400,7 @@ pub struct InProcess {
     /// The address it serves on.
     pub address: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), LifecycleError>>,
+    task: tokio::task::JoinHandle<Result<(), HostError>>,
 }
 
 impl InProcess {

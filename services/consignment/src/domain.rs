@@ -1,19 +1,23 @@
-//! Consignments: validation of what clients send, and the errors of the consignment service.
+//! Consignments: validation of what clients send, the ids the service makes, and the errors of the
+//! consignment service. Pure domain: nothing here knows of protobuf or gRPC; `grpc.rs` turns
+//! requests into these types and errors into statuses.
 
-use shippy_proto::consignment::v1 as pb;
-use shippy_shared::{auth::AuthError, store::StoreError};
-use tonic::Status;
+use shippy_shared::{
+    store::StoreError,
+    validate::{self, FieldError, Presence},
+};
 
 /// Longest description.
 pub const MAX_DESCRIPTION: usize = 2_000;
 /// Most containers in one consignment.
 pub const MAX_CONTAINERS: usize = 10_000;
-const MAX_FIELD: usize = 200;
+/// Longest customer id, origin or user id of a container.
+pub const MAX_FIELD: usize = 200;
 
-/// A container of a consignment.
+/// A container of a consignment, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
-    /// Unique id, generated.
+    /// Unique id, made by [`new_container_id`].
     pub id: String,
     /// Customer owning the goods.
     pub customer_id: String,
@@ -23,10 +27,10 @@ pub struct Container {
     pub user_id: String,
 }
 
-/// A stored consignment.
+/// A consignment, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consignment {
-    /// Unique, time-ordered id.
+    /// Unique, time-ordered id, made by [`new_id`].
     pub id: String,
     /// What is shipped.
     pub description: String,
@@ -38,7 +42,29 @@ pub struct Consignment {
     pub vessel_id: String,
 }
 
-/// A validated consignment that has no vessel or ids yet.
+/// The one place consignment ids are made: a UUIDv7, whose text sorts by creation time (stores
+/// list consignments in id order, which is arrival order). Clients never choose one.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The one place container ids are made: a random UUID. Clients never choose one.
+pub fn new_container_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A container as a client sent it, not yet checked: the input of [`NewConsignment::parse`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContainerFields<'a> {
+    /// Customer owning the goods (required).
+    pub customer_id: &'a str,
+    /// Where it comes from (required).
+    pub origin: &'a str,
+    /// User who submitted it (optional: the caller when empty).
+    pub user_id: &'a str,
+}
+
+/// A validated consignment that has no vessel or ids yet; only [`NewConsignment::parse`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewConsignment {
     description: String,
@@ -53,146 +79,70 @@ struct NewContainer {
     user_id: String,
 }
 
-/// What can go wrong in the consignment service.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsignmentError {
-    /// No token, or a token the user service refused.
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// A field of the request is not acceptable.
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// The offending field, e.g. `containers[1].origin`.
-        field: String,
-        /// Why.
-        reason: String,
-    },
-    /// The vessel service found no vessel that fits.
-    #[error("{0}")]
-    NoVessel(String),
-    /// Another service failed or could not be reached.
-    #[error("{service} service: {status}")]
-    Dependency {
-        /// `vessel` or `user`.
-        service: &'static str,
-        /// What it answered.
-        status: Status,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+impl NewContainer {
+    /// Checks the container at position `i`; its fields are named `containers[i].…` on refusal.
+    fn parse(i: usize, fields: ContainerFields<'_>) -> Result<Self, FieldError> {
+        Ok(Self {
+            customer_id: validate::text(
+                || format!("containers[{i}].customer_id"),
+                fields.customer_id,
+                MAX_FIELD,
+                Presence::Required,
+            )?,
+            origin: validate::text(
+                || format!("containers[{i}].origin"),
+                fields.origin,
+                MAX_FIELD,
+                Presence::Required,
+            )?,
+            user_id: validate::text(
+                || format!("containers[{i}].user_id"),
+                fields.user_id,
+                MAX_FIELD,
+                Presence::Optional,
+            )?,
+        })
+    }
 }
 
-impl From<AuthError> for ConsignmentError {
-    fn from(error: AuthError) -> Self {
-        match error {
-            AuthError::Unauthenticated(message) => Self::Unauthenticated(message),
-            AuthError::UserService(status) => Self::Dependency {
-                service: "user",
-                status,
-            },
+impl NewConsignment {
+    /// Checks a consignment sent by a client: a description, a weight of at least 1, and from 1
+    /// to [`MAX_CONTAINERS`] containers, each with a customer and an origin.
+    pub fn parse<'a>(
+        description: &str,
+        weight: i64,
+        containers: impl ExactSizeIterator<Item = ContainerFields<'a>>,
+    ) -> Result<Self, FieldError> {
+        let description = validate::text(
+            || "description".into(),
+            description,
+            MAX_DESCRIPTION,
+            Presence::Required,
+        )?;
+        let weight = validate::at_least(|| "weight".into(), weight, 1)?;
+        if containers.len() == 0 {
+            return Err(FieldError::new(
+                "containers",
+                "at least one container is needed",
+            ));
         }
-    }
-}
-
-impl From<ConsignmentError> for Status {
-    fn from(error: ConsignmentError) -> Self {
-        match error {
-            ConsignmentError::Unauthenticated(message) => Status::unauthenticated(message),
-            invalid @ ConsignmentError::Invalid { .. } => {
-                Status::invalid_argument(invalid.to_string())
-            }
-            ConsignmentError::NoVessel(message) => Status::not_found(message),
-            ConsignmentError::Dependency { service, status } => {
-                shippy_shared::upstream::status(service, &status)
-            }
-            ConsignmentError::Store(store) => store.to_status(),
-        }
-    }
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConsignmentError {
-    ConsignmentError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-fn text(
-    field: impl Into<String>,
-    value: &str,
-    max: usize,
-    required: bool,
-) -> Result<String, ConsignmentError> {
-    let value = value.trim();
-    if required && value.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > max {
-        return Err(invalid(field, format!("longer than {max} characters")));
-    }
-    Ok(value.to_owned())
-}
-
-impl TryFrom<pb::Consignment> for NewConsignment {
-    type Error = ConsignmentError;
-
-    fn try_from(c: pb::Consignment) -> Result<Self, Self::Error> {
-        let description = text("description", &c.description, MAX_DESCRIPTION, true)?;
-        let weight = u32::try_from(c.weight)
-            .ok()
-            .filter(|w| *w > 0)
-            .ok_or_else(|| {
-                invalid(
-                    "weight",
-                    format!("must be greater than 0 (got {})", c.weight),
-                )
-            })?;
-        if c.containers.is_empty() {
-            return Err(invalid("containers", "at least one container is needed"));
-        }
-        if c.containers.len() > MAX_CONTAINERS {
-            return Err(invalid(
+        if containers.len() > MAX_CONTAINERS {
+            return Err(FieldError::new(
                 "containers",
                 format!("at most {MAX_CONTAINERS} per consignment"),
             ));
         }
-        let containers = c
-            .containers
-            .iter()
+        let containers = containers
             .enumerate()
-            .map(|(i, k)| {
-                Ok(NewContainer {
-                    customer_id: text(
-                        format!("containers[{i}].customer_id"),
-                        &k.customer_id,
-                        MAX_FIELD,
-                        true,
-                    )?,
-                    origin: text(
-                        format!("containers[{i}].origin"),
-                        &k.origin,
-                        MAX_FIELD,
-                        true,
-                    )?,
-                    user_id: text(
-                        format!("containers[{i}].user_id"),
-                        &k.user_id,
-                        MAX_FIELD,
-                        false,
-                    )?,
-                })
-            })
-            .collect::<Result<_, ConsignmentError>>()?;
+            .map(|(i, fields)| NewContainer::parse(i, fields))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             description,
             weight,
             containers,
         })
     }
-}
 
-impl NewConsignment {
     /// Containers to carry: the capacity a vessel needs.
     pub fn container_count(&self) -> u32 {
         // Bounded by MAX_CONTAINERS.
@@ -204,18 +154,18 @@ impl NewConsignment {
         self.weight
     }
 
-    /// The consignment to store: ids generated, `vessel_id` set, and containers without a `user_id`
-    /// attributed to the authenticated caller.
+    /// The consignment to store: ids made here, `vessel_id` set, and containers without a
+    /// `user_id` attributed to the authenticated `caller`.
     pub fn assign(self, vessel_id: String, caller: &str) -> Consignment {
         Consignment {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_id(),
             description: self.description,
             weight: self.weight,
             containers: self
                 .containers
                 .into_iter()
                 .map(|k| Container {
-                    id: uuid::Uuid::new_v4().to_string(),
+                    id: new_container_id(),
                     customer_id: k.customer_id,
                     origin: k.origin,
                     user_id: if k.user_id.is_empty() {
@@ -230,118 +180,129 @@ impl NewConsignment {
     }
 }
 
-impl From<Consignment> for pb::Consignment {
-    fn from(c: Consignment) -> Self {
-        Self {
-            id: c.id,
-            description: c.description,
-            weight: i32::try_from(c.weight).unwrap_or(i32::MAX),
-            containers: c
-                .containers
-                .into_iter()
-                .map(|k| pb::Container {
-                    id: k.id,
-                    customer_id: k.customer_id,
-                    origin: k.origin,
-                    user_id: k.user_id,
-                })
-                .collect(),
-            vessel_id: c.vessel_id,
-        }
-    }
+/// What can go wrong in the consignment service itself. Authentication and the failures of the
+/// services it calls are the edge's business (`grpc.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsignmentError {
+    /// A field of the request is not acceptable.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// No vessel fits; the text is the vessel service's explanation.
+    #[error("{0}")]
+    NoVessel(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
 
-    fn container(customer: &str, origin: &str) -> pb::Container {
-        pb::Container {
-            customer_id: customer.into(),
-            origin: origin.into(),
-            ..Default::default()
+    fn container<'a>(customer_id: &'a str, origin: &'a str) -> ContainerFields<'a> {
+        ContainerFields {
+            customer_id,
+            origin,
+            user_id: "",
         }
     }
 
-    fn consignment(
-        description: &str,
-        weight: i32,
-        containers: Vec<pb::Container>,
-    ) -> pb::Consignment {
-        pb::Consignment {
-            description: description.into(),
-            weight,
-            containers,
-            ..Default::default()
-        }
-    }
-
-    fn field_of(request: pb::Consignment) -> String {
-        let status = Status::from(NewConsignment::try_from(request).expect_err("invalid"));
-        assert_eq!(status.code(), Code::InvalidArgument);
-        status
-            .message()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
+    fn refused(description: &str, weight: i64, containers: &[ContainerFields<'_>]) -> FieldError {
+        NewConsignment::parse(description, weight, containers.iter().copied()).expect_err("invalid")
     }
 
     #[test]
     fn valid_consignment_gets_ids_vessel_and_caller() {
-        let new = NewConsignment::try_from(consignment(
+        let new = NewConsignment::parse(
             " This is a test consignment ",
             55_000,
-            vec![
+            [
                 container("cust001", "Manchester, United Kingdom"),
                 container("cust002", "Derby"),
-            ],
-        ))
+                ContainerFields {
+                    user_id: " user-9 ",
+                    ..container("cust003", "Leeds")
+                },
+            ]
+            .into_iter(),
+        )
         .expect("valid");
-        assert_eq!((new.container_count(), new.weight()), (2, 55_000));
+        assert_eq!((new.container_count(), new.weight()), (3, 55_000));
         let stored = new.assign("vessel001".into(), "user-42");
         assert_eq!(stored.vessel_id, "vessel001");
         assert_eq!(stored.description, "This is a test consignment");
         assert!(!stored.id.is_empty());
-        assert!(
-            stored
-                .containers
-                .iter()
-                .all(|k| k.user_id == "user-42" && !k.id.is_empty())
+        let users: Vec<&str> = stored
+            .containers
+            .iter()
+            .map(|k| k.user_id.as_str())
+            .collect();
+        assert_eq!(users, ["user-42", "user-42", "user-9"]);
+        assert!(stored.containers.iter().all(|k| !k.id.is_empty()));
+        assert_ne!(stored.containers[0].id, stored.containers[1].id);
+    }
+
+    #[test]
+    fn ids_are_fresh_and_consignment_ids_sort_by_creation() {
+        let ids: Vec<String> = (0..50).map(|_| new_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids, "unique and in creation order");
+        assert_ne!(new_container_id(), new_container_id());
+    }
+
+    #[test]
+    fn each_invalid_field_is_named_with_the_reason_clients_see() {
+        let ok = [container("c", "o")];
+        assert_eq!(
+            refused("  ", 1, &ok).to_string(),
+            "description: must not be empty"
+        );
+        assert_eq!(
+            refused(&"x".repeat(MAX_DESCRIPTION + 1), 1, &ok).to_string(),
+            format!("description: longer than {MAX_DESCRIPTION} characters")
+        );
+        assert_eq!(
+            refused("d", 0, &ok).to_string(),
+            "weight: must be at least 1 (got 0)"
+        );
+        assert_eq!(
+            refused("d", -5, &ok).to_string(),
+            "weight: must be at least 1 (got -5)"
+        );
+        assert_eq!(
+            refused("d", 1, &[]).to_string(),
+            "containers: at least one container is needed"
+        );
+        assert_eq!(
+            refused("d", 1, &vec![container("c", "o"); MAX_CONTAINERS + 1]).to_string(),
+            "containers: at most 10000 per consignment"
+        );
+        assert_eq!(
+            refused("d", 1, &[container("c", "o"), container("c", "")]).to_string(),
+            "containers[1].origin: must not be empty"
+        );
+        assert_eq!(
+            refused("d", 1, &[container("", "o")]).field(),
+            "containers[0].customer_id"
+        );
+        let long_user = "u".repeat(MAX_FIELD + 1);
+        let with_long_user = ContainerFields {
+            user_id: &long_user,
+            ..container("c", "o")
+        };
+        assert_eq!(
+            refused("d", 1, &[with_long_user]).to_string(),
+            format!("containers[0].user_id: longer than {MAX_FIELD} characters")
         );
     }
 
     #[test]
-    fn each_invalid_field_is_named() {
-        let ok = || vec![container("c", "o")];
-        assert_eq!(field_of(consignment("  ", 1, ok())), "description");
-        assert_eq!(field_of(consignment("d", 0, ok())), "weight");
-        assert_eq!(field_of(consignment("d", -5, ok())), "weight");
-        assert_eq!(field_of(consignment("d", 1, vec![])), "containers");
-        assert_eq!(
-            field_of(consignment(
-                "d",
-                1,
-                vec![container("c", "o"), container("c", "")]
-            )),
-            "containers[1].origin"
-        );
-        assert_eq!(
-            field_of(consignment("d", 1, vec![container("", "o")])),
-            "containers[0].customer_id"
-        );
-        assert_eq!(
-            field_of(consignment(&"x".repeat(MAX_DESCRIPTION + 1), 1, ok())),
-            "description"
-        );
-        assert_eq!(
-            field_of(consignment(
-                "d",
-                1,
-                vec![container("c", "o"); MAX_CONTAINERS + 1]
-            )),
-            "containers"
-        );
+    fn limits_are_inclusive() {
+        let max = vec![container("c", "o"); MAX_CONTAINERS];
+        let new = NewConsignment::parse(&"x".repeat(MAX_DESCRIPTION), 1, max.iter().copied())
+            .expect("at the limits");
+        assert_eq!(new.container_count(), 10_000);
     }
 }

@@ -1,4 +1,6 @@
-//! The `ShippingService` gRPC handler: authenticate, validate, find a vessel, store.
+//! The edge of the consignment service: `shippy.consignment.v1.ShippingService` requests are
+//! authenticated and validated into domain types here, the vessel service is asked for a vessel,
+//! and every error becomes a `Status` in one place ([`status`]).
 
 use std::sync::Arc;
 
@@ -6,11 +8,11 @@ use shippy_proto::{
     consignment::v1::{self as pb, shipping_service_server::ShippingService},
     vessel::v1::{Specification, vessel_service_client::VesselServiceClient},
 };
-use shippy_shared::{auth::Authenticator, balance::BalancedChannel};
+use shippy_shared::{auth::Authenticator, discovery::balance::BalancedChannel};
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
-    domain::{ConsignmentError, NewConsignment},
+    domain::{Consignment, ConsignmentError, ContainerFields, NewConsignment},
     store::ConsignmentStore,
 };
 
@@ -23,16 +25,85 @@ pub struct ShippingHandler {
 }
 
 impl ShippingHandler {
-    /// A handler storing in `store`, reaching the vessel and user services through balanced channels.
+    /// A handler storing in `store`, asking the vessel service through `vessels` (a balanced
+    /// channel) for a vessel; every call needs a token, checked by `auth`.
     pub fn new(
         store: Arc<dyn ConsignmentStore>,
         vessels: BalancedChannel,
-        users: BalancedChannel,
+        auth: Authenticator,
     ) -> Self {
         Self {
             store,
             vessels: VesselServiceClient::new(vessels),
-            auth: Authenticator::new(users),
+            auth,
+        }
+    }
+
+    /// The id of a vessel that can carry `new`, from the vessel service. Its NOT_FOUND keeps its
+    /// code and explanation; any other failure is a dependency failure.
+    async fn find_vessel(&self, new: &NewConsignment) -> Result<String, Status> {
+        let spec = Specification {
+            // Both are bounded by validation far below i32::MAX.
+            capacity: i32::try_from(new.container_count()).unwrap_or(i32::MAX),
+            max_weight: i32::try_from(new.weight()).unwrap_or(i32::MAX),
+        };
+        match self.vessels.clone().find_available(spec).await {
+            Ok(answer) => answer
+                .into_inner()
+                .vessel
+                .map(|vessel| vessel.id)
+                .ok_or_else(|| {
+                    shippy_shared::status::internal(&"the vessel service answered without a vessel")
+                }),
+            Err(refused) if refused.code() == Code::NotFound => Err(status(
+                ConsignmentError::NoVessel(refused.message().to_owned()),
+            )),
+            Err(failed) => Err(shippy_shared::status::upstream("vessel", &failed)),
+        }
+    }
+}
+
+/// The one mapping of the consignment service's errors to what clients see.
+fn status(error: ConsignmentError) -> Status {
+    match error {
+        invalid @ ConsignmentError::Invalid(_) => Status::invalid_argument(invalid.to_string()),
+        ConsignmentError::NoVessel(message) => Status::not_found(message),
+        ConsignmentError::Store(store) => shippy_shared::status::store(&store),
+    }
+}
+
+/// A consignment sent by a client, checked.
+fn parse(request: &pb::Consignment) -> Result<NewConsignment, ConsignmentError> {
+    let containers = request.containers.iter().map(|k| ContainerFields {
+        customer_id: &k.customer_id,
+        origin: &k.origin,
+        user_id: &k.user_id,
+    });
+    Ok(NewConsignment::parse(
+        &request.description,
+        request.weight.into(),
+        containers,
+    )?)
+}
+
+impl From<Consignment> for pb::Consignment {
+    fn from(c: Consignment) -> Self {
+        Self {
+            id: c.id,
+            description: c.description,
+            // Stored values came through validation, so they fit in i32 unless created out of band.
+            weight: i32::try_from(c.weight).unwrap_or(i32::MAX),
+            containers: c
+                .containers
+                .into_iter()
+                .map(|k| pb::Container {
+                    id: k.id,
+                    customer_id: k.customer_id,
+                    origin: k.origin,
+                    user_id: k.user_id,
+                })
+                .collect(),
+            vessel_id: c.vessel_id,
         }
     }
 }
@@ -43,43 +114,14 @@ impl ShippingService for ShippingHandler {
         &self,
         request: Request<pb::Consignment>,
     ) -> Result<Response<pb::Response>, Status> {
-        let caller = self
-            .auth
-            .caller(request.metadata())
-            .await
-            .map_err(ConsignmentError::from)?;
-        let new = NewConsignment::try_from(request.into_inner())?;
-        let spec = Specification {
-            // Both are bounded by validation far below i32::MAX.
-            capacity: i32::try_from(new.container_count()).unwrap_or(i32::MAX),
-            max_weight: i32::try_from(new.weight()).unwrap_or(i32::MAX),
-        };
-        let vessel = match self.vessels.clone().find_available(spec).await {
-            Ok(answer) => {
-                answer
-                    .into_inner()
-                    .vessel
-                    .ok_or_else(|| ConsignmentError::Dependency {
-                        service: "vessel",
-                        status: Status::internal("answer without a vessel"),
-                    })?
-            }
-            Err(status) if status.code() == Code::NotFound => {
-                return Err(ConsignmentError::NoVessel(status.message().to_owned()).into());
-            }
-            Err(status) => {
-                return Err(ConsignmentError::Dependency {
-                    service: "vessel",
-                    status,
-                }
-                .into());
-            }
-        };
-        let consignment = new.assign(vessel.id, &caller);
+        let caller = self.auth.caller(request.metadata()).await?;
+        let new = parse(request.get_ref()).map_err(status)?;
+        let vessel_id = self.find_vessel(&new).await?;
+        let consignment = new.assign(vessel_id, &caller);
         self.store
             .create(&consignment)
             .await
-            .map_err(ConsignmentError::from)?;
+            .map_err(|e| status(e.into()))?;
         tracing::info!(consignment = %consignment.id, vessel = %consignment.vessel_id, user = %caller, "consignment created");
         Ok(Response::new(pb::Response {
             created: true,
@@ -92,15 +134,93 @@ impl ShippingService for ShippingHandler {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::Response>, Status> {
-        self.auth
-            .caller(request.metadata())
-            .await
-            .map_err(ConsignmentError::from)?;
-        let consignments = self.store.list().await.map_err(ConsignmentError::from)?;
+        self.auth.caller(request.metadata()).await?;
+        let consignments = self.store.list().await.map_err(|e| status(e.into()))?;
         Ok(Response::new(pb::Response {
             created: false,
             consignment: None,
             consignments: consignments.into_iter().map(Into::into).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shippy_shared::store::StoreError;
+
+    fn request(weight: i32, origins: &[&str]) -> pb::Consignment {
+        pb::Consignment {
+            description: "cargo".into(),
+            weight,
+            containers: origins
+                .iter()
+                .map(|origin| pb::Container {
+                    customer_id: "cust".into(),
+                    origin: (*origin).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn requests_are_parsed_and_client_ids_ignored() {
+        let mut sent = request(10, &["Derby", "Leeds"]);
+        sent.id = "chosen-by-client".into();
+        sent.containers[0].id = "also-chosen".into();
+        sent.containers[1].user_id = "user-9".into();
+        let stored = parse(&sent).expect("valid").assign("v1".into(), "caller");
+        assert_ne!(stored.id, "chosen-by-client");
+        assert_ne!(stored.containers[0].id, "also-chosen");
+        assert_eq!(stored.containers[0].user_id, "caller");
+        assert_eq!(stored.containers[1].user_id, "user-9");
+        let back = pb::Consignment::from(stored.clone());
+        assert_eq!(
+            (back.id, back.weight, back.vessel_id),
+            (stored.id, 10, "v1".into())
+        );
+        assert_eq!(back.containers[1].origin, "Leeds");
+    }
+
+    #[test]
+    fn each_error_has_its_code_and_no_internals() {
+        let invalid = status(parse(&request(10, &["o", ""])).expect_err("empty origin"));
+        assert_eq!(
+            (invalid.code(), invalid.message()),
+            (
+                Code::InvalidArgument,
+                "containers[1].origin: must not be empty"
+            )
+        );
+        let weight = status(parse(&request(0, &["o"])).expect_err("no weight"));
+        assert_eq!(
+            (weight.code(), weight.message()),
+            (Code::InvalidArgument, "weight: must be at least 1 (got 0)")
+        );
+        let none = status(ConsignmentError::NoVessel(
+            "no available vessel can carry 3 containers weighing 9 in total".into(),
+        ));
+        assert_eq!(
+            (none.code(), none.message()),
+            (
+                Code::NotFound,
+                "no available vessel can carry 3 containers weighing 9 in total"
+            )
+        );
+        let store = status(StoreError::Internal("db at 10.0.0.1".into()).into());
+        assert_eq!(
+            (store.code(), store.message()),
+            (Code::Internal, "internal error")
+        );
+        let down = status(StoreError::Unavailable("10.0.0.1:27017 refused".into()).into());
+        assert_eq!(down.code(), Code::Unavailable);
+        assert!(!down.message().contains("10.0.0.1"));
+        let duplicate = status(StoreError::Duplicate("consignment c1".into()).into());
+        assert_eq!(
+            (duplicate.code(), duplicate.message()),
+            (Code::AlreadyExists, "consignment c1 already exists")
+        );
     }
 }

@@ -1,89 +1,69 @@
 //! The consignment service: takes a consignment from an authenticated user, asks the vessel service
 //! (found through discovery) for a vessel that fits, stores it and answers with its `vessel_id`.
 //!
-//! Entry point for readers: [`build`].
+//! For readers: [`ConsignmentApp::build`] wires the store, the clients and the gRPC handler; the
+//! rules are in [`domain`], the edge (requests in, statuses out) in [`grpc`], persistence in
+//! [`store`]. Running, settings, discovery and shutdown are the shared skeleton,
+//! `shippy_shared::runtime`.
 
 pub mod domain;
 pub mod grpc;
 pub mod store;
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
-use serde::Deserialize;
 use shippy_proto::consignment::v1::shipping_service_server::ShippingServiceServer;
 use shippy_shared::{
-    balance::BalancedChannel,
-    discovery,
-    lifecycle::{Application, Identity, ServiceHost},
-    settings::{CommonSettings, ServiceSettings},
+    auth::Authenticator,
+    catalog::{self, ServiceSpec},
+    config::services::ConsignmentSettings,
+    runtime::{Context, Service},
+    store::Backend,
 };
 use tonic::service::Routes;
 
-/// How this service appears in discovery and health.
-pub const IDENTITY: Identity = Identity {
-    name: "consignment",
-    grpc_service: shippy_proto::service_names::SHIPPING,
-    version: env!("CARGO_PKG_VERSION"),
-};
+use crate::store::{ConsignmentStore, memory::MemoryStore, mongo::MongoStore};
 
-/// All settings of the consignment service.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    /// Settings every service shares.
-    #[serde(flatten)]
-    pub common: CommonSettings,
-}
+/// The consignment service, for `shippy_shared::runtime`.
+#[derive(Debug)]
+pub struct ConsignmentApp;
 
-impl Settings {
-    /// Loads every layer: defaults, `file`, the etcd config centre (when enabled), `SHIPPY_*`.
-    pub async fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        shippy_shared::settings::load(IDENTITY.name, file).await
+impl Service for ConsignmentApp {
+    const SPEC: &'static ServiceSpec = &catalog::CONSIGNMENT;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Settings = ConsignmentSettings;
+
+    /// Opens the store and reaches the vessel service (to find vessels) and the user service (to
+    /// check the tokens of every call) through balanced channels.
+    ///
+    /// With MongoDB the service is NOT_SERVING until the database answers.
+    async fn build(context: &mut Context<ConsignmentSettings>) -> anyhow::Result<Routes> {
+        let store: Arc<dyn ConsignmentStore> = match context.store().await? {
+            Backend::Memory => Arc::new(MemoryStore::default()),
+            Backend::Mongodb(database) => {
+                let mongo = Arc::new(MongoStore::new(&database));
+                // Consignments need no index beyond `_id`: nothing to initialise.
+                context.supervise_mongo(database, || async { Ok(()) });
+                mongo
+            }
+        };
+        let vessels = context.channel(&catalog::VESSEL).await?;
+        let users = context.channel(&catalog::USER).await?;
+        let handler = grpc::ShippingHandler::new(store, vessels, Authenticator::new(users));
+        Ok(Routes::new(ShippingServiceServer::new(handler)))
     }
 }
 
-impl ServiceSettings for Settings {
-    fn common(&self) -> &CommonSettings {
-        &self.common
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::server::NamedService;
 
-    fn common_mut(&mut self) -> &mut CommonSettings {
-        &mut self.common
+    #[test]
+    fn the_catalog_names_the_grpc_service_this_crate_serves() {
+        assert_eq!(
+            ConsignmentApp::SPEC.grpc_service,
+            <ShippingServiceServer<grpc::ShippingHandler> as NamedService>::NAME
+        );
     }
-}
-
-/// Connects discovery, the store, and balanced channels to the vessel and user services.
-///
-/// With MongoDB the service starts NOT_SERVING and a supervisor turns it SERVING once the
-/// database answers.
-pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-    let registry = discovery::connect(&settings.common).await?;
-    let opened = store::open(&settings).await?;
-    let client = &settings.common.client;
-    let vessels = BalancedChannel::discover(registry.as_ref(), "vessel", client).await?;
-    let users = BalancedChannel::discover(registry.as_ref(), "user", client).await?;
-    let mut host = ServiceHost::bind(IDENTITY, &settings.common, registry).await?;
-    // Live settings (log level, client timeout, rate limits) apply inside `watch`.
-    shippy_shared::config_centre::watch(
-        IDENTITY.name,
-        settings.clone(),
-        |_: &Settings, _: &Settings| {},
-    )
-    .await?;
-    let supervisor = opened.mongo.map(|mongo| {
-        host.start_not_serving();
-        // Consignments need no index beyond `_id`: nothing to initialise.
-        shippy_shared::mongo::supervise(
-            mongo.database().clone(),
-            host.health(),
-            IDENTITY.grpc_service,
-            || async { Ok(()) },
-        )
-    });
-    let handler = grpc::ShippingHandler::new(Arc::clone(&opened.store), vessels, users);
-    let routes = Routes::new(ShippingServiceServer::with_interceptor(
-        handler,
-        shippy_shared::ratelimit::RateLimit::global().clone(),
-    ));
-    Ok(Application::new(host, routes, supervisor))
 }

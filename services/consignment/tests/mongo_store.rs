@@ -1,54 +1,72 @@
 //! The MongoDB consignment store against a real wire-compatible server (FerretDB, see
-//! `shippy_test_support::ferretdb`): the store contract, outages, restarts, and the readiness
-//! supervisor of the whole service.
-
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+//! `shippy_test_support::ferretdb`): the shared store contract
+//! (`shippy_test_support::store_contract`), plus what is the consignment store's own: consignments
+//! come back oldest first, every field intact.
 
 use shippy_consignment::{
-    IDENTITY, Settings,
-    domain::{Consignment, Container, NewConsignment},
-    store::{self, ConsignmentStore},
+    ConsignmentApp,
+    domain::{Consignment, Container, ContainerFields, NewConsignment},
+    store::{ConsignmentStore, mongo::MongoStore},
 };
-use shippy_proto::consignment::v1 as pb;
-use shippy_shared::{health, store::StoreError};
-use shippy_test_support::ferretdb::{FerretDb, TEST_SELECTION_TIMEOUT, unique_database};
-use tonic_health::pb::health_check_response::ServingStatus;
+use shippy_shared::{
+    config::services::ConsignmentSettings,
+    store::{StoreError, mongo},
+};
+use shippy_test_support::{
+    ferretdb::{FerretDb, unique_database},
+    store_contract::{self, Contract},
+};
 
-/// Bound of every "until" wait; generous for a loaded 2-core machine.
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn open(server: &FerretDb, prefix: &str) -> Arc<dyn ConsignmentStore> {
+/// Settings on a fresh database of `server`, with a local registry in a directory that lives as
+/// long as the returned guard.
+fn settings(server: &FerretDb, prefix: &str) -> (ConsignmentSettings, tempfile::TempDir) {
     let registry = tempfile::tempdir().expect("temp dir");
-    let settings = server.service_settings::<Settings>(&unique_database(prefix), registry.path());
-    let opened = store::open(&settings).await.expect("open the mongo store");
-    assert!(opened.mongo.is_some(), "mongodb backend selected");
-    opened.store
+    let settings = server.service_settings(&unique_database(prefix), registry.path());
+    (settings, registry)
+}
+
+async fn open(server: &FerretDb, prefix: &str) -> MongoStore {
+    let (settings, _registry) = settings(server, prefix);
+    let database = mongo::connect(&settings.common.store.mongodb)
+        .await
+        .expect("connect");
+    MongoStore::new(&database)
 }
 
 /// A consignment as the service builds it: validated, with generated (time-ordered) ids.
 fn consignment(description: &str, containers: usize) -> Consignment {
-    NewConsignment::try_from(pb::Consignment {
-        description: description.to_owned(),
-        weight: 55_000,
-        containers: (0..containers)
-            .map(|i| pb::Container {
-                customer_id: format!("cust{i:03}"),
-                origin: "Manchester, United Kingdom".to_owned(),
-                user_id: if i == 0 {
-                    String::new()
-                } else {
-                    "user-9".to_owned()
-                },
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    })
-    .expect("valid consignment")
-    .assign("vessel001".to_owned(), "user-1")
+    let fields = (0..containers).map(|i| ContainerFields {
+        customer_id: if i % 2 == 0 { "cust000" } else { "cust001" },
+        origin: "Manchester, United Kingdom",
+        user_id: if i == 0 { "" } else { "user-9" },
+    });
+    NewConsignment::parse(description, 55_000, fields)
+        .expect("valid consignment")
+        .assign("vessel001".to_owned(), "user-1")
+}
+
+/// The consignment store as the shared contract sees it.
+struct MongoStoreUnderTest(MongoStore);
+
+impl Contract for MongoStoreUnderTest {
+    type Record = Consignment;
+
+    fn record(&self, tag: &str) -> Consignment {
+        consignment(tag, 2)
+    }
+
+    async fn create(&self, record: &Consignment) -> Result<(), StoreError> {
+        self.0.create(record).await
+    }
+
+    async fn list(&self) -> Result<Vec<Consignment>, StoreError> {
+        self.0.list().await
+    }
+
+    fn sort(records: &mut [Consignment]) {
+        // Oldest first: the ids are time-ordered.
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+    }
 }
 
 #[tokio::test]
@@ -89,111 +107,20 @@ async fn consignments_round_trip_oldest_first() {
 }
 
 #[tokio::test]
-async fn outage_is_unavailable_and_acknowledged_writes_survive_a_restart() {
+async fn outages_lose_no_acknowledged_write() {
     let mut server = FerretDb::start().expect("FerretDB");
-    let store = open(&server, "consignments_outage").await;
-    let mut acknowledged = Vec::new();
-    for i in 0..3 {
-        let c = consignment(&format!("before {i}"), 2);
-        store.create(&c).await.expect("create before the outage");
-        acknowledged.push(c);
-    }
-
-    server.stop().expect("stop FerretDB");
-    for i in 0..3 {
-        let started = Instant::now();
-        let result = store.create(&consignment(&format!("down {i}"), 1)).await;
-        let took = started.elapsed();
-        assert!(
-            matches!(result, Err(StoreError::Unavailable(_))),
-            "write while down: {result:?}"
-        );
-        assert!(
-            took < TEST_SELECTION_TIMEOUT + Duration::from_secs(1),
-            "a write while down took {took:?}"
-        );
-    }
-    assert!(matches!(
-        store.list().await,
-        Err(StoreError::Unavailable(_))
-    ));
-
-    server.restart().expect("restart FerretDB");
-    let after = consignment("after", 1);
-    shippy_test_support::write_when_back(WAIT, || store.as_ref().create(&after)).await;
-    acknowledged.push(after);
-    assert_eq!(store.list().await.expect("list"), acknowledged);
+    let store = MongoStoreUnderTest(open(&server, "consignments_outage").await);
+    store_contract::acknowledged_writes_survive_outages_and_crashes(&mut server, &store).await;
 }
 
 #[tokio::test]
-async fn service_is_not_serving_until_mongodb_answers() {
+async fn serving_follows_the_database() {
     let mut server = FerretDb::start().expect("FerretDB");
     server
         .stop()
         .expect("stop FerretDB: the service starts without its database");
-    let registry = tempfile::tempdir().expect("temp dir");
-    let mut settings = server
-        .service_settings::<Settings>(&unique_database("consignments_supervised"), registry.path());
-    // Long enough for several supervisor rounds while draining.
+    let (mut settings, _registry) = settings(&server, "consignments_supervised");
+    // Long enough for several readiness rounds while draining.
     settings.common.shutdown.drain_ms = 2_500;
-    let app = shippy_consignment::build(settings)
-        .await
-        .expect("builds while MongoDB is down");
-    let mut service = shippy_test_support::InProcess::spawn(app);
-    let address = service.address.clone();
-
-    shippy_test_support::wait_health(
-        &address,
-        IDENTITY.grpc_service,
-        ServingStatus::NotServing,
-        WAIT,
-    )
-    .await;
-    server.restart().expect("start FerretDB");
-    shippy_test_support::wait_health(
-        &address,
-        IDENTITY.grpc_service,
-        ServingStatus::Serving,
-        WAIT,
-    )
-    .await;
-    server.kill();
-    shippy_test_support::wait_health(
-        &address,
-        IDENTITY.grpc_service,
-        ServingStatus::NotServing,
-        WAIT,
-    )
-    .await;
-    server.restart().expect("start FerretDB after the crash");
-    shippy_test_support::wait_health(
-        &address,
-        IDENTITY.grpc_service,
-        ServingStatus::Serving,
-        WAIT,
-    )
-    .await;
-
-    // Shutting down reports NOT_SERVING, and the supervisor (stopped first) does not turn it
-    // back to SERVING while the service drains.
-    service.begin_stop();
-    shippy_test_support::wait_health(
-        &address,
-        IDENTITY.grpc_service,
-        ServingStatus::NotServing,
-        WAIT,
-    )
-    .await;
-    let draining = Instant::now();
-    while draining.elapsed() < Duration::from_secs(2) && !service.is_finished() {
-        let now = health::check(&address, IDENTITY.grpc_service, Duration::from_millis(500))
-            .await
-            .ok();
-        assert!(
-            matches!(now, Some(ServingStatus::NotServing) | None),
-            "{now:?} while draining"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    service.finish().await;
+    store_contract::serving_follows_the_database::<ConsignmentApp>(&mut server, settings).await;
 }

@@ -1,11 +1,12 @@
 //! Authentication of incoming calls: `authorization: Bearer <jwt>` metadata, checked by the user
-//! service's `ValidateToken` (found through discovery). One implementation for every service that
-//! needs a caller.
+//! service's `ValidateToken` (found through discovery). One implementation, and one mapping of its
+//! errors to a `Status`, for every service that needs a caller; a handler runs it at the edge and
+//! hands the domain only the caller's id.
 
 use shippy_proto::user::v1::{Token, user_service_client::UserServiceClient};
 use tonic::{Code, Status, metadata::MetadataMap};
 
-use crate::balance::BalancedChannel;
+use crate::discovery::balance::BalancedChannel;
 
 /// Why a call is not authenticated.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,15 @@ pub enum AuthError {
     /// The user service could not answer.
     #[error("user service: {0}")]
     UserService(Status),
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Unauthenticated(message) => Status::unauthenticated(message),
+            AuthError::UserService(status) => crate::status::upstream("user", &status),
+        }
+    }
 }
 
 /// Checks bearer tokens with the user service.

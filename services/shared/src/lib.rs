@@ -1,21 +1,35 @@
-//! What every shippy process shares: service discovery and balanced clients, typed settings, ports,
-//! telemetry, health, and the serve/shutdown lifecycle.
+//! What every shippy process shares, in modules that depend one way (each only on those above it):
 //!
-//! A service's `main` is: parse [`args::ServiceArgs`], load settings ([`settings`]), init
-//! [`telemetry`], build the service on a [`lifecycle::ServiceHost`], serve until
-//! [`lifecycle::shutdown_signal`].
+//! | module | what | feature |
+//! |---|---|---|
+//! | [`catalog`] | the one table of services (name, gRPC service, binary, port) | |
+//! | [`validate`] | field validation with errors that name the field | |
+//! | [`config`] | typed, layered settings; live settings as watch channels | |
+//! | [`etcd`] | the process's one etcd connection | |
+//! | [`centre`] | the etcd config centre | |
+//! | [`discovery`] | registries (local files, etcd) and the balanced channel | |
+//! | [`probe`] | the gRPC health client | |
+//! | `store` | store errors and MongoDB plumbing | `server` |
+//! | `status` | how foreign errors become a client's `Status` | `server` |
+//! | `auth` | bearer-token checks of incoming calls | `server` |
+//! | `runtime` | the service skeleton: `Service`, `main`, host, layers, telemetry | `server` |
+//!
+//! The CLI uses the crate without the `server` feature, so it links neither MongoDB nor the server
+//! stack. `docs/ARCHITECTURE.md` has the picture.
 
-pub mod args;
-pub mod auth;
-pub mod balance;
-pub mod config_centre;
+pub mod catalog;
+pub mod centre;
+pub mod config;
 pub mod discovery;
-pub mod health;
-pub mod lifecycle;
-pub mod mongo;
-pub mod net;
-pub mod ratelimit;
-pub mod settings;
+pub mod etcd;
+pub mod probe;
+pub mod validate;
+
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
+pub mod runtime;
+#[cfg(feature = "server")]
+pub mod status;
+#[cfg(feature = "server")]
 pub mod store;
-pub mod telemetry;
-pub mod upstream;

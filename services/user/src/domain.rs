@@ -1,10 +1,13 @@
-//! Users: validation of what clients send, and the errors of the user service.
+//! Users and the rules for what clients may send. Pure domain: nothing here knows of protobuf or
+//! gRPC; `grpc.rs` turns requests into these types and errors into statuses.
 
 use std::fmt;
 
-use shippy_proto::user::v1 as pb;
-use shippy_shared::store::StoreError;
-use tonic::Status;
+use secrecy::{ExposeSecret, SecretString};
+use shippy_shared::{
+    store::StoreError,
+    validate::{self, FieldError, Presence},
+};
 
 use crate::token::TokenError;
 
@@ -12,12 +15,129 @@ use crate::token::TokenError;
 pub const MIN_PASSWORD: usize = 8;
 /// Longest accepted password (bounds hashing work).
 pub const MAX_PASSWORD: usize = 256;
-const MAX_FIELD: usize = 200;
-const MAX_EMAIL: usize = 254;
+/// Longest accepted name or company.
+pub const MAX_FIELD: usize = 200;
+/// Longest accepted email, in bytes (the limit of RFC 5321).
+pub const MAX_EMAIL: usize = 254;
+
+/// The one place user ids are made: a random UUID. Clients never choose one.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A normalised email address (trimmed, lower-case, shaped `local@domain.tld`); only
+/// [`Email::parse`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Email(String);
+
+impl Email {
+    /// Trims and lower-cases `email` and checks its shape.
+    pub fn parse(email: &str) -> Result<Self, FieldError> {
+        let email = email.trim().to_lowercase();
+        if email.is_empty() {
+            return Err(FieldError::new("email", "must not be empty"));
+        }
+        if email.len() > MAX_EMAIL {
+            return Err(FieldError::new(
+                "email",
+                format!("longer than {MAX_EMAIL} characters"),
+            ));
+        }
+        let valid = match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !email.chars().any(char::is_whitespace)
+            }
+            None => false,
+        };
+        if valid {
+            Ok(Self(email))
+        } else {
+            Err(FieldError::new(
+                "email",
+                format!("{email:?} is not an email address"),
+            ))
+        }
+    }
+
+    /// The normalised address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A plain-text password. Its `Debug` never shows it, and it is wiped from memory when dropped.
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    /// A password chosen at registration: between [`MIN_PASSWORD`] and [`MAX_PASSWORD`]
+    /// characters. The error never echoes it.
+    pub fn parse(password: String) -> Result<Self, FieldError> {
+        let len = password.chars().count();
+        if len < MIN_PASSWORD {
+            return Err(FieldError::new(
+                "password",
+                format!("must be at least {MIN_PASSWORD} characters"),
+            ));
+        }
+        if len > MAX_PASSWORD {
+            return Err(FieldError::new(
+                "password",
+                format!("must be at most {MAX_PASSWORD} characters"),
+            ));
+        }
+        Ok(Self(SecretString::from(password)))
+    }
+
+    /// A password offered at login: no rules apply, the stored hash decides.
+    pub fn attempt(password: String) -> Self {
+        Self(SecretString::from(password))
+    }
+
+    /// The plain text, for the hasher.
+    pub(crate) fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
 
 /// An argon2 PHC string. Its `Debug` never shows the hash.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PasswordHash(pub String);
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    /// The PHC string the hasher produced.
+    pub(crate) fn hashed(phc: String) -> Self {
+        Self(phc)
+    }
+
+    /// A PHC string read back from the store. Not checked here: verification refuses one it
+    /// cannot read.
+    pub fn from_stored(phc: String) -> Self {
+        Self(phc)
+    }
+
+    /// The PHC string, to verify a password against or to store.
+    pub fn as_phc(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Debug for PasswordHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -25,52 +145,62 @@ impl fmt::Debug for PasswordHash {
     }
 }
 
-/// A stored user.
+/// A user, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    /// Unique id.
+    /// Unique id, made by [`new_id`].
     pub id: String,
     /// Full name.
     pub name: String,
     /// Company.
     pub company: String,
-    /// Normalised (trimmed, lower-case) email; unique.
-    pub email: String,
+    /// Email; unique.
+    pub email: Email,
     /// Hash of the password; never leaves the service.
     pub password_hash: PasswordHash,
 }
 
-impl From<User> for pb::User {
-    /// The password field stays empty: neither the password nor its hash is ever returned.
-    fn from(user: User) -> Self {
-        Self {
-            id: user.id,
-            name: user.name,
-            company: user.company,
-            email: user.email,
-            password: String::new(),
-        }
-    }
-}
-
-/// A validated registration request. `Debug` hides the password.
+/// A validated registration request; only [`NewUser::parse`] makes one. `Debug` hides the
+/// password.
+#[derive(Debug)]
 pub struct NewUser {
-    /// Full name.
-    pub name: String,
-    /// Company.
-    pub company: String,
-    /// Normalised email.
-    pub email: String,
-    /// Plain password, to be hashed.
-    pub password: String,
+    name: String,
+    company: String,
+    email: Email,
+    password: Password,
 }
 
-impl fmt::Debug for NewUser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewUser")
-            .field("name", &self.name)
-            .field("email", &self.email)
-            .finish_non_exhaustive()
+impl NewUser {
+    /// Checks a registration sent by a client: a name, an optional company (each at most
+    /// [`MAX_FIELD`] characters), an email and a password.
+    pub fn parse(
+        name: &str,
+        company: &str,
+        email: &str,
+        password: String,
+    ) -> Result<Self, FieldError> {
+        Ok(Self {
+            name: validate::text(|| "name".into(), name, MAX_FIELD, Presence::Required)?,
+            company: validate::text(|| "company".into(), company, MAX_FIELD, Presence::Optional)?,
+            email: Email::parse(email)?,
+            password: Password::parse(password)?,
+        })
+    }
+
+    /// The password, to hash.
+    pub fn password(&self) -> &Password {
+        &self.password
+    }
+
+    /// The user to store, with a new id and `password_hash`, the hash of [`Self::password`].
+    pub fn into_user(self, password_hash: PasswordHash) -> User {
+        User {
+            id: new_id(),
+            name: self.name,
+            company: self.company,
+            email: self.email,
+            password_hash,
+        }
     }
 }
 
@@ -78,13 +208,8 @@ impl fmt::Debug for NewUser {
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
     /// A field of a request is not acceptable.
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// The offending field.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
     /// Unknown email or wrong password (deliberately indistinguishable).
     #[error("invalid email or password")]
     InvalidCredentials,
@@ -102,163 +227,105 @@ pub enum UserError {
     Internal(String),
 }
 
-impl From<UserError> for Status {
-    fn from(error: UserError) -> Self {
-        match &error {
-            UserError::Invalid { .. } => Status::invalid_argument(error.to_string()),
-            UserError::InvalidCredentials | UserError::Token(_) => {
-                Status::unauthenticated(error.to_string())
-            }
-            UserError::NotFound => Status::not_found(error.to_string()),
-            UserError::Store(store) => store.to_status(),
-            UserError::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
-                Status::internal("internal error")
-            }
-        }
-    }
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> UserError {
-    UserError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
-
-fn bounded(field: &'static str, value: &str, required: bool) -> Result<String, UserError> {
-    let value = value.trim();
-    if required && value.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > MAX_FIELD {
-        return Err(invalid(
-            field,
-            format!("longer than {MAX_FIELD} characters"),
-        ));
-    }
-    Ok(value.to_owned())
-}
-
-/// Trims and lower-cases an email and checks its shape (`local@domain.tld`).
-pub fn normalize_email(email: &str) -> Result<String, UserError> {
-    let email = email.trim().to_lowercase();
-    if email.is_empty() {
-        return Err(invalid("email", "must not be empty"));
-    }
-    if email.len() > MAX_EMAIL {
-        return Err(invalid(
-            "email",
-            format!("longer than {MAX_EMAIL} characters"),
-        ));
-    }
-    let valid = match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !email.chars().any(char::is_whitespace)
-        }
-        None => false,
-    };
-    if valid {
-        Ok(email)
-    } else {
-        Err(invalid(
-            "email",
-            format!("{email:?} is not an email address"),
-        ))
-    }
-}
-
-/// Checks a password's length, without ever echoing it.
-pub fn check_password(password: &str) -> Result<(), UserError> {
-    let len = password.chars().count();
-    if len < MIN_PASSWORD {
-        return Err(invalid(
-            "password",
-            format!("must be at least {MIN_PASSWORD} characters"),
-        ));
-    }
-    if len > MAX_PASSWORD {
-        return Err(invalid(
-            "password",
-            format!("must be at most {MAX_PASSWORD} characters"),
-        ));
-    }
-    Ok(())
-}
-
-impl TryFrom<pb::User> for NewUser {
-    type Error = UserError;
-
-    fn try_from(user: pb::User) -> Result<Self, Self::Error> {
-        let name = bounded("name", &user.name, true)?;
-        let company = bounded("company", &user.company, false)?;
-        let email = normalize_email(&user.email)?;
-        check_password(&user.password)?;
-        Ok(Self {
-            name,
-            company,
-            email,
-            password: user.password,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req(name: &str, email: &str, password: &str) -> pb::User {
-        pb::User {
-            name: name.into(),
-            email: email.into(),
-            password: password.into(),
-            ..Default::default()
-        }
+    #[test]
+    fn valid_registration_is_normalised() {
+        let new = NewUser::parse(" Ewan ", "", " Ewan@Example.COM ", "correct horse".into())
+            .expect("valid");
+        assert!(
+            !format!("{new:?}").contains("correct horse"),
+            "Debug leaks the password"
+        );
+        assert_eq!(new.password().expose(), "correct horse");
+        let user = new.into_user(PasswordHash::from_stored("$argon2id$x".into()));
+        assert_eq!(user.name, "Ewan");
+        assert_eq!(user.company, "");
+        assert_eq!(user.email.as_str(), "ewan@example.com");
     }
 
     #[test]
-    fn valid_registration_is_normalised() {
-        let user =
-            NewUser::try_from(req(" Ewan ", " Ewan@Example.COM ", "correct horse")).expect("valid");
-        assert_eq!(user.name, "Ewan");
-        assert_eq!(user.email, "ewan@example.com");
-        assert!(
-            !format!("{user:?}").contains("correct horse"),
-            "Debug leaks the password"
-        );
+    fn every_user_gets_a_fresh_id() {
+        let make = || {
+            NewUser::parse("x", "", "a@b.co", "12345678".into())
+                .expect("valid")
+                .into_user(PasswordHash::from_stored(String::new()))
+        };
+        let (a, b) = (make(), make());
+        assert!(!a.id.is_empty());
+        assert_ne!(a.id, b.id);
     }
 
     #[test]
     fn invalid_fields_are_named() {
-        for (request, field) in [
-            (req("", "a@b.co", "12345678"), "name"),
-            (req("x", "not-an-email", "12345678"), "email"),
-            (req("x", "a@b", "12345678"), "email"),
-            (req("x", "a@@b.co", "12345678"), "email"),
-            (req("x", "a@b.co", "short"), "password"),
+        let long = "x".repeat(MAX_FIELD + 1);
+        for (name, company, email, password, message) in [
+            ("", "", "a@b.co", "12345678", "name: must not be empty"),
+            (
+                "x",
+                long.as_str(),
+                "a@b.co",
+                "12345678",
+                "company: longer than 200 characters",
+            ),
+            ("x", "", " ", "12345678", "email: must not be empty"),
+            (
+                "x",
+                "",
+                "not-an-email",
+                "12345678",
+                "email: \"not-an-email\" is not an email address",
+            ),
+            ("x", "", "a@b", "12345678", "email"),
+            ("x", "", "a@@b.co", "12345678", "email"),
+            ("x", "", "a@.b.co", "12345678", "email"),
+            ("x", "", "a @b.co", "12345678", "email"),
+            (
+                "x",
+                "",
+                "a@b.co",
+                "short",
+                "password: must be at least 8 characters",
+            ),
         ] {
-            let err = NewUser::try_from(request).expect_err("invalid");
-            let status = Status::from(err);
-            assert_eq!(status.code(), tonic::Code::InvalidArgument);
-            assert!(status.message().starts_with(field), "{status:?}");
+            let err = NewUser::parse(name, company, email, password.into()).expect_err("invalid");
+            assert!(err.to_string().starts_with(message), "{err}");
         }
     }
 
     #[test]
-    fn responses_never_carry_passwords_or_hashes() {
+    fn password_errors_never_echo_it() {
+        let long = "p".repeat(MAX_PASSWORD + 1);
+        let err = Password::parse(long.clone()).expect_err("too long");
+        assert_eq!(err.to_string(), "password: must be at most 256 characters");
+        assert!(!err.to_string().contains(&long));
+        assert!(!format!("{:?}", Password::attempt("hunter22".into())).contains("hunter22"));
+    }
+
+    #[test]
+    fn emails_are_compared_normalised() {
+        assert_eq!(
+            Email::parse("A@B.CO").expect("valid"),
+            Email::parse(" a@b.co ").expect("valid")
+        );
+        let long = format!("{}@b.co", "a".repeat(MAX_EMAIL));
+        assert_eq!(
+            Email::parse(&long).expect_err("long").to_string(),
+            "email: longer than 254 characters"
+        );
+    }
+
+    #[test]
+    fn stored_users_never_show_their_hash() {
         let user = User {
             id: "1".into(),
             name: "n".into(),
             company: "c".into(),
-            email: "e@x.io".into(),
-            password_hash: PasswordHash("$argon2id$secret".into()),
+            email: Email::parse("e@x.io").expect("valid"),
+            password_hash: PasswordHash::from_stored("$argon2id$secret".into()),
         };
         assert!(!format!("{user:?}").contains("secret"));
-        assert!(pb::User::from(user).password.is_empty());
     }
 }

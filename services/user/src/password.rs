@@ -9,11 +9,12 @@ use argon2::{
     password_hash::{PasswordHash as Phc, SaltString, rand_core::OsRng},
 };
 
-use crate::domain::{PasswordHash, UserError};
+use crate::domain::{Password, PasswordHash, UserError};
 
 /// Hashes `password` with a fresh random salt.
-pub async fn hash(password: String) -> Result<PasswordHash, UserError> {
-    tokio::task::spawn_blocking(move || hash_blocking(&password))
+pub async fn hash(password: &Password) -> Result<PasswordHash, UserError> {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || hash_blocking(password.expose()))
         .await
         .map_err(|e| UserError::Internal(format!("hashing task failed: {e}")))?
 }
@@ -22,20 +23,20 @@ fn hash_blocking(password: &str) -> Result<PasswordHash, UserError> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
-        .map(|phc| PasswordHash(phc.to_string()))
+        .map(|phc| PasswordHash::hashed(phc.to_string()))
         .map_err(|e| UserError::Internal(format!("hashing failed: {e}")))
 }
 
 /// Whether `password` matches `hash`. With no hash (unknown user) a dummy hash is checked, so the
 /// answer takes as long either way and does not reveal which emails exist.
-pub async fn verify(password: String, hash: Option<PasswordHash>) -> Result<bool, UserError> {
+pub async fn verify(password: Password, hash: Option<PasswordHash>) -> Result<bool, UserError> {
     tokio::task::spawn_blocking(move || {
         let known = hash.is_some();
-        let hash = hash.map_or_else(|| DUMMY.0.clone(), |h| h.0);
-        let phc = Phc::new(&hash)
+        let hash = hash.as_ref().unwrap_or(&*DUMMY);
+        let phc = Phc::new(hash.as_phc())
             .map_err(|e| UserError::Internal(format!("stored hash unreadable: {e}")))?;
         let matches = Argon2::default()
-            .verify_password(password.as_bytes(), &phc)
+            .verify_password(password.expose().as_bytes(), &phc)
             .is_ok();
         Ok(known && matches)
     })
@@ -45,7 +46,7 @@ pub async fn verify(password: String, hash: Option<PasswordHash>) -> Result<bool
 
 static DUMMY: LazyLock<PasswordHash> = LazyLock::new(|| {
     hash_blocking("shippy dummy password for unknown users").unwrap_or_else(|_| {
-        PasswordHash(String::from(
+        PasswordHash::hashed(String::from(
             "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
         ))
     })
@@ -55,31 +56,49 @@ static DUMMY: LazyLock<PasswordHash> = LazyLock::new(|| {
 mod tests {
     use super::*;
 
+    fn password(text: &str) -> Password {
+        Password::parse(text.into()).expect("valid password")
+    }
+
     #[tokio::test]
     async fn hash_verifies_only_the_right_password() {
-        let hashed = hash("correct horse".into()).await.expect("hash");
-        assert!(hashed.0.starts_with("$argon2id$"));
-        assert!(!hashed.0.contains("correct horse"));
+        let hashed = hash(&password("correct horse")).await.expect("hash");
+        assert!(hashed.as_phc().starts_with("$argon2id$"));
+        assert!(!hashed.as_phc().contains("correct horse"));
         assert!(
-            verify("correct horse".into(), Some(hashed.clone()))
+            verify(
+                Password::attempt("correct horse".into()),
+                Some(hashed.clone())
+            )
+            .await
+            .expect("verify")
+        );
+        assert!(
+            !verify(Password::attempt("wrong horse".into()), Some(hashed))
                 .await
                 .expect("verify")
         );
         assert!(
-            !verify("wrong horse".into(), Some(hashed))
+            !verify(Password::attempt("correct horse".into()), None)
                 .await
-                .expect("verify")
-        );
-        assert!(
-            !verify("correct horse".into(), None).await.expect("verify"),
+                .expect("verify"),
             "unknown user never matches"
         );
     }
 
     #[tokio::test]
     async fn same_password_gets_different_salts() {
-        let a = hash("correct horse".into()).await.expect("hash");
-        let b = hash("correct horse".into()).await.expect("hash");
+        let a = hash(&password("correct horse")).await.expect("hash");
+        let b = hash(&password("correct horse")).await.expect("hash");
         assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stored_hash_is_internal() {
+        let stored = PasswordHash::from_stored("not a phc string".into());
+        let err = verify(Password::attempt("x".into()), Some(stored))
+            .await
+            .expect_err("unreadable");
+        assert!(matches!(err, UserError::Internal(_)), "{err:?}");
     }
 }

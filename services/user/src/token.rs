@@ -1,9 +1,50 @@
-//! JWTs: HS256, with issuer, subject and expiry, signed with the configured secret.
+//! JWTs: HS256, with issuer, subject and expiry, signed with the configured secret
+//! ([`signing_secret`] decides which one, or refuses to start).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use shippy_shared::config::services::AuthSettings;
+
+/// Secret used only when `auth.dev_mode` is on and no secret is configured.
+const DEV_SECRET: &str = "shippy-dev-mode-secret-never-use-in-production";
+/// Shortest secret accepted outside dev mode (HS256 wants at least 256 bits).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Why the service must not start with the configured `auth.jwt_secret`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// No secret (or the public development secret) outside dev mode.
+    #[error(
+        "auth.jwt_secret is not set: set SHIPPY_AUTH__JWT_SECRET to a random string of at least \
+         {MIN_SECRET_LEN} characters (e.g. `openssl rand -hex 32`), or SHIPPY_AUTH__DEV_MODE=true \
+         for local development only"
+    )]
+    Missing,
+    /// A secret shorter than [`MIN_SECRET_LEN`].
+    #[error("auth.jwt_secret is too short: use at least {MIN_SECRET_LEN} characters")]
+    TooShort,
+}
+
+/// The secret to sign tokens with, or why the service must not start: outside `auth.dev_mode`
+/// the secret must be set, must not be the public development secret, and must have at least
+/// [`MIN_SECRET_LEN`] characters. In dev mode a missing secret is replaced by the public one.
+pub fn signing_secret(auth: &AuthSettings) -> Result<SecretString, SecretError> {
+    let secret = auth.jwt_secret.expose_secret();
+    if secret.is_empty() || secret == DEV_SECRET {
+        if !auth.dev_mode {
+            return Err(SecretError::Missing);
+        }
+        tracing::warn!("auth.dev_mode: signing tokens with the public development secret");
+        return Ok(SecretString::from(DEV_SECRET));
+    }
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(SecretError::TooShort);
+    }
+    Ok(auth.jwt_secret.clone())
+}
 
 /// Why a token was refused. Messages are safe to send to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +140,31 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_to_start_without_a_real_secret_unless_in_dev_mode() {
+        let secret =
+            |auth: &AuthSettings| signing_secret(auth).map(|s| s.expose_secret().to_owned());
+        let mut auth = AuthSettings::default();
+        let err = secret(&auth).expect_err("empty secret refused");
+        assert!(err.to_string().contains("SHIPPY_AUTH__JWT_SECRET"));
+        auth.jwt_secret = SecretString::from("short");
+        assert_eq!(secret(&auth), Err(SecretError::TooShort));
+        auth.jwt_secret = SecretString::from(DEV_SECRET);
+        assert_eq!(
+            secret(&auth),
+            Err(SecretError::Missing),
+            "the public dev secret is refused outside dev mode"
+        );
+        auth.dev_mode = true;
+        assert_eq!(secret(&auth).expect("dev"), DEV_SECRET);
+        auth.jwt_secret = SecretString::from("x".repeat(40));
+        assert_eq!(secret(&auth).expect("real").len(), 40);
+        assert!(
+            !format!("{auth:?}").contains("xxxx"),
+            "secret must not show in Debug"
+        );
+    }
 
     fn tokens(secret: &str) -> Tokens {
         Tokens::new(secret.as_bytes(), "shippy.user", Duration::from_secs(3600))

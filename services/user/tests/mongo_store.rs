@@ -1,49 +1,91 @@
 //! The MongoDB user store against a real wire-compatible server (FerretDB, see
-//! `shippy_test_support::ferretdb`): the store contract, outages, restarts, and the readiness
-//! supervisor of the whole service.
+//! `shippy_test_support::ferretdb`): the shared store contract
+//! (`shippy_test_support::store_contract`), plus what is the user store's own: emails are unique,
+//! the unique index exists before the service reports SERVING and survives a crash.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use mongodb::bson::Document;
 use shippy_proto::user::v1::{self as pb, user_service_client::UserServiceClient};
-use shippy_shared::{health, store::StoreError};
-use shippy_test_support::ferretdb::{FerretDb, TEST_SELECTION_TIMEOUT, unique_database};
-use shippy_user::{
-    IDENTITY, Settings,
-    domain::{PasswordHash, User, UserError},
-    store::{self, UserStore, mongo::EMAIL_INDEX},
+use shippy_shared::{
+    config::services::UserSettings,
+    probe,
+    runtime::{self, Service},
+    store::{StoreError, mongo},
 };
-use tonic::{Code, Status};
+use shippy_test_support::{
+    InProcess,
+    ferretdb::{FerretDb, unique_database},
+    store_contract::{self, Contract, WAIT},
+    wait_health,
+};
+use shippy_user::{
+    UserApp,
+    domain::{Email, PasswordHash, User},
+    store::{self, UserStore, mongo::EMAIL_INDEX, mongo::MongoStore},
+};
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-/// Bound of every "until" wait; generous for a loaded 2-core machine.
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn open(server: &FerretDb, prefix: &str) -> (Arc<dyn UserStore>, Settings) {
+/// Settings on a fresh database of `server`, with a local registry in a directory that lives as
+/// long as the returned guard.
+fn settings(server: &FerretDb, prefix: &str) -> (UserSettings, tempfile::TempDir) {
     let registry = tempfile::tempdir().expect("temp dir");
-    let settings = server.service_settings::<Settings>(&unique_database(prefix), registry.path());
-    let opened = store::open(&settings).await.expect("open the mongo store");
-    assert!(opened.mongo.is_some(), "mongodb backend selected");
-    (opened.store, settings)
+    let settings = server.service_settings(&unique_database(prefix), registry.path());
+    (settings, registry)
 }
 
-fn user(id: &str, email: &str) -> User {
+async fn open(server: &FerretDb, prefix: &str) -> MongoStore {
+    let (settings, _registry) = settings(server, prefix);
+    let database = mongo::connect(&settings.common.store.mongodb)
+        .await
+        .expect("connect");
+    let store = MongoStore::new(&database);
+    store.ensure_indexes().await.expect("indexes");
+    store
+}
+
+fn email(text: &str) -> Email {
+    Email::parse(text).expect("valid email")
+}
+
+fn user(id: &str, address: &str) -> User {
     User {
         id: id.to_owned(),
         name: format!("name of {id}"),
         company: "Shippy Ltd".to_owned(),
-        email: email.to_owned(),
-        password_hash: PasswordHash(format!("$argon2id$hash-of-{id}")),
+        email: email(address),
+        password_hash: PasswordHash::from_stored(format!("$argon2id$hash-of-{id}")),
+    }
+}
+
+/// The user store as the shared contract sees it.
+struct MongoStoreUnderTest(MongoStore);
+
+impl Contract for MongoStoreUnderTest {
+    type Record = User;
+
+    fn record(&self, tag: &str) -> User {
+        user(tag, &format!("{tag}@example.com"))
+    }
+
+    async fn create(&self, record: &User) -> Result<(), StoreError> {
+        self.0.create(record).await
+    }
+
+    async fn list(&self) -> Result<Vec<User>, StoreError> {
+        self.0.list().await
+    }
+
+    fn sort(records: &mut [User]) {
+        records.sort_by(|a, b| a.email.as_str().cmp(b.email.as_str()));
     }
 }
 
 #[tokio::test]
 async fn users_round_trip_and_emails_are_unique() {
     let server = FerretDb::start().expect("FerretDB");
-    let (store, _) = open(&server, "users_contract").await;
+    let store = open(&server, "users_contract").await;
 
     let bob = user("u-2", "bob@example.com");
     let alice = user("u-1", "alice@example.com");
@@ -54,14 +96,14 @@ async fn users_round_trip_and_emails_are_unique() {
     assert_eq!(store.get("nobody").await.expect("get missing"), None);
     assert_eq!(
         store
-            .find_by_email("bob@example.com")
+            .find_by_email(&email("bob@example.com"))
             .await
             .expect("by email"),
         Some(bob.clone())
     );
     assert_eq!(
         store
-            .find_by_email("carol@example.com")
+            .find_by_email(&email("carol@example.com"))
             .await
             .expect("by email"),
         None
@@ -80,10 +122,6 @@ async fn users_round_trip_and_emails_are_unique() {
         StoreError::Duplicate(what) => assert_eq!(what, "a user with email alice@example.com"),
         other => panic!("expected Duplicate, got {other:?}"),
     }
-    assert_eq!(
-        Status::from(UserError::from(taken)).code(),
-        Code::AlreadyExists
-    );
     store
         .create(&user("u-3", "carol@example.com"))
         .await
@@ -92,68 +130,25 @@ async fn users_round_trip_and_emails_are_unique() {
 }
 
 #[tokio::test]
-async fn outage_is_unavailable_and_acknowledged_writes_survive_restarts_and_crashes() {
+async fn outages_lose_no_acknowledged_write_and_the_unique_index_survives() {
     let mut server = FerretDb::start().expect("FerretDB");
-    let (store, _) = open(&server, "users_outage").await;
-    let mut acknowledged = Vec::new();
-    for i in 0..3 {
-        let u = user(&format!("before-{i}"), &format!("before-{i}@example.com"));
-        store.create(&u).await.expect("create before the outage");
-        acknowledged.push(u);
-    }
-
-    server.stop().expect("stop FerretDB");
-    for i in 0..3 {
-        let started = Instant::now();
-        let result = store
-            .create(&user(
-                &format!("down-{i}"),
-                &format!("down-{i}@example.com"),
-            ))
-            .await;
-        let took = started.elapsed();
-        eprintln!("write {i} while down: {took:?}");
-        assert!(
-            matches!(result, Err(StoreError::Unavailable(_))),
-            "write while down: {result:?}"
-        );
-        assert!(
-            took < TEST_SELECTION_TIMEOUT + Duration::from_secs(1),
-            "a write while down took {took:?}"
-        );
-    }
+    let store = MongoStoreUnderTest(open(&server, "users_outage").await);
+    store_contract::acknowledged_writes_survive_outages_and_crashes(&mut server, &store).await;
     assert!(matches!(
-        store.list().await,
-        Err(StoreError::Unavailable(_))
-    ));
-
-    server.restart().expect("restart FerretDB");
-    let after = user("after", "after@example.com");
-    shippy_test_support::write_when_back(WAIT, || store.as_ref().create(&after)).await;
-    acknowledged.push(after);
-    let mut expected = acknowledged.clone();
-    expected.sort_by(|a, b| a.email.cmp(&b.email));
-    assert_eq!(store.list().await.expect("list"), expected);
-
-    // A crash (SIGKILL) loses nothing that was acknowledged either.
-    server.kill();
-    server.restart().expect("start FerretDB after the crash");
-    let deadline = Instant::now() + WAIT;
-    let listed = loop {
-        match store.list().await {
-            Ok(users) => break users,
-            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => panic!("store did not recover after the crash: {error:?}"),
-        }
-    };
-    assert_eq!(listed, expected);
-    // The unique index survived too.
-    assert!(matches!(
-        store.create(&user("dup", "after@example.com")).await,
+        store.0.create(&user("dup", "after@example.com")).await,
         Err(StoreError::Duplicate(_))
     ));
+}
+
+#[tokio::test]
+async fn serving_follows_the_database() {
+    let mut server = FerretDb::start().expect("FerretDB");
+    server
+        .stop()
+        .expect("stop FerretDB: the service starts without its database");
+    let (mut settings, _registry) = settings(&server, "users_supervised_contract");
+    settings.common.shutdown.drain_ms = 2_500;
+    store_contract::serving_follows_the_database::<UserApp>(&mut server, settings).await;
 }
 
 fn registration(email: &str) -> pb::User {
@@ -171,20 +166,18 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
     server
         .stop()
         .expect("stop FerretDB: the service starts without its database");
-    let registry = tempfile::tempdir().expect("temp dir");
-    let settings =
-        server.service_settings::<Settings>(&unique_database("users_supervised"), registry.path());
-    let app = shippy_user::build(settings.clone())
+    let (settings, _registry) = settings(&server, "users_supervised");
+    let app = runtime::launch::<UserApp>(settings.clone())
         .await
         .expect("builds while MongoDB is down");
-    let service = shippy_test_support::InProcess::spawn(app);
+    let service = InProcess::spawn(app);
     let address = service.address.clone();
 
     // Answers health checks, but NOT_SERVING, and stays so while the database is down (observed
     // over a few supervisor rounds).
-    shippy_test_support::wait_health(
+    wait_health(
         &address,
-        IDENTITY.grpc_service,
+        UserApp::SPEC.grpc_service,
         ServingStatus::NotServing,
         WAIT,
     )
@@ -192,9 +185,13 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
     let watch_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < watch_until {
         assert_eq!(
-            health::check(&address, IDENTITY.grpc_service, Duration::from_millis(500))
-                .await
-                .ok(),
+            probe::check(
+                &address,
+                UserApp::SPEC.grpc_service,
+                Duration::from_millis(500)
+            )
+            .await
+            .ok(),
             Some(ServingStatus::NotServing)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -202,9 +199,9 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
 
     let started = Instant::now();
     server.restart().expect("start FerretDB");
-    shippy_test_support::wait_health(
+    wait_health(
         &address,
-        IDENTITY.grpc_service,
+        UserApp::SPEC.grpc_service,
         ServingStatus::Serving,
         WAIT,
     )
@@ -212,7 +209,7 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
     eprintln!("SERVING {:?} after FerretDB started", started.elapsed());
 
     // The supervisor created the unique index before reporting SERVING.
-    let db = shippy_shared::mongo::connect(&settings.common.store.mongodb)
+    let db = mongo::connect(&settings.common.store.mongodb)
         .await
         .expect("client");
     let indexes = db
@@ -239,9 +236,9 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
 
     // It follows the database down and up again without a restart of its own.
     server.stop().expect("stop FerretDB");
-    shippy_test_support::wait_health(
+    wait_health(
         &address,
-        IDENTITY.grpc_service,
+        UserApp::SPEC.grpc_service,
         ServingStatus::NotServing,
         WAIT,
     )
@@ -252,9 +249,9 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
         .expect_err("store down");
     assert_eq!(refused.code(), Code::Unavailable);
     server.restart().expect("restart FerretDB");
-    shippy_test_support::wait_health(
+    wait_health(
         &address,
-        IDENTITY.grpc_service,
+        UserApp::SPEC.grpc_service,
         ServingStatus::Serving,
         WAIT,
     )

@@ -1,13 +1,18 @@
-//! Vessels and the rule that picks one for a consignment.
+//! Vessels and the rule that picks one for a consignment. Pure domain: nothing here knows of
+//! protobuf or gRPC; `grpc.rs` turns requests into these types and errors into statuses.
 
-use shippy_proto::vessel::v1 as pb;
-use shippy_shared::{auth::AuthError, store::StoreError};
-use tonic::Status;
+use shippy_shared::{
+    store::StoreError,
+    validate::{self, FieldError, Presence},
+};
 
-/// A vessel of the fleet.
+/// Longest accepted name.
+pub const MAX_NAME: usize = 200;
+
+/// A vessel of the fleet, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vessel {
-    /// Unique id.
+    /// Unique id, made by [`new_id`] (or a fixed id for the default fleet).
     pub id: String,
     /// Display name.
     pub name: String,
@@ -21,6 +26,49 @@ pub struct Vessel {
     pub owner_id: String,
 }
 
+/// The one place vessel ids are made: a random UUID. Clients never choose one.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A validated request to add a vessel; only [`NewVessel::parse`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewVessel {
+    name: String,
+    capacity: u32,
+    max_weight: u32,
+    available: bool,
+}
+
+impl NewVessel {
+    /// Checks a vessel sent by a client: a name, and a capacity and maximum weight of at least 1.
+    pub fn parse(
+        name: &str,
+        capacity: i64,
+        max_weight: i64,
+        available: bool,
+    ) -> Result<Self, FieldError> {
+        Ok(Self {
+            name: validate::text(|| "name".into(), name, MAX_NAME, Presence::Required)?,
+            capacity: validate::at_least(|| "capacity".into(), capacity, 1)?,
+            max_weight: validate::at_least(|| "max_weight".into(), max_weight, 1)?,
+            available,
+        })
+    }
+
+    /// The vessel to store, with a new id, owned by `owner_id`.
+    pub fn into_vessel(self, owner_id: String) -> Vessel {
+        Vessel {
+            id: new_id(),
+            name: self.name,
+            capacity: self.capacity,
+            max_weight: self.max_weight,
+            available: self.available,
+            owner_id,
+        }
+    }
+}
+
 /// What a consignment needs from a vessel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Specification {
@@ -30,74 +78,15 @@ pub struct Specification {
     pub max_weight: u32,
 }
 
-/// What can go wrong in the vessel service.
-#[derive(Debug, thiserror::Error)]
-pub enum VesselError {
-    /// A field of a request is not acceptable.
-    #[error("{field}: {reason}")]
-    Invalid {
-        /// The offending field.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// No available vessel is large enough.
-    #[error(
-        "no available vessel can carry {} containers weighing {} in total",
-        .0.capacity, .0.max_weight
-    )]
-    NoneFits(Specification),
-    /// No token, or a token the user service refused.
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// The user service could not check the token.
-    #[error("user service: {0}")]
-    UserService(Status),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<AuthError> for VesselError {
-    fn from(error: AuthError) -> Self {
-        match error {
-            AuthError::Unauthenticated(message) => Self::Unauthenticated(message),
-            AuthError::UserService(status) => Self::UserService(status),
-        }
-    }
-}
-
-impl From<VesselError> for Status {
-    fn from(error: VesselError) -> Self {
-        match &error {
-            VesselError::Invalid { .. } => Status::invalid_argument(error.to_string()),
-            VesselError::NoneFits(_) => Status::not_found(error.to_string()),
-            VesselError::Unauthenticated(message) => Status::unauthenticated(message.clone()),
-            VesselError::UserService(status) => shippy_shared::upstream::status("user", status),
-            VesselError::Store(store) => store.to_status(),
-        }
-    }
-}
-
-fn non_negative(field: &'static str, value: i32) -> Result<u32, VesselError> {
-    u32::try_from(value).map_err(|_| VesselError::Invalid {
-        field,
-        reason: format!("must not be negative (got {value})"),
-    })
-}
-
-impl TryFrom<pb::Specification> for Specification {
-    type Error = VesselError;
-
-    fn try_from(spec: pb::Specification) -> Result<Self, Self::Error> {
+impl Specification {
+    /// Checks a specification sent by a client: neither number may be negative.
+    pub fn parse(capacity: i64, max_weight: i64) -> Result<Self, FieldError> {
         Ok(Self {
-            capacity: non_negative("capacity", spec.capacity)?,
-            max_weight: non_negative("max_weight", spec.max_weight)?,
+            capacity: validate::at_least(|| "capacity".into(), capacity, 0)?,
+            max_weight: validate::at_least(|| "max_weight".into(), max_weight, 0)?,
         })
     }
-}
 
-impl Specification {
     /// Whether `vessel` is available and large enough in both dimensions.
     pub fn fits(&self, vessel: &Vessel) -> bool {
         vessel.available && vessel.capacity >= self.capacity && vessel.max_weight >= self.max_weight
@@ -118,70 +107,21 @@ pub fn fit_order(vessel: &Vessel) -> (u32, u32, &str) {
     (vessel.capacity, vessel.max_weight, vessel.id.as_str())
 }
 
-/// Longest accepted name.
-const MAX_NAME: usize = 200;
-
-impl TryFrom<pb::Vessel> for Vessel {
-    type Error = VesselError;
-
-    /// Validates a vessel sent by a client; a missing id is generated.
-    fn try_from(v: pb::Vessel) -> Result<Self, Self::Error> {
-        let name = v.name.trim().to_owned();
-        if name.is_empty() {
-            return Err(VesselError::Invalid {
-                field: "name",
-                reason: "must not be empty".into(),
-            });
-        }
-        if name.chars().count() > MAX_NAME {
-            return Err(VesselError::Invalid {
-                field: "name",
-                reason: format!("longer than {MAX_NAME} characters"),
-            });
-        }
-        let capacity = non_negative("capacity", v.capacity)?;
-        let max_weight = non_negative("max_weight", v.max_weight)?;
-        if capacity == 0 {
-            return Err(VesselError::Invalid {
-                field: "capacity",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if max_weight == 0 {
-            return Err(VesselError::Invalid {
-                field: "max_weight",
-                reason: "must be at least 1".into(),
-            });
-        }
-        let id = v.id.trim();
-        let id = if id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
-        } else {
-            id.to_owned()
-        };
-        Ok(Self {
-            id,
-            name,
-            capacity,
-            max_weight,
-            available: v.available,
-            owner_id: v.owner_id,
-        })
-    }
-}
-
-impl From<Vessel> for pb::Vessel {
-    fn from(v: Vessel) -> Self {
-        Self {
-            id: v.id,
-            // Stored values came through validation, so they fit in i32 unless created out of band.
-            capacity: i32::try_from(v.capacity).unwrap_or(i32::MAX),
-            max_weight: i32::try_from(v.max_weight).unwrap_or(i32::MAX),
-            name: v.name,
-            available: v.available,
-            owner_id: v.owner_id,
-        }
-    }
+/// What can go wrong in the vessel service.
+#[derive(Debug, thiserror::Error)]
+pub enum VesselError {
+    /// A field of a request is not acceptable.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// No available vessel is large enough.
+    #[error(
+        "no available vessel can carry {} containers weighing {} in total",
+        .0.capacity, .0.max_weight
+    )]
+    NoneFits(Specification),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The fleet a fresh store starts with (when `vessel.seed_fleet` is on). Fixed ids keep seeding
@@ -259,74 +199,48 @@ mod tests {
     }
 
     #[test]
-    fn none_fits_is_not_found_with_a_clear_message() {
-        let status = Status::from(VesselError::NoneFits(Specification {
+    fn none_fits_says_what_was_asked_for() {
+        let error = VesselError::NoneFits(Specification {
             capacity: 3,
             max_weight: 9,
-        }));
-        assert_eq!(status.code(), tonic::Code::NotFound);
+        });
         assert_eq!(
-            status.message(),
+            error.to_string(),
             "no available vessel can carry 3 containers weighing 9 in total"
         );
     }
 
     #[test]
     fn negative_specification_is_rejected_naming_the_field() {
-        let err = Specification::try_from(pb::Specification {
-            capacity: -1,
-            max_weight: 5,
-        })
-        .expect_err("negative");
+        let err = Specification::parse(-1, 5).expect_err("negative");
+        assert_eq!(err.to_string(), "capacity: must not be negative (got -1)");
         assert_eq!(
-            Status::from(err).message(),
-            "capacity: must not be negative (got -1)"
+            Specification::parse(0, 0),
+            Ok(Specification {
+                capacity: 0,
+                max_weight: 0
+            })
         );
     }
 
     #[test]
-    fn new_vessels_are_validated() {
-        let ok = pb::Vessel {
-            name: " Ship ".into(),
-            capacity: 3,
-            max_weight: 10,
-            available: true,
-            ..Default::default()
-        };
-        let vessel = Vessel::try_from(ok).expect("valid");
+    fn new_vessels_are_validated_and_get_a_fresh_id() {
+        let vessel = NewVessel::parse(" Ship ", 3, 10, true)
+            .expect("valid")
+            .into_vessel("owner".into());
         assert_eq!(vessel.name, "Ship");
-        assert!(!vessel.id.is_empty());
-        for (bad, field) in [
-            (
-                pb::Vessel {
-                    name: "".into(),
-                    capacity: 1,
-                    max_weight: 1,
-                    ..Default::default()
-                },
-                "name",
-            ),
-            (
-                pb::Vessel {
-                    name: "x".into(),
-                    capacity: 0,
-                    max_weight: 1,
-                    ..Default::default()
-                },
-                "capacity",
-            ),
-            (
-                pb::Vessel {
-                    name: "x".into(),
-                    capacity: 1,
-                    max_weight: -4,
-                    ..Default::default()
-                },
-                "max_weight",
-            ),
+        assert_eq!(vessel.owner_id, "owner");
+        let other = NewVessel::parse("Ship", 3, 10, true)
+            .expect("valid")
+            .into_vessel(String::new());
+        assert_ne!(vessel.id, other.id, "every vessel gets its own id");
+        for (name, capacity, max_weight, field) in [
+            ("", 1, 1, "name"),
+            ("x", 0, 1, "capacity"),
+            ("x", 1, -4, "max_weight"),
         ] {
-            let err = Vessel::try_from(bad).expect_err("invalid");
-            assert!(err.to_string().starts_with(field), "{err}");
+            let err = NewVessel::parse(name, capacity, max_weight, true).expect_err("invalid");
+            assert_eq!(err.field(), field, "{err}");
         }
     }
 

@@ -1,4 +1,5 @@
-//! The `VesselService` gRPC handler: proto in, domain rules, proto out.
+//! The edge of the vessel service: `shippy.vessel.v1.VesselService` requests are validated into
+//! domain types here, and every error becomes a `Status` in one place ([`status`]).
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use shippy_shared::auth::Authenticator;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{Specification, Vessel, VesselError},
+    domain::{NewVessel, Specification, Vessel, VesselError},
     store::VesselStore,
 };
 
@@ -25,19 +26,44 @@ impl VesselHandler {
     }
 }
 
+/// The one mapping of the vessel service's errors to what clients see.
+fn status(error: VesselError) -> Status {
+    match &error {
+        VesselError::Invalid(_) => Status::invalid_argument(error.to_string()),
+        VesselError::NoneFits(_) => Status::not_found(error.to_string()),
+        VesselError::Store(store) => shippy_shared::status::store(store),
+    }
+}
+
+impl From<Vessel> for pb::Vessel {
+    fn from(v: Vessel) -> Self {
+        Self {
+            id: v.id,
+            // Stored values came through validation, so they fit in i32 unless created out of band.
+            capacity: i32::try_from(v.capacity).unwrap_or(i32::MAX),
+            max_weight: i32::try_from(v.max_weight).unwrap_or(i32::MAX),
+            name: v.name,
+            available: v.available,
+            owner_id: v.owner_id,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl VesselService for VesselHandler {
     async fn find_available(
         &self,
         request: Request<pb::Specification>,
     ) -> Result<Response<pb::Response>, Status> {
-        let spec = Specification::try_from(request.into_inner())?;
+        let request = request.into_inner();
+        let spec = Specification::parse(request.capacity.into(), request.max_weight.into())
+            .map_err(|e| status(e.into()))?;
         let vessel = self
             .store
             .find_available(&spec)
             .await
-            .map_err(VesselError::from)?
-            .ok_or(VesselError::NoneFits(spec))?;
+            .map_err(|e| status(e.into()))?
+            .ok_or_else(|| status(VesselError::NoneFits(spec)))?;
         tracing::info!(vessel = %vessel.id, capacity = spec.capacity, weight = spec.max_weight, "vessel found");
         Ok(Response::new(pb::Response {
             vessel: Some(vessel.into()),
@@ -47,20 +73,25 @@ impl VesselService for VesselHandler {
 
     async fn create(&self, request: Request<pb::Vessel>) -> Result<Response<pb::Response>, Status> {
         // Reads are open to every service; changing the fleet needs a logged-in user, who owns
-        // the vessel unless the request names another owner.
-        let caller = self
-            .auth
-            .caller(request.metadata())
-            .await
-            .map_err(VesselError::from)?;
-        let mut vessel = Vessel::try_from(request.into_inner())?;
-        if vessel.owner_id.is_empty() {
-            vessel.owner_id = caller;
-        }
+        // the vessel unless the request names another owner. The id is always made here.
+        let caller = self.auth.caller(request.metadata()).await?;
+        let request = request.into_inner();
+        let new = NewVessel::parse(
+            &request.name,
+            request.capacity.into(),
+            request.max_weight.into(),
+            request.available,
+        )
+        .map_err(|e| status(e.into()))?;
+        let owner = match request.owner_id.trim() {
+            "" => caller,
+            owner => owner.to_owned(),
+        };
+        let vessel = new.into_vessel(owner);
         self.store
             .create(&vessel)
             .await
-            .map_err(VesselError::from)?;
+            .map_err(|e| status(e.into()))?;
         tracing::info!(vessel = %vessel.id, name = %vessel.name, "vessel created");
         Ok(Response::new(pb::Response {
             vessel: Some(vessel.into()),
@@ -73,10 +104,38 @@ impl VesselService for VesselHandler {
         &self,
         _request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::Response>, Status> {
-        let vessels = self.store.list().await.map_err(VesselError::from)?;
+        let vessels = self.store.list().await.map_err(|e| status(e.into()))?;
         Ok(Response::new(pb::Response {
             vessels: vessels.into_iter().map(Into::into).collect(),
             ..Default::default()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn each_error_has_its_code_and_no_internals() {
+        let none = status(VesselError::NoneFits(Specification {
+            capacity: 3,
+            max_weight: 9,
+        }));
+        assert_eq!(none.code(), Code::NotFound);
+        assert_eq!(
+            none.message(),
+            "no available vessel can carry 3 containers weighing 9 in total"
+        );
+        let invalid = status(Specification::parse(-1, 0).expect_err("negative").into());
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+        assert!(invalid.message().starts_with("capacity:"));
+        let store =
+            status(shippy_shared::store::StoreError::Internal("db at 10.0.0.1".into()).into());
+        assert_eq!(
+            (store.code(), store.message()),
+            (Code::Internal, "internal error")
+        );
     }
 }

@@ -1,34 +1,68 @@
 //! The MongoDB vessel store against a real wire-compatible server (FerretDB, see
-//! `shippy_test_support::ferretdb`): the store contract (the best-fit query answers exactly what
-//! `Specification::best_fit` answers), outages, restarts, and the readiness supervisor with seeding.
-
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+//! `shippy_test_support::ferretdb`): the shared store contract
+//! (`shippy_test_support::store_contract`), plus what is the vessel store's own: the best-fit query
+//! answers exactly what `Specification::best_fit` answers, and the fleet is seeded once the
+//! database answers, before the service reports SERVING.
 
 use mongodb::bson::Document;
 use shippy_proto::vessel::v1::{self as pb, vessel_service_client::VesselServiceClient};
-use shippy_shared::store::StoreError;
-use shippy_test_support::ferretdb::{FerretDb, TEST_SELECTION_TIMEOUT, unique_database};
+use shippy_shared::{
+    config::services::VesselSettings,
+    runtime::{self, Service},
+    store::{StoreError, mongo},
+};
+use shippy_test_support::{
+    InProcess,
+    ferretdb::{FerretDb, unique_database},
+    store_contract::{self, Contract, WAIT},
+    wait_health,
+};
 use shippy_vessel::{
-    IDENTITY, Settings,
+    VesselApp,
     domain::{Specification, Vessel, default_fleet},
-    store::{self, VesselStore, mongo::FIT_INDEX},
+    store::{self, VesselStore, mongo::FIT_INDEX, mongo::MongoStore},
 };
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-/// Bound of every "until" wait; generous for a loaded 2-core machine.
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn open(server: &FerretDb, prefix: &str) -> Arc<dyn VesselStore> {
+/// Settings on a fresh database of `server`, with a local registry in a directory that lives as
+/// long as the returned guard.
+fn settings(server: &FerretDb, prefix: &str) -> (VesselSettings, tempfile::TempDir) {
     let registry = tempfile::tempdir().expect("temp dir");
-    let settings = server.service_settings::<Settings>(&unique_database(prefix), registry.path());
-    let opened = store::open(&settings).await.expect("open the mongo store");
-    assert!(opened.mongo.is_some(), "mongodb backend selected");
-    opened.store
+    let settings = server.service_settings(&unique_database(prefix), registry.path());
+    (settings, registry)
 }
+
+async fn open(server: &FerretDb, prefix: &str) -> MongoStore {
+    let (settings, _registry) = settings(server, prefix);
+    let database = mongo::connect(&settings.common.store.mongodb)
+        .await
+        .expect("connect");
+    MongoStore::new(&database)
+}
+
+impl Contract for MongoStoreUnderTest {
+    type Record = Vessel;
+
+    fn record(&self, tag: &str) -> Vessel {
+        vessel(tag, 10, 100, true)
+    }
+
+    async fn create(&self, record: &Vessel) -> Result<(), StoreError> {
+        self.0.create(record).await
+    }
+
+    async fn list(&self) -> Result<Vec<Vessel>, StoreError> {
+        self.0.list().await
+    }
+
+    fn sort(records: &mut [Vessel]) {
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+}
+
+/// The vessel store as the shared contract sees it.
+struct MongoStoreUnderTest(MongoStore);
 
 fn vessel(id: &str, capacity: u32, max_weight: u32, available: bool) -> Vessel {
     Vessel {
@@ -72,13 +106,8 @@ async fn vessels_round_trip_and_ids_are_unique() {
 
     // Seeding an empty store adds the default fleet once.
     let empty = open(&server, "vessels_seed").await;
-    assert_eq!(store::seed_if_empty(empty.as_ref()).await.expect("seed"), 3);
-    assert_eq!(
-        store::seed_if_empty(empty.as_ref())
-            .await
-            .expect("seed again"),
-        0
-    );
+    assert_eq!(store::seed_if_empty(&empty).await.expect("seed"), 3);
+    assert_eq!(store::seed_if_empty(&empty).await.expect("seed again"), 0);
     assert_eq!(empty.list().await.expect("list"), default_fleet());
 }
 
@@ -149,51 +178,35 @@ async fn find_available_answers_exactly_what_best_fit_answers() {
 }
 
 #[tokio::test]
-async fn outage_is_unavailable_and_acknowledged_writes_survive_a_restart() {
+async fn outages_lose_no_acknowledged_write() {
     let mut server = FerretDb::start().expect("FerretDB");
-    let store = open(&server, "vessels_outage").await;
-    let mut acknowledged = Vec::new();
-    for i in 0..3 {
-        let v = vessel(&format!("before-{i}"), 10 + i, 100, true);
-        store.create(&v).await.expect("create before the outage");
-        acknowledged.push(v);
-    }
-
-    server.stop().expect("stop FerretDB");
-    for i in 0..3 {
-        let started = Instant::now();
-        let result = store
-            .create(&vessel(&format!("down-{i}"), 1, 1, true))
-            .await;
-        let took = started.elapsed();
-        assert!(
-            matches!(result, Err(StoreError::Unavailable(_))),
-            "write while down: {result:?}"
-        );
-        assert!(
-            took < TEST_SELECTION_TIMEOUT + Duration::from_secs(1),
-            "a write while down took {took:?}"
-        );
-    }
+    let store = MongoStoreUnderTest(open(&server, "vessels_outage").await);
+    store_contract::acknowledged_writes_survive_outages_and_crashes(&mut server, &store).await;
+    // Still the right answer after the crash.
     let spec = Specification {
         capacity: 1,
         max_weight: 1,
     };
-    assert!(matches!(
-        store.find_available(&spec).await,
-        Err(StoreError::Unavailable(_))
-    ));
-
-    server.restart().expect("restart FerretDB");
-    let after = vessel("after", 1, 1, true);
-    shippy_test_support::write_when_back(WAIT, || store.as_ref().create(&after)).await;
-    acknowledged.push(after.clone());
-    acknowledged.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(store.list().await.expect("list"), acknowledged);
-    assert_eq!(
-        store.find_available(&spec).await.expect("query"),
-        Some(after)
+    assert!(
+        store
+            .0
+            .find_available(&spec)
+            .await
+            .expect("query")
+            .is_some()
     );
+}
+
+#[tokio::test]
+async fn serving_follows_the_database() {
+    let mut server = FerretDb::start().expect("FerretDB");
+    server
+        .stop()
+        .expect("stop FerretDB: the service starts without its database");
+    let (mut settings, _registry) = settings(&server, "vessels_supervised");
+    // Long enough for several readiness rounds while draining.
+    settings.common.shutdown.drain_ms = 2_500;
+    store_contract::serving_follows_the_database::<VesselApp>(&mut server, settings).await;
 }
 
 #[tokio::test]
@@ -202,19 +215,17 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
     server
         .stop()
         .expect("stop FerretDB: the service starts without its database");
-    let registry = tempfile::tempdir().expect("temp dir");
-    let settings = server
-        .service_settings::<Settings>(&unique_database("vessels_supervised"), registry.path());
+    let (settings, _registry) = settings(&server, "vessels_seeded");
     assert!(settings.vessel.seed_fleet, "seeding is on by default");
-    let app = shippy_vessel::build(settings.clone())
+    let app = runtime::launch::<VesselApp>(settings.clone())
         .await
         .expect("builds while MongoDB is down (no seeding at build time)");
-    let service = shippy_test_support::InProcess::spawn(app);
+    let service = InProcess::spawn(app);
     let address = service.address.clone();
 
-    shippy_test_support::wait_health(
+    wait_health(
         &address,
-        IDENTITY.grpc_service,
+        VesselApp::SPEC.grpc_service,
         ServingStatus::NotServing,
         WAIT,
     )
@@ -229,9 +240,9 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
     assert_eq!(refused.code(), Code::Unavailable);
 
     server.restart().expect("start FerretDB");
-    shippy_test_support::wait_health(
+    wait_health(
         &address,
-        IDENTITY.grpc_service,
+        VesselApp::SPEC.grpc_service,
         ServingStatus::Serving,
         WAIT,
     )
@@ -257,7 +268,7 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
         .vessel
         .map(|v| v.id);
     assert_eq!(fit.as_deref(), Some("vessel001"));
-    let db = shippy_shared::mongo::connect(&settings.common.store.mongodb)
+    let db = mongo::connect(&settings.common.store.mongodb)
         .await
         .expect("client");
     let indexes = db
@@ -270,12 +281,14 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
     service.finish().await;
 
     // A second start on the same database finds the fleet and does not seed again.
-    let app = shippy_vessel::build(settings).await.expect("second build");
-    let service = shippy_test_support::InProcess::spawn(app);
+    let app = runtime::launch::<VesselApp>(settings)
+        .await
+        .expect("second build");
+    let service = InProcess::spawn(app);
     let address = service.address.clone();
-    shippy_test_support::wait_health(
+    wait_health(
         &address,
-        IDENTITY.grpc_service,
+        VesselApp::SPEC.grpc_service,
         ServingStatus::Serving,
         WAIT,
     )

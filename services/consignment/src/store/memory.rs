@@ -14,21 +14,21 @@ pub struct MemoryStore {
     consignments: RwLock<Vec<Consignment>>,
 }
 
-fn poisoned<T>(_: T) -> StoreError {
-    StoreError::Internal("memory store lock poisoned".into())
-}
-
 #[async_trait]
 impl ConsignmentStore for MemoryStore {
     async fn create(&self, consignment: &Consignment) -> Result<(), StoreError> {
         self.consignments
             .write()
-            .map_err(poisoned)?
+            .map_err(StoreError::poisoned)?
             .push(consignment.clone());
         Ok(())
     }
 
     async fn list(&self) -> Result<Vec<Consignment>, StoreError> {
-        Ok(self.consignments.read().map_err(poisoned)?.clone())
+        Ok(self
+            .consignments
+            .read()
+            .map_err(StoreError::poisoned)?
+            .clone())
     }
 }

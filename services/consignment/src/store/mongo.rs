@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::{Collection, Database, bson::doc};
 use serde::{Deserialize, Serialize};
-use shippy_shared::{mongo::classify, store::StoreError};
+use shippy_shared::store::{
+    StoreError,
+    mongo::{classify, classify_insert},
+};
 
 use super::ConsignmentStore;
 use crate::domain::{Consignment, Container};
@@ -17,7 +20,6 @@ pub const COLLECTION: &str = "consignments";
 /// Consignments in MongoDB.
 #[derive(Debug, Clone)]
 pub struct MongoStore {
-    database: Database,
     consignments: Collection<ConsignmentDoc>,
 }
 
@@ -25,14 +27,8 @@ impl MongoStore {
     /// A store on `database` (no round trip: the driver connects on first use).
     pub fn new(database: &Database) -> Self {
         Self {
-            database: database.clone(),
             consignments: database.collection(COLLECTION),
         }
-    }
-
-    /// The database, for the readiness supervisor.
-    pub fn database(&self) -> &Database {
-        &self.database
     }
 }
 
@@ -108,19 +104,11 @@ impl TryFrom<ConsignmentDoc> for Consignment {
 #[async_trait]
 impl ConsignmentStore for MongoStore {
     async fn create(&self, consignment: &Consignment) -> Result<(), StoreError> {
-        match self
-            .consignments
+        self.consignments
             .insert_one(ConsignmentDoc::from(consignment))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) => Err(match classify(&error) {
-                StoreError::Duplicate(_) => {
-                    StoreError::Duplicate(format!("consignment {}", consignment.id))
-                }
-                other => other,
-            }),
-        }
+            .map(drop)
+            .map_err(|e| classify_insert(&e, || format!("consignment {}", consignment.id)))
     }
 
     async fn list(&self) -> Result<Vec<Consignment>, StoreError> {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{DiscoveryError, InstanceSet, Registration, Registry, ServiceInstance, validate_name};
-use crate::settings::RegistrySettings;
+use crate::config::RegistrySettings;
 
 /// The directory used when `registry.local.dir` is not set: `$XDG_RUNTIME_DIR/shippy/registry`, or
 /// `<tmp>/shippy-<uid>/registry`.

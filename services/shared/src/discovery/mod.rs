@@ -2,8 +2,10 @@
 //! clients subscribe to a name and get the live instance set, kept current in the background.
 //!
 //! Two backends implement [`Registry`]: [`local::LocalRegistry`] (files on one host, the zero-dependency
-//! default) and [`etcd::EtcdRegistry`] (leases and watches).
+//! default) and [`etcd::EtcdRegistry`] (leases and watches). [`balance::BalancedChannel`] turns a
+//! subscription into a gRPC transport that spreads calls over the live instances.
 
+pub mod balance;
 pub mod etcd;
 pub mod local;
 
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::{CommonSettings, RegistryBackend};
+use crate::config::{RegistryBackend, RegistrySettings};
 
 /// One running instance of a service, as stored in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,12 +61,12 @@ pub enum DiscoveryError {
         /// Cause.
         source: std::io::Error,
     },
-    /// etcd request failed.
-    #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
-    /// etcd did not answer in time.
-    #[error("etcd did not answer within {0:?}")]
-    EtcdTimeout(std::time::Duration),
+    /// etcd failed or did not answer.
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
+    /// `registry.backend` is `etcd`, but the process has no etcd connection.
+    #[error("registry.backend is etcd but no etcd connection was made")]
+    NoEtcd,
     /// A stored instance record is not valid JSON.
     #[error("malformed registry entry: {0}")]
     Malformed(#[from] serde_json::Error),
@@ -144,15 +146,18 @@ pub fn validate_name(name: &str) -> Result<(), DiscoveryError> {
     }
 }
 
-/// Opens the registry backend that `settings` select.
-pub async fn connect(settings: &CommonSettings) -> Result<Arc<dyn Registry>, DiscoveryError> {
-    Ok(match settings.registry.backend {
-        RegistryBackend::Local => {
-            Arc::new(local::LocalRegistry::from_settings(&settings.registry)?)
-        }
-        RegistryBackend::Etcd => {
-            Arc::new(etcd::EtcdRegistry::connect(&settings.etcd, settings.registry.ttl()).await?)
-        }
+/// Opens the registry backend that `settings` select; the etcd backend uses the process's one
+/// etcd connection, `etcd`.
+pub fn open(
+    settings: &RegistrySettings,
+    etcd: Option<&crate::etcd::Etcd>,
+) -> Result<Arc<dyn Registry>, DiscoveryError> {
+    Ok(match settings.backend {
+        RegistryBackend::Local => Arc::new(local::LocalRegistry::from_settings(settings)?),
+        RegistryBackend::Etcd => Arc::new(etcd::EtcdRegistry::new(
+            etcd.ok_or(DiscoveryError::NoEtcd)?.clone(),
+            settings.ttl(),
+        )),
     })
 }
 

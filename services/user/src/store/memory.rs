@@ -6,22 +6,18 @@ use async_trait::async_trait;
 use shippy_shared::store::StoreError;
 
 use super::UserStore;
-use crate::domain::User;
+use crate::domain::{Email, User};
 
 /// Users keyed by email (the unique key), so the uniqueness check and the insert are one step.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    by_email: RwLock<BTreeMap<String, User>>,
-}
-
-fn poisoned<T>(_: T) -> StoreError {
-    StoreError::Internal("memory store lock poisoned".into())
+    by_email: RwLock<BTreeMap<Email, User>>,
 }
 
 #[async_trait]
 impl UserStore for MemoryStore {
     async fn create(&self, user: &User) -> Result<(), StoreError> {
-        let mut users = self.by_email.write().map_err(poisoned)?;
+        let mut users = self.by_email.write().map_err(StoreError::poisoned)?;
         if users.contains_key(&user.email) {
             return Err(StoreError::Duplicate(format!(
                 "a user with email {}",
@@ -36,21 +32,26 @@ impl UserStore for MemoryStore {
         Ok(self
             .by_email
             .read()
-            .map_err(poisoned)?
+            .map_err(StoreError::poisoned)?
             .values()
             .find(|u| u.id == id)
             .cloned())
     }
 
-    async fn find_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        Ok(self.by_email.read().map_err(poisoned)?.get(email).cloned())
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .by_email
+            .read()
+            .map_err(StoreError::poisoned)?
+            .get(email)
+            .cloned())
     }
 
     async fn list(&self) -> Result<Vec<User>, StoreError> {
         Ok(self
             .by_email
             .read()
-            .map_err(poisoned)?
+            .map_err(StoreError::poisoned)?
             .values()
             .cloned()
             .collect())

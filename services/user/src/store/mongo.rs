@@ -9,11 +9,14 @@ use mongodb::{
     options::IndexOptions,
 };
 use serde::{Deserialize, Serialize};
-use shippy_shared::{mongo::classify, store::StoreError};
+use shippy_shared::store::{
+    StoreError,
+    mongo::{classify, classify_insert},
+};
 use tokio::sync::OnceCell;
 
 use super::UserStore;
-use crate::domain::{PasswordHash, User};
+use crate::domain::{Email, PasswordHash, User};
 
 /// Name of the collection.
 pub const COLLECTION: &str = "users";
@@ -24,7 +27,6 @@ pub const EMAIL_INDEX: &str = "email_unique";
 /// Users in MongoDB.
 #[derive(Debug)]
 pub struct MongoStore {
-    database: Database,
     users: Collection<UserDoc>,
     /// Set once the unique email index is known to exist.
     indexed: OnceCell<()>,
@@ -34,15 +36,9 @@ impl MongoStore {
     /// A store on `database` (no round trip: the driver connects on first use).
     pub fn new(database: &Database) -> Self {
         Self {
-            database: database.clone(),
             users: database.collection(COLLECTION),
             indexed: OnceCell::new(),
         }
-    }
-
-    /// The database, for the readiness supervisor.
-    pub fn database(&self) -> &Database {
-        &self.database
     }
 
     /// Creates the unique index on `email` (idempotent; one round trip per process).
@@ -69,12 +65,12 @@ impl MongoStore {
     }
 
     async fn find(&self, filter: Document) -> Result<Option<User>, StoreError> {
-        Ok(self
-            .users
+        self.users
             .find_one(filter)
             .await
             .map_err(|e| classify(&e))?
-            .map(User::from))
+            .map(User::try_from)
+            .transpose()
     }
 }
 
@@ -95,21 +91,27 @@ impl From<&User> for UserDoc {
             id: u.id.clone(),
             name: u.name.clone(),
             company: u.company.clone(),
-            email: u.email.clone(),
-            password_hash: u.password_hash.0.clone(),
+            email: u.email.as_str().to_owned(),
+            password_hash: u.password_hash.as_phc().to_owned(),
         }
     }
 }
 
-impl From<UserDoc> for User {
-    fn from(doc: UserDoc) -> Self {
-        Self {
+impl TryFrom<UserDoc> for User {
+    type Error = StoreError;
+
+    /// Every stored email went through [`Email::parse`]; one that does not parse is corrupt data.
+    fn try_from(doc: UserDoc) -> Result<Self, Self::Error> {
+        let email = Email::parse(&doc.email).map_err(|e| {
+            StoreError::Internal(format!("user {} has an unreadable email: {e}", doc.id))
+        })?;
+        Ok(Self {
             id: doc.id,
             name: doc.name,
             company: doc.company,
-            email: doc.email,
-            password_hash: PasswordHash(doc.password_hash),
-        }
+            email,
+            password_hash: PasswordHash::from_stored(doc.password_hash),
+        })
     }
 }
 
@@ -119,23 +121,19 @@ impl UserStore for MongoStore {
         // Without the index a second user with the same email would be accepted; the supervisor
         // normally creates it before the service reports SERVING, this covers calls before that.
         self.ensure_indexes().await?;
-        match self.users.insert_one(UserDoc::from(user)).await {
-            Ok(_) => Ok(()),
-            Err(error) => Err(match classify(&error) {
-                StoreError::Duplicate(_) => {
-                    StoreError::Duplicate(format!("a user with email {}", user.email))
-                }
-                other => other,
-            }),
-        }
+        self.users
+            .insert_one(UserDoc::from(user))
+            .await
+            .map(drop)
+            .map_err(|e| classify_insert(&e, || format!("a user with email {}", user.email)))
     }
 
     async fn get(&self, id: &str) -> Result<Option<User>, StoreError> {
         self.find(doc! { "_id": id }).await
     }
 
-    async fn find_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        self.find(doc! { "email": email }).await
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        self.find(doc! { "email": email.as_str() }).await
     }
 
     async fn list(&self) -> Result<Vec<User>, StoreError> {
@@ -148,6 +146,6 @@ impl UserStore for MongoStore {
             .try_collect()
             .await
             .map_err(|e| classify(&e))?;
-        Ok(docs.into_iter().map(User::from).collect())
+        docs.into_iter().map(User::try_from).collect()
     }
 }

@@ -14,14 +14,10 @@ pub struct MemoryStore {
     vessels: RwLock<BTreeMap<String, Vessel>>,
 }
 
-fn poisoned<T>(_: T) -> StoreError {
-    StoreError::Internal("memory store lock poisoned".into())
-}
-
 #[async_trait]
 impl VesselStore for MemoryStore {
     async fn create(&self, vessel: &Vessel) -> Result<(), StoreError> {
-        let mut vessels = self.vessels.write().map_err(poisoned)?;
+        let mut vessels = self.vessels.write().map_err(StoreError::poisoned)?;
         if vessels.contains_key(&vessel.id) {
             return Err(StoreError::Duplicate(format!("vessel {}", vessel.id)));
         }
@@ -33,7 +29,7 @@ impl VesselStore for MemoryStore {
         Ok(self
             .vessels
             .read()
-            .map_err(poisoned)?
+            .map_err(StoreError::poisoned)?
             .values()
             .cloned()
             .collect())
@@ -41,12 +37,12 @@ impl VesselStore for MemoryStore {
 
     async fn find_available(&self, spec: &Specification) -> Result<Option<Vessel>, StoreError> {
         Ok(spec
-            .best_fit(self.vessels.read().map_err(poisoned)?.values())
+            .best_fit(self.vessels.read().map_err(StoreError::poisoned)?.values())
             .cloned())
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
-        Ok(self.vessels.read().map_err(poisoned)?.len() as u64)
+        Ok(self.vessels.read().map_err(StoreError::poisoned)?.len() as u64)
     }
 }
 

@@ -12,7 +12,10 @@ use mongodb::{
     options::IndexOptions,
 };
 use serde::{Deserialize, Serialize};
-use shippy_shared::{mongo::classify, store::StoreError};
+use shippy_shared::store::{
+    StoreError,
+    mongo::{classify, classify_insert},
+};
 
 use super::VesselStore;
 use crate::domain::{Specification, Vessel};
@@ -26,7 +29,6 @@ pub const FIT_INDEX: &str = "best_fit";
 /// The fleet in MongoDB.
 #[derive(Debug, Clone)]
 pub struct MongoStore {
-    database: Database,
     vessels: Collection<VesselDoc>,
 }
 
@@ -34,14 +36,8 @@ impl MongoStore {
     /// A store on `database` (no round trip: the driver connects on first use).
     pub fn new(database: &Database) -> Self {
         Self {
-            database: database.clone(),
             vessels: database.collection(COLLECTION),
         }
-    }
-
-    /// The database, for the readiness supervisor.
-    pub fn database(&self) -> &Database {
-        &self.database
     }
 
     /// Creates the index that lets the best-fit query read vessels in fit order. Idempotent.
@@ -126,13 +122,11 @@ impl MongoStore {
 #[async_trait]
 impl VesselStore for MongoStore {
     async fn create(&self, vessel: &Vessel) -> Result<(), StoreError> {
-        match self.vessels.insert_one(VesselDoc::from(vessel)).await {
-            Ok(_) => Ok(()),
-            Err(error) => Err(match classify(&error) {
-                StoreError::Duplicate(_) => StoreError::Duplicate(format!("vessel {}", vessel.id)),
-                other => other,
-            }),
-        }
+        self.vessels
+            .insert_one(VesselDoc::from(vessel))
+            .await
+            .map(drop)
+            .map_err(|e| classify_insert(&e, || format!("vessel {}", vessel.id)))
     }
 
     async fn list(&self) -> Result<Vec<Vessel>, StoreError> {

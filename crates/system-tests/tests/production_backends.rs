@@ -63,7 +63,7 @@ async fn listed(process: &ServiceProcess, token: &str) -> Vec<Consignment> {
 }
 
 async fn health(process: &ServiceProcess) -> Option<ServingStatus> {
-    shippy_shared::health::check(process.address(), "", Duration::from_secs(1))
+    shippy_shared::probe::check(process.address(), "", Duration::from_secs(1))
         .await
         .ok()
 }

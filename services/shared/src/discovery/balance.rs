@@ -7,13 +7,15 @@
 //! whether or not calls flow, and each call picks the instance with the fewest calls in flight, ties
 //! broken round robin (so sequential calls rotate evenly). An instance whose connection fails is
 //! skipped for a while and the call is retried on another one; since the request never reached a
-//! server, retrying is safe even for calls that are not idempotent. Every call has a deadline.
+//! server, retrying is safe even for calls that are not idempotent. Every call has a deadline,
+//! `client.timeout_ms`, read from the live settings the channel was given, so a change in the config
+//! centre applies to the next call.
 
 use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -29,10 +31,8 @@ use tonic::{
 };
 use tower::{Service, ServiceExt};
 
-use crate::{
-    discovery::{DiscoveryError, InstanceSet, Registry},
-    settings::ClientSettings,
-};
+use super::{DiscoveryError, InstanceSet, Registry, ServiceInstance};
+use crate::config::ClientSettings;
 
 /// How long an instance whose connection failed is left out of the rotation.
 const EJECT_FOR: Duration = Duration::from_secs(3);
@@ -40,20 +40,6 @@ const EJECT_FOR: Duration = Duration::from_secs(3);
 const MAX_ATTEMPTS: usize = 3;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Process-wide override of the per-call deadline, set when `client.timeout_ms` changes at run
-/// time; 0 means "use the value the channel was built with".
-static TIMEOUT_OVERRIDE_MS: AtomicU64 = AtomicU64::new(0);
-
-/// Changes the deadline of every balanced channel of this process.
-pub fn set_default_timeout(timeout: Duration) {
-    TIMEOUT_OVERRIDE_MS.store(
-        u64::try_from(timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1),
-        Ordering::Relaxed,
-    );
-}
 
 /// One instance and its connection.
 #[derive(Debug)]
@@ -100,15 +86,12 @@ struct Inner {
     service: String,
     backends: watch::Receiver<Arc<Vec<Arc<Backend>>>>,
     cursor: AtomicUsize,
-    timeout: Duration,
+    settings: watch::Receiver<ClientSettings>,
 }
 
 impl Inner {
     fn timeout(&self) -> Duration {
-        match TIMEOUT_OVERRIDE_MS.load(Ordering::Relaxed) {
-            0 => self.timeout,
-            ms => Duration::from_millis(ms),
-        }
+        self.settings.borrow().timeout()
     }
 
     /// Least in-flight first, scanning from a rotating start so ties go round robin; instances that
@@ -191,21 +174,26 @@ pub struct BalancedChannel {
 }
 
 impl BalancedChannel {
-    /// Subscribes to `service` in `registry` and balances over what it finds.
+    /// Subscribes to `service` in `registry` and balances over what it finds; `settings` are the
+    /// live `client.*` settings.
     pub async fn discover(
         registry: &dyn Registry,
         service: &str,
-        settings: &ClientSettings,
+        settings: watch::Receiver<ClientSettings>,
     ) -> Result<Self, DiscoveryError> {
         let instances = registry.subscribe(service).await?;
         Ok(Self::from_watch(service, instances, settings))
     }
 
     /// Balances over a fixed list of addresses (e.g. the CLI's `--addr`).
-    pub fn fixed(service: &str, addresses: Vec<String>, settings: &ClientSettings) -> Self {
+    pub fn fixed(
+        service: &str,
+        addresses: Vec<String>,
+        settings: watch::Receiver<ClientSettings>,
+    ) -> Self {
         let instances = addresses
             .into_iter()
-            .map(|address| crate::discovery::ServiceInstance::new(service, "", address))
+            .map(|address| ServiceInstance::new(service, "", address))
             .collect();
         // The sender is dropped at once: the set never changes, and the updater task ends.
         let (_, rx) = watch::channel(instances);
@@ -216,16 +204,17 @@ impl BalancedChannel {
     pub fn from_watch(
         service: &str,
         mut instances: watch::Receiver<InstanceSet>,
-        settings: &ClientSettings,
+        settings: watch::Receiver<ClientSettings>,
     ) -> Self {
-        let connect_timeout = Duration::from_millis(settings.connect_timeout_ms.max(1));
+        // Connections opened later keep the connect timeout of the start (it needs a restart).
+        let connect_timeout = Duration::from_millis(settings.borrow().connect_timeout_ms.max(1));
         let initial = build_backends(&[], &instances.borrow_and_update(), connect_timeout);
         let (tx, rx) = watch::channel(Arc::new(initial));
         let inner = Arc::new(Inner {
             service: service.to_owned(),
             backends: rx,
             cursor: AtomicUsize::new(0),
-            timeout: settings.timeout(),
+            settings,
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         let name = service.to_owned();
@@ -324,7 +313,7 @@ impl Service<http::Request<Body>> for BalancedChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::ServiceInstance;
+    use crate::config::live;
 
     fn instances(addresses: &[&str]) -> InstanceSet {
         addresses
@@ -336,7 +325,8 @@ mod tests {
     #[tokio::test]
     async fn sequential_picks_rotate_over_every_instance() {
         let (_tx, rx) = watch::channel(instances(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]));
-        let channel = BalancedChannel::from_watch("svc", rx, &ClientSettings::default());
+        let channel =
+            BalancedChannel::from_watch("svc", rx, live::fixed(ClientSettings::default()));
         let mut seen = std::collections::HashMap::new();
         for _ in 0..30 {
             let backend = channel.inner.pick(None).expect("a backend");
@@ -349,7 +339,8 @@ mod tests {
     #[tokio::test]
     async fn least_loaded_and_non_ejected_instances_win() {
         let (_tx, rx) = watch::channel(instances(&["127.0.0.1:1", "127.0.0.1:2"]));
-        let channel = BalancedChannel::from_watch("svc", rx, &ClientSettings::default());
+        let channel =
+            BalancedChannel::from_watch("svc", rx, live::fixed(ClientSettings::default()));
         let busy = channel.inner.pick(None).expect("backend");
         let _guard = InFlight::start(Arc::clone(&busy));
         for _ in 0..4 {
@@ -371,7 +362,8 @@ mod tests {
     #[tokio::test]
     async fn set_changes_apply_without_traffic_and_empty_set_fails_fast() {
         let (tx, rx) = watch::channel(instances(&["127.0.0.1:1"]));
-        let channel = BalancedChannel::from_watch("svc", rx, &ClientSettings::default());
+        let channel =
+            BalancedChannel::from_watch("svc", rx, live::fixed(ClientSettings::default()));
         tx.send_replace(instances(&["127.0.0.1:2", "127.0.0.1:3"]));
         let mut backends = channel.inner.backends.clone();
         backends

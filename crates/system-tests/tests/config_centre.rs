@@ -96,7 +96,7 @@ async fn settings_come_from_etcd_and_changes_apply_live() {
         "rate limit applied live ({limited} of 10 refused)"
     );
     // Health checks are not rate limited.
-    shippy_shared::health::wait_serving(vessel.address(), "", Duration::from_secs(2))
+    shippy_shared::probe::wait_serving(vessel.address(), "", Duration::from_secs(2))
         .await
         .expect("health");
 

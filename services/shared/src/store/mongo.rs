@@ -1,10 +1,10 @@
 //! What every MongoDB store shares: the client built from `store.mongodb.*`, the mapping of driver
-//! errors to [`StoreError`], and the readiness [`Supervisor`] that keeps a service NOT_SERVING while
-//! the database cannot be reached.
+//! errors to [`StoreError`], and the readiness supervisor ([`supervise`]) that reports whether the
+//! database can be used, so the service can stay NOT_SERVING until it can.
 //!
 //! The driver connects lazily, so a service starts (and answers health checks) while MongoDB is
 //! down; the supervisor pings it, runs the service's one-time initialisation (indexes, seed data)
-//! once it answers, and only then reports SERVING.
+//! once it answers, and only then reports ready.
 
 use std::{future::Future, time::Duration};
 
@@ -15,15 +15,9 @@ use mongodb::{
     options::{Acknowledgment, ClientOptions, WriteConcern},
 };
 use secrecy::ExposeSecret;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tonic_health::{
-    ServingStatus,
-    pb::{HealthCheckRequest, health_check_response, health_server::Health},
-    server::{HealthReporter, HealthService},
-};
+use tokio::sync::watch;
 
-use crate::{settings::MongoSettings, store::StoreError};
+use crate::{config::MongoSettings, store::StoreError};
 
 /// Server error code of a unique-index violation.
 pub const DUPLICATE_KEY: i32 = 11_000;
@@ -206,6 +200,15 @@ pub fn classify(error: &Error) -> StoreError {
     }
 }
 
+/// Classifies the error of an insert: a unique-key violation becomes a [`StoreError::Duplicate`]
+/// saying what was duplicated (`what()`, e.g. `vessel vessel001`), anything else as [`classify`].
+pub fn classify_insert(error: &Error, what: impl FnOnce() -> String) -> StoreError {
+    match classify(error) {
+        StoreError::Duplicate(_) => StoreError::Duplicate(what()),
+        other => other,
+    }
+}
+
 fn duplicate() -> StoreError {
     StoreError::Duplicate("a record with the same unique key".into())
 }
@@ -221,33 +224,6 @@ pub async fn ping(db: &Database) -> Result<(), StoreError> {
     }
 }
 
-/// A running readiness supervisor; see [`supervise`]. Dropping it stops the task too.
-#[derive(Debug)]
-pub struct Supervisor {
-    cancel: CancellationToken,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Supervisor {
-    /// Stops supervising and waits for the task to end, so it cannot change health afterwards
-    /// (call it before the host reports NOT_SERVING at shutdown).
-    pub async fn stop(mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
 /// What the supervisor last saw, to log once per change rather than every second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Readiness {
@@ -256,43 +232,25 @@ enum Readiness {
     InitFailing,
 }
 
-/// Spawns a task that keeps the health of `""` and `grpc_service` in line with the database: every
-/// [`SUPERVISE_INTERVAL`] it pings `db`; after the first successful ping it runs `init` (indexes,
-/// seed data) until that succeeds once; SERVING while the database answers and `init` has succeeded,
-/// NOT_SERVING otherwise. Warnings are logged once per change of state.
-///
-/// Start the host NOT_SERVING (`ServiceHost::start_not_serving`) and stop the supervisor with
-/// [`Supervisor::stop`] when shutdown begins.
-pub fn supervise<F, Fut>(
-    db: Database,
-    health: HealthReporter,
-    grpc_service: &'static str,
-    init: F,
-) -> Supervisor
+/// Spawns a task that reports whether the database can be used: every [`SUPERVISE_INTERVAL`] it
+/// pings `db`; after the first successful ping it runs `init` (indexes, seed data) until that
+/// succeeds once; `true` while the database answers and `init` has succeeded. Warnings are logged
+/// once per change of state. The task ends when every receiver is dropped.
+pub fn supervise<F, Fut>(db: Database, init: F) -> watch::Receiver<bool>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
 {
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(db, health, grpc_service, init, cancel.clone()));
-    Supervisor {
-        cancel,
-        task: Some(task),
-    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(run(db, init, tx));
+    rx
 }
 
-async fn run<F, Fut>(
-    db: Database,
-    health: HealthReporter,
-    grpc_service: &'static str,
-    mut init: F,
-    cancel: CancellationToken,
-) where
+async fn run<F, Fut>(db: Database, mut init: F, ready: watch::Sender<bool>)
+where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
 {
-    // Reads the current status without notifying watchers, so it is only written when it differs.
-    let statuses = HealthService::from_health_reporter(health.clone());
     let database = db.name().to_owned();
     let mut initialised = false;
     let mut last: Option<Readiness> = None;
@@ -306,7 +264,7 @@ async fn run<F, Fut>(
             Ok::<_, (Readiness, StoreError)>(())
         };
         let outcome = tokio::select! {
-            () = cancel.cancelled() => return,
+            () = ready.closed() => return,
             outcome = probe => outcome,
         };
         let now = match &outcome {
@@ -315,48 +273,27 @@ async fn run<F, Fut>(
         };
         if last != Some(now) {
             match &outcome {
-                Ok(()) => {
-                    tracing::info!(%database, "MongoDB is reachable and initialised: SERVING")
-                }
+                Ok(()) => tracing::info!(%database, "MongoDB is reachable and initialised"),
                 Err((Readiness::InitFailing, error)) => tracing::warn!(
                     %database, %error,
-                    "MongoDB is reachable but initialisation failed: NOT_SERVING, retrying"
+                    "MongoDB is reachable but initialisation failed; retrying"
                 ),
                 Err((_, error)) => tracing::warn!(
                     %database, %error,
-                    "MongoDB is unreachable: NOT_SERVING until it answers"
+                    "MongoDB is unreachable; waiting until it answers"
                 ),
             }
             last = Some(now);
         }
-        let wanted = if now == Readiness::Ready {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        // Compared every round, not only on change: the host writes its own initial status when
-        // it starts serving, possibly after this task's first round.
-        for service in ["", grpc_service] {
-            if current(&statuses, service).await != Some(wanted) {
-                health.set_service_status(service, wanted).await;
-            }
-        }
+        ready.send_if_modified(|current| {
+            let modified = *current != (now == Readiness::Ready);
+            *current = now == Readiness::Ready;
+            modified
+        });
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = ready.closed() => return,
             () = tokio::time::sleep(SUPERVISE_INTERVAL) => {}
         }
-    }
-}
-
-async fn current(statuses: &HealthService, service: &str) -> Option<ServingStatus> {
-    let request = tonic::Request::new(HealthCheckRequest {
-        service: service.to_owned(),
-    });
-    let status = statuses.check(request).await.ok()?.into_inner().status();
-    match status {
-        health_check_response::ServingStatus::Serving => Some(ServingStatus::Serving),
-        health_check_response::ServingStatus::NotServing => Some(ServingStatus::NotServing),
-        _ => None,
     }
 }
 

@@ -204,7 +204,7 @@ async fn bad_input_gets_clear_errors() {
     );
     assert!(!invalid.status.success());
     assert!(
-        stderr(&invalid).contains("rejected: weight: must be greater than 0"),
+        stderr(&invalid).contains("rejected: weight: must be at least 1"),
         "{}",
         stderr(&invalid)
     );

@@ -4,11 +4,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::TcpListener;
 
-use crate::settings::ServerSettings;
+use crate::config::ServerSettings;
 
 /// A bound listener and the address other processes should use to reach it.
 #[derive(Debug)]
-pub struct Bound {
+pub(crate) struct Bound {
     /// The listening socket.
     pub listener: TcpListener,
     /// What the socket is bound to (the real port when 0 was asked for).
@@ -18,7 +18,7 @@ pub struct Bound {
 }
 
 /// Binds `server.host:server.port` and resolves the advertised address.
-pub async fn bind(settings: &ServerSettings) -> std::io::Result<Bound> {
+pub(super) async fn bind(settings: &ServerSettings) -> std::io::Result<Bound> {
     let listener = TcpListener::bind((settings.host, settings.port)).await?;
     let local_addr = listener.local_addr()?;
     let host = match &settings.advertise_host {

@@ -1,0 +1,272 @@
+//! Serving a service: health and reflection beside it, registration once it listens, readiness that
+//! follows the service's dependencies, and an orderly shutdown (deregister, drain, stop accepting,
+//! finish in-flight calls).
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{service::Routes, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use super::{limits::RateLimitLayer, net::Bound};
+use crate::{
+    catalog::ServiceSpec,
+    config::ShutdownSettings,
+    discovery::{DiscoveryError, Registry, ServiceInstance},
+};
+
+/// Why a service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// What was asked for.
+        addr: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Registration failed.
+    #[error("cannot register in discovery: {0}")]
+    Register(#[from] DiscoveryError),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// The server task panicked.
+    #[error("gRPC server task failed: {0}")]
+    Crashed(#[from] tokio::task::JoinError),
+    /// Reflection could not be built.
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A bound, not yet serving, service: what the service registers as, where it listens, and what
+/// its readiness depends on.
+#[derive(Debug)]
+pub(crate) struct ServiceHost {
+    pub(crate) spec: &'static ServiceSpec,
+    pub(crate) version: &'static str,
+    pub(crate) bound: Bound,
+    pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) shutdown: ShutdownSettings,
+    /// Each must be `true` for the service to report SERVING (e.g. "the database answers").
+    pub(crate) gates: Vec<watch::Receiver<bool>>,
+    /// The request rate limit of the service's API.
+    pub(crate) limit: super::limits::RateLimit,
+}
+
+/// A built service, ready to serve. Tests read [`Application::local_addr`] before serving.
+#[derive(Debug)]
+pub struct Application {
+    host: ServiceHost,
+    routes: Routes,
+}
+
+impl Application {
+    pub(crate) fn new(host: ServiceHost, routes: Routes) -> Self {
+        Self { host, routes }
+    }
+
+    /// The bound address (the real port when 0 was configured).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.host.bound.local_addr
+    }
+
+    /// The address registered in discovery.
+    pub fn advertised(&self) -> &str {
+        &self.host.bound.advertised
+    }
+
+    /// Serves `routes` (plus health and reflection) until `shutdown` completes, then shuts down in
+    /// order: deregister and report NOT_SERVING, keep serving for `shutdown.drain_ms` so clients move
+    /// away, stop accepting, wait up to `shutdown.grace_ms` for in-flight calls.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), HostError> {
+        let Self { host, routes } = self;
+        let ServiceHost {
+            spec,
+            version,
+            bound,
+            registry,
+            shutdown: timing,
+            gates,
+            limit,
+        } = host;
+        // Reflection lists what this port serves, nothing else.
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shippy_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(spec.grpc_service)
+            .with_service_name("grpc.health.v1.Health")
+            .build_v1()?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // The first status is set before the port answers, so no probe sees SERVING too early.
+        let open = gates.iter().all(|gate| *gate.borrow());
+        set_status(&health, spec.grpc_service, serving_if(open)).await;
+        let readiness = tokio::spawn(follow_gates(health.clone(), spec.grpc_service, gates, open));
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Every cross-cutting behaviour of the server side is a layer here, in this one place.
+        let server = Server::builder()
+            .layer(RateLimitLayer::new(limit))
+            .add_routes(routes)
+            .add_service(health_service)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(incoming(bound.listener), async {
+                let _ = stop_rx.await;
+            });
+        let mut server = tokio::spawn(server);
+
+        let mut instance = ServiceInstance::new(spec.name, version, bound.advertised.clone());
+        instance
+            .metadata
+            .insert("grpc_service".into(), spec.grpc_service.into());
+        instance
+            .metadata
+            .insert("pid".into(), std::process::id().to_string());
+        let registration = match registry.register(instance).await {
+            Ok(registration) => registration,
+            Err(error) => {
+                server.abort();
+                readiness.abort();
+                return Err(error.into());
+            }
+        };
+        tracing::info!(service = spec.name, listen = %bound.local_addr, advertised = %bound.advertised, id = %registration.instance().id, "serving");
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut server => {
+                readiness.abort();
+                registration.deregister().await;
+                return Ok(result??);
+            }
+        }
+
+        tracing::info!(service = spec.name, "shutting down: deregistering");
+        // Stop following the dependencies first, so nothing turns the status back to SERVING.
+        readiness.abort();
+        let _ = readiness.await;
+        set_status(&health, spec.grpc_service, ServingStatus::NotServing).await;
+        registration.deregister().await;
+        tokio::time::sleep(Duration::from_millis(timing.drain_ms)).await;
+        tracing::info!(
+            service = spec.name,
+            "draining: no new connections, finishing in-flight calls"
+        );
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(Duration::from_millis(timing.grace_ms), &mut server).await {
+            Ok(result) => result??,
+            Err(_) => {
+                tracing::warn!(
+                    grace_ms = timing.grace_ms,
+                    "in-flight calls did not finish in time; exiting anyway"
+                );
+                server.abort();
+            }
+        }
+        tracing::info!(service = spec.name, "stopped");
+        Ok(())
+    }
+}
+
+fn serving_if(open: bool) -> ServingStatus {
+    if open {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+async fn set_status(health: &HealthReporter, grpc_service: &str, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(grpc_service, status).await;
+}
+
+/// Keeps the health of `""` and `grpc_service` SERVING while every gate is open, NOT_SERVING
+/// otherwise. Runs until aborted at shutdown.
+async fn follow_gates(
+    health: HealthReporter,
+    grpc_service: &'static str,
+    mut gates: Vec<watch::Receiver<bool>>,
+    mut last: bool,
+) {
+    loop {
+        let open = gates.iter_mut().all(|gate| *gate.borrow_and_update());
+        if last != open {
+            let status = serving_if(open);
+            tracing::info!(service = grpc_service, ?status, "readiness changed");
+            set_status(&health, grpc_service, status).await;
+            last = open;
+        }
+        if gates.is_empty() {
+            return;
+        }
+        let changes = gates.iter_mut().map(|gate| Box::pin(gate.changed()));
+        let (result, index, _) = futures::future::select_all(changes).await;
+        if result.is_err() {
+            // A gate whose owner is gone stays as it last was; stop watching it.
+            let gone = gates.remove(index);
+            if !*gone.borrow() {
+                tracing::warn!(
+                    service = grpc_service,
+                    "a readiness source stopped while not ready"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic's `tcp_nodelay` only applies to listeners
+/// it binds itself; without this, small gRPC replies wait for delayed ACKs (~40 ms stalls).
+fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        })
+    })
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+///
+/// The handlers are installed when this is called, not when the future is first polled: call it
+/// first thing, so a signal that arrives while the service is still starting leads to an orderly
+/// shutdown (deregistered, exit 0) instead of the default action, an instant death that leaves
+/// the registration behind.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .inspect_err(|error| tracing::error!(%error, "cannot listen for SIGTERM"))
+        .ok();
+    let mut int = signal(SignalKind::interrupt())
+        .inspect_err(|error| tracing::error!(%error, "cannot listen for SIGINT"))
+        .ok();
+    async move {
+        let term = async {
+            match term.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let int = async {
+            match int.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term => tracing::info!("SIGTERM received"),
+            _ = int => tracing::info!("SIGINT received"),
+        }
+    }
+}

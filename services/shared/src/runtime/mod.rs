@@ -1,0 +1,221 @@
+//! Running a service: the one skeleton every service binary shares.
+//!
+//! A service implements [`Service`] (who it is, its settings type, and `build`, which makes its
+//! gRPC routes from a [`Context`]); its `main.rs` is one call, [`main`]. Everything else is here,
+//! once: the command line ([`args`]), layered settings and the config centre feeding the live
+//! settings, logging ([`telemetry`]), one etcd connection, discovery, binding the port ([`net`]),
+//! the server stack with its layers ([`limits`]), readiness, registration and orderly shutdown.
+//! Tests call [`launch`] or [`build`] and get an [`Application`] bound to its port.
+
+mod args;
+mod host;
+mod limits;
+mod net;
+mod telemetry;
+
+use std::{future::Future, path::Path, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tonic::service::Routes;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+pub use host::{Application, HostError, shutdown_signal};
+
+use crate::{
+    catalog::ServiceSpec,
+    centre::ConfigCentre,
+    config::{self, Live, ServiceSettings, live},
+    discovery::{self, DiscoveryError, Registry, balance::BalancedChannel},
+    etcd::Etcd,
+    probe,
+    store::{self, StoreError, mongo},
+};
+
+use self::{args::ServiceArgs, limits::RateLimit};
+
+/// What a service is and how its routes are built; the rest of its life is shared.
+pub trait Service: 'static {
+    /// Its row of the service table.
+    const SPEC: &'static ServiceSpec;
+    /// Its version (the crate's `CARGO_PKG_VERSION`), registered in discovery.
+    const VERSION: &'static str;
+    /// Its settings type.
+    type Settings: ServiceSettings;
+
+    /// Builds the service's gRPC routes: opens its store, connects the services it calls, and
+    /// subscribes whatever has live settings. Runs after the port is bound, before serving.
+    fn build(
+        context: &mut Context<Self::Settings>,
+    ) -> impl Future<Output = anyhow::Result<Routes>> + Send;
+}
+
+/// What a service's `build` gets: its live settings, discovery, and readiness.
+#[derive(Debug)]
+pub struct Context<S> {
+    settings: Live<S>,
+    registry: Arc<dyn Registry>,
+    gates: Vec<watch::Receiver<bool>>,
+}
+
+impl<S: ServiceSettings> Context<S> {
+    /// The settings as they are now.
+    pub fn settings(&self) -> Arc<S> {
+        Arc::clone(&self.settings.borrow())
+    }
+
+    /// A receiver of one part of the settings, updated when that part changes at run time.
+    pub fn watch<T, F>(&self, part: F) -> watch::Receiver<T>
+    where
+        T: PartialEq + Send + Sync + 'static,
+        F: Fn(&S) -> T + Send + 'static,
+    {
+        live::project(&self.settings, part)
+    }
+
+    /// A balanced channel to every live instance of `target`, with the live `client.*` deadline.
+    pub async fn channel(&self, target: &ServiceSpec) -> Result<BalancedChannel, DiscoveryError> {
+        let client = self.watch(|s| s.common().client.clone());
+        BalancedChannel::discover(self.registry.as_ref(), target.name, client).await
+    }
+
+    /// The store backend that `store.*` selects (MongoDB is not contacted yet).
+    pub async fn store(&self) -> Result<store::Backend, StoreError> {
+        store::Backend::open(&self.settings().common().store).await
+    }
+
+    /// Reports SERVING only while `ready` is `true` (and every other such condition holds).
+    pub fn ready_when(&mut self, ready: watch::Receiver<bool>) {
+        self.gates.push(ready);
+    }
+
+    /// Stays NOT_SERVING until `db` answers and `init` (indexes, seed data) has succeeded once,
+    /// and while `db` does not answer afterwards.
+    pub fn supervise_mongo<F, Fut>(&mut self, db: mongodb::Database, init: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
+    {
+        self.ready_when(mongo::supervise(db, init));
+    }
+}
+
+/// Builds `Svc` with live `settings` (a test may keep their sender to change them) and the
+/// process's etcd connection, if its settings need one: opens discovery, binds the port, builds
+/// the routes.
+pub async fn build<Svc: Service>(
+    settings: Live<Svc::Settings>,
+    etcd: Option<Etcd>,
+) -> anyhow::Result<Application> {
+    let current = Arc::clone(&settings.borrow());
+    let common = current.common();
+    let registry = discovery::open(&common.registry, etcd.as_ref())?;
+    let bound = net::bind(&common.server)
+        .await
+        .map_err(|source| HostError::Bind {
+            addr: format!("{}:{}", common.server.host, common.server.port),
+            source,
+        })?;
+    let limit = RateLimit::follow(live::project(&settings, |s| s.common().limits.clone()));
+    let mut context = Context {
+        settings,
+        registry: Arc::clone(&registry),
+        gates: Vec::new(),
+    };
+    let routes = Svc::build(&mut context).await?;
+    let host = host::ServiceHost {
+        spec: Svc::SPEC,
+        version: Svc::VERSION,
+        bound,
+        registry,
+        shutdown: common.shutdown.clone(),
+        gates: context.gates,
+        limit,
+    };
+    Ok(Application::new(host, routes))
+}
+
+/// Builds `Svc` with fixed `settings`, connecting etcd when they need it (for tests and tools).
+pub async fn launch<Svc: Service>(settings: Svc::Settings) -> anyhow::Result<Application> {
+    let etcd = Etcd::when_needed(settings.common()).await?;
+    build::<Svc>(live::fixed(Arc::new(settings)), etcd).await
+}
+
+/// The whole life of a service binary: parse the command line, load the settings, set up logging,
+/// build, serve until SIGTERM/SIGINT, shut down in order. Errors are printed as one sentence and
+/// give a non-zero exit code.
+pub fn main<Svc: Service>() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!(
+                "{}: cannot start the async runtime: {error}",
+                Svc::SPEC.binary
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::<Svc>()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("{}: {error:#}", Svc::SPEC.binary);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run<Svc: Service>() -> anyhow::Result<()> {
+    // Before anything else, so a SIGTERM during start-up still shuts down in order.
+    let shutdown = shutdown_signal();
+    let args = ServiceArgs::parse_for(Svc::SPEC, Svc::VERSION);
+    let file = args.config.as_deref();
+    let base: Svc::Settings = config::layered(file, None)?;
+    if args.is_healthcheck() {
+        // A probe reads only the file and the environment: it must not depend on etcd.
+        return healthcheck(base.common().server.port, Svc::SPEC.grpc_service).await;
+    }
+    let etcd = Etcd::when_needed(base.common()).await?;
+    let centre = match (&etcd, base.common().config_centre.enabled) {
+        (Some(etcd), true) => Some(ConfigCentre::new(etcd.clone(), Svc::SPEC.name)?),
+        _ => None,
+    };
+    let settings = match &centre {
+        Some(centre) => centre.layered(file).await?,
+        None => base,
+    };
+    let log = telemetry::init(&settings.common().log)?;
+    let (sender, settings) = watch::channel(Arc::new(settings));
+    log.follow(live::project(&settings, |s| s.common().log.clone()));
+    if let Some(centre) = centre {
+        centre
+            .feed(file.map(Path::to_owned), sender.clone())
+            .await?;
+    }
+    let application = build::<Svc>(settings, etcd).await?;
+    application.run_until(shutdown).await?;
+    drop(sender);
+    Ok(())
+}
+
+/// The `healthcheck` subcommand: probes `127.0.0.1:port` for `grpc_service`.
+async fn healthcheck(port: u16, grpc_service: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        port != 0,
+        "healthcheck needs a fixed server.port (SHIPPY_SERVER__PORT)"
+    );
+    let address = format!("127.0.0.1:{port}");
+    let status = probe::check(&address, grpc_service, Duration::from_secs(3))
+        .await
+        .with_context(|| format!("{grpc_service} at {address} did not answer"))?;
+    anyhow::ensure!(
+        status == ServingStatus::Serving,
+        "{grpc_service} at {address} is {}",
+        status.as_str_name()
+    );
+    println!("{grpc_service} at {address} is SERVING");
+    Ok(())
+}
