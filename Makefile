@@ -25,9 +25,15 @@ test-deps: ## Install what the tests need: protoc, etcd (Debian etcd-server), th
 	@scripts/ensure-protoc.sh >/dev/null
 	@scripts/install-etcd.sh
 	@scripts/build-ferretdb.sh
+	@scripts/build-jaeger.sh
+	@scripts/install-prometheus.sh
 
 test: test-deps bins ## Run every test (unit, integration, end to end)
 	$(WITH_PROTOC) $(CARGO) test --workspace --no-fail-fast
+
+.PHONY: test-containers
+test-containers: ## Build the images and run the compose stack for real (podman + Docker Compose; installs both)
+	bash deploy/test-containers.sh
 
 bench: ## Start-up, throughput, latency and memory of the release binaries (prints numbers)
 	$(WITH_PROTOC) $(CARGO) build --release --workspace --bins

@@ -3,24 +3,26 @@
 
     deploy/check-drift.py [--k8s RENDERED.yaml] [--mode drift|select]
 
---mode drift (default) compares, by service name (consignment, vessel, user, cli):
-  - the workspace's binaries: `cargo metadata --no-deps` bin targets (shippy-<svc>, and `shippy`
-    for cli); when Cargo.toml or cargo is missing, the table in docs/CONVENTIONS.md instead;
-  - docs/CONVENTIONS.md: binary and container port per service;
-  - deploy/Dockerfile: the SERVICE table of the `select` stage (binary and port per value);
+--mode drift (default) compares, by service name, what cannot read services/catalog.toml (the one
+table of services: name, gRPC service, binary, port; Rust, deploy/Dockerfile's `select` stage and
+deploy/make/docker.mk read it directly) with it:
+  - the workspace's binaries: `cargo metadata --no-deps` bin targets (the catalog's, and `shippy`
+    for cli);
   - docker-compose.yml: services built from deploy/Dockerfile (SERVICE and PORT build args,
     image name, SHIPPY_SERVER__PORT);
   - Kubernetes: Deployments in the rendered base (--k8s, from `kustomize build`; without it the
     files under deploy/k8s/base are read): name, image, containerPort, SHIPPY_SERVER__PORT and
     probe ports, plus a Service per Deployment;
-  - deploy/make/docker.mk: DOCKER_SERVICES and DOCKER_PORT_<svc>;
-  - the Dockerfile's SOURCE/LICENSES defaults against Cargo.toml [workspace.package].
+  - the Dockerfile's SOURCE/LICENSES defaults against Cargo.toml [workspace.package];
+  - the Rust version: rust-toolchain.toml's channel, the Dockerfile's RUST_VERSION and
+    Cargo.toml's rust-version (the channel's minor version).
 Services are the three gRPC services; cli is an image and a binary but no compose long-runner
 or Deployment.
 
---mode select runs the Dockerfile's `select` step (the shell script of its first RUN) with /bin/sh
-for every table entry and for bad values, and checks that it accepts exactly the table, writes
-the right binary name, and fails with the documented message otherwise. No Docker needed.
+--mode select runs the Dockerfile's `select` step (the shell script of its first RUN, beside a copy
+of the catalog) with /bin/sh for every catalog entry, cli and bad values, and checks that it accepts
+exactly those, writes the right binary name, and fails with the documented message otherwise. No
+Docker needed.
 
 Prints one line (`ok ...` or `FAIL ...` followed by the problems) and exits 0 or 1.
 Needs PyYAML (deploy/lint.sh runs it with the .tools venv).
@@ -43,8 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 K8S_BASE = ROOT / "deploy" / "k8s" / "base"
-DOCKER_MK = ROOT / "deploy" / "make" / "docker.mk"
-CONVENTIONS = ROOT / "docs" / "CONVENTIONS.md"
+CATALOG = ROOT / "services" / "catalog.toml"
+TOOLCHAIN = ROOT / "rust-toolchain.toml"
 CARGO_TOML = ROOT / "Cargo.toml"
 OWN_DOCKERFILE = "deploy/Dockerfile"
 CLI = "cli"
@@ -64,8 +66,18 @@ def rel(path: Path) -> str:
         return str(path)
 
 
+def catalog() -> dict[str, dict]:
+    """name -> {bin, port} from services/catalog.toml, plus cli (binary `shippy`, no port)."""
+    table = {
+        row["name"]: {"bin": row["binary"], "port": str(row["port"])}
+        for row in tomllib.loads(CATALOG.read_text()).get("service", [])
+    }
+    table[CLI] = {"bin": CLI_BIN, "port": ""}
+    return table
+
+
 def binary_for(service: str) -> str:
-    return CLI_BIN if service == CLI else f"shippy-{service}"
+    return catalog()[service]["bin"]
 
 
 # --------------------------------------------------------------------------------- sources
@@ -103,13 +115,6 @@ def select_script() -> str:
     raise SystemExit(f"FAIL drift: {rel(DOCKERFILE)} has no RUN in a stage named `select`")
 
 
-def dockerfile_table() -> dict[str, dict]:
-    table = {}
-    for m in re.finditer(r"^\s*([a-z][a-z0-9-]*)\)\s+bin=(\S+)\s+port=(\d*)\s*;;", select_script(), re.M):
-        table[m.group(1)] = {"bin": m.group(2), "port": m.group(3)}
-    return table
-
-
 def dockerfile_arg_default(name: str) -> str | None:
     for word, args in dockerfile_instructions(DOCKERFILE.read_text()):
         if word == "ARG":
@@ -119,23 +124,11 @@ def dockerfile_arg_default(name: str) -> str | None:
     return None
 
 
-def conventions_table() -> dict[str, dict]:
-    """binary -> {port, crate} from the Binaries and crates table."""
-    out = {}
-    for line in CONVENTIONS.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 5 or not cells[1].startswith("shippy"):
-            continue
-        crate, binary, port = cells[0].split()[0], cells[1], cells[4]
-        out[binary] = {"crate": crate, "port": port}
-    return out
-
-
 def cargo_bins() -> tuple[set[str], str]:
     cargo = shutil.which("cargo")
     if not CARGO_TOML.exists() or cargo is None:
         why = "no Cargo.toml yet" if not CARGO_TOML.exists() else "cargo not found"
-        return {b for b in conventions_table()}, f"docs/CONVENTIONS.md ({why})"
+        return {row["bin"] for row in catalog().values()}, f"services/catalog.toml ({why})"
     proc = subprocess.run(
         [cargo, "metadata", "--no-deps", "--format-version", "1", "--offline"],
         cwd=ROOT, capture_output=True, text=True, check=False,
@@ -212,14 +205,6 @@ def k8s_services(docs: list[dict]) -> dict[str, list[str]]:
     }
 
 
-def docker_mk() -> tuple[list[str], dict[str, str]]:
-    text = DOCKER_MK.read_text()
-    m = re.search(r"^DOCKER_SERVICES\s*:?=\s*(.*)$", text, re.M)
-    services = m.group(1).split() if m else []
-    ports = {m.group(1): m.group(2).strip() for m in re.finditer(r"^DOCKER_PORT_(\w+)\s*:?=[ \t]*(.*)$", text, re.M)}
-    return services, ports
-
-
 # --------------------------------------------------------------------------------- checks
 
 
@@ -227,46 +212,25 @@ def check_drift(rendered: Path | None) -> int:
     problems: list[str] = []
     add = problems.append
 
-    table = dockerfile_table()
-    if not table:
-        add(f"{rel(DOCKERFILE)}: no `name) bin=... port=... ;;` lines found in the select stage")
-    conv = conventions_table()
+    table = catalog()
     bins, bins_source = cargo_bins()
     compose = compose_services()
     k8s_path = rendered or K8S_BASE
     docs = k8s_docs(rendered)
     deployments = k8s_deployments(docs)
     k8s_svcs = k8s_services(docs)
-    mk_services, mk_ports = docker_mk()
 
     services = sorted(s for s in table if s != CLI)
     images = sorted(table)
 
-    # Binaries of the workspace <-> SERVICE values.
-    wanted_bins = {binary_for(s): s for s in images}
+    # Binaries of the workspace <-> the catalog.
+    wanted_bins = {row["bin"]: name for name, row in table.items()}
     for b in sorted(bins):
         if b not in wanted_bins:
-            svc = CLI if b == CLI_BIN else b.removeprefix("shippy-")
-            add(f"binary `{b}` ({bins_source}) has no SERVICE value `{svc}` in {rel(DOCKERFILE)}")
+            add(f"binary `{b}` ({bins_source}) is not in {rel(CATALOG)}")
     for b, s in sorted(wanted_bins.items()):
         if b not in bins:
-            add(f"SERVICE `{s}` in {rel(DOCKERFILE)} builds `{b}`, which {bins_source} does not list as a binary")
-    for s, row in sorted(table.items()):
-        if row["bin"] != binary_for(s):
-            add(f"{rel(DOCKERFILE)}: SERVICE `{s}` builds `{row['bin']}`, expected `{binary_for(s)}`")
-
-    # docs/CONVENTIONS.md: binaries and ports.
-    for s in images:
-        b = binary_for(s)
-        if b not in conv:
-            add(f"{rel(CONVENTIONS)}: no row for binary `{b}` (SERVICE `{s}`)")
-            continue
-        want = conv[b]["port"] if s != CLI else ""
-        if s != CLI and table[s]["port"] != want:
-            add(f"{rel(DOCKERFILE)}: SERVICE `{s}` port {table[s]['port'] or '(none)'}, {rel(CONVENTIONS)} says {want}")
-    for b in sorted(conv):
-        if b not in wanted_bins:
-            add(f"{rel(CONVENTIONS)} lists binary `{b}`, but {rel(DOCKERFILE)} has no SERVICE for it")
+            add(f"{rel(CATALOG)}: `{s}` names binary `{b}`, which {bins_source} does not list")
     ports = {s: table[s]["port"] for s in images}
 
     # docker-compose.yml.
@@ -309,13 +273,6 @@ def check_drift(rendered: Path | None) -> int:
         if name not in services:
             add(f"{rel(k8s_path)}: Deployment `{name}` is not a SERVICE of {rel(DOCKERFILE)}")
 
-    # deploy/make/docker.mk.
-    if sorted(mk_services) != images:
-        add(f"{rel(DOCKER_MK)}: DOCKER_SERVICES = {' '.join(mk_services)}, expected {' '.join(images)}")
-    for s in images:
-        if mk_ports.get(s) != ports[s]:
-            add(f"{rel(DOCKER_MK)}: DOCKER_PORT_{s} = {mk_ports.get(s, '(missing)') or '(empty)'}, expected {ports[s] or '(empty)'}")
-
     # Label defaults <-> Cargo.toml.
     if CARGO_TOML.exists():
         pkg = tomllib.loads(CARGO_TOML.read_text()).get("workspace", {}).get("package", {})
@@ -323,14 +280,25 @@ def check_drift(rendered: Path | None) -> int:
             if key in pkg and dockerfile_arg_default(arg) != pkg[key]:
                 add(f"{rel(DOCKERFILE)}: ARG {arg} default {dockerfile_arg_default(arg)!r}, Cargo.toml [workspace.package] {key} is {pkg[key]!r}")
 
+    # One Rust: rust-toolchain.toml, the Dockerfile's RUST_VERSION, Cargo.toml's rust-version.
+    channel = tomllib.loads(TOOLCHAIN.read_text()).get("toolchain", {}).get("channel", "") if TOOLCHAIN.exists() else ""
+    if not channel:
+        add(f"{rel(TOOLCHAIN)}: no [toolchain] channel")
+    elif dockerfile_arg_default("RUST_VERSION") != channel:
+        add(f"{rel(DOCKERFILE)}: ARG RUST_VERSION={dockerfile_arg_default('RUST_VERSION')}, {rel(TOOLCHAIN)} says {channel}")
+    if CARGO_TOML.exists() and channel:
+        msrv = tomllib.loads(CARGO_TOML.read_text()).get("workspace", {}).get("package", {}).get("rust-version", "")
+        if msrv != ".".join(channel.split(".")[:2]):
+            add(f"Cargo.toml: rust-version {msrv!r}, expected {'.'.join(channel.split('.')[:2])!r} (the minor of {rel(TOOLCHAIN)})")
+
     if problems:
         print(f"FAIL drift: {len(problems)} problem(s)")
         for p in problems:
             print(f"  - {p}")
         return 1
     print(
-        f"ok   drift: {' '.join(images)} agree across {bins_source} ({len(bins)} bins), "
-        f"CONVENTIONS.md, Dockerfile, docker-compose.yml, k8s Deployments, docker.mk"
+        f"ok   drift: {' '.join(images)} of {rel(CATALOG)} agree with {bins_source} ({len(bins)} bins), "
+        f"docker-compose.yml, k8s Deployments; Rust {channel} in rust-toolchain.toml, Dockerfile, Cargo.toml"
     )
     return 0
 
@@ -342,6 +310,7 @@ def run_select(script: str, service: str | None, port: str | None) -> tuple[int,
     if port is not None:
         env["PORT"] = port
     with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(CATALOG, Path(tmp, "catalog.toml"))
         proc = subprocess.run(["/bin/sh", "-c", script], cwd=tmp, env=env, capture_output=True, text=True)
         out = Path(tmp, "bin-name")
         written = out.read_text().strip() if out.exists() else ""
@@ -350,7 +319,7 @@ def run_select(script: str, service: str | None, port: str | None) -> tuple[int,
 
 def check_select() -> int:
     script = select_script()
-    table = dockerfile_table()
+    table = catalog()
     problems = []
     for s, row in sorted(table.items()):
         rc, err, written = run_select(script, s, row["port"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole shippy story on one machine with no servers: starts the user, vessel and consignment
-# services as separate processes on the embedded defaults (local file registry, in-memory stores,
+# services as separate processes on the embedded defaults (local file registry, the SQLite store,
 # free ports), then drives them with the real `shippy` CLI, and stops everything it started.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +12,8 @@ rm -rf "$work"; mkdir -p "$work"
 while IFS= read -r var; do unset "$var"; done < <(env | grep -o '^SHIPPY_[A-Z0-9_]*' || true)
 export SHIPPY_REGISTRY__LOCAL__DIR="$work/registry"
 export SHIPPY_TOKEN_FILE="$work/token"
+# The default store (SQLite) in the demo's own file, so every run tells the same story from scratch.
+export SHIPPY_STORE__SQLITE__PATH="$work/data/shippy.db"
 export SHIPPY_AUTH__DEV_MODE=true   # the demo signs tokens with the public development secret
 
 bold=$'\e[1m'; reset=$'\e[0m'

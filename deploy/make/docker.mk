@@ -8,6 +8,7 @@
 #   make build                      # shippy/{consignment,vessel,user,cli}:$(VERSION)
 #   make build SERVICE=vessel       # one image
 #   make build VERSION=dev          # the tags deploy/k8s/overlays/local expects
+#   make build DOCKER=podman        # engine: docker if its engine answers, else podman
 #   make up                         # docker compose up -d --wait (needs SHIPPY_JWT_SECRET)
 #   make up ETCD_CLUSTER=1          # ... with the 3-node etcd of deploy/compose/etcd-cluster.yml
 #   make down                       # DOWN_FLAGS=-v also removes the etcd/MongoDB volumes
@@ -16,17 +17,25 @@
 # Repository root, from this file's location (works whatever the including Makefile's cwd).
 DOCKER_MK_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/../..)
 
-DOCKER ?= docker
+# The container engine: `docker` when a Docker engine answers, otherwise `podman` (which builds
+# the same Dockerfile), otherwise empty and the targets say so. DOCKER=podman or DOCKER=docker
+# chooses. Probed once, and only by the targets that use it.
+ifeq ($(origin DOCKER),undefined)
+DOCKER = $(eval DOCKER := $(shell if docker info >/dev/null 2>&1; then echo docker; \
+           elif command -v podman >/dev/null 2>&1; then echo podman; fi))$(DOCKER)
+endif
+# The Rust builder image; empty = the Dockerfile's default (the official rust:<version>-bookworm).
+# deploy/test-containers.sh sets a locally built stand-in where no registry is reachable.
+RUST_IMAGE ?=
 IMAGE_PREFIX ?= shippy
-DOCKER_SERVICES := consignment vessel user cli
-SERVICE ?= $(DOCKER_SERVICES)
 
-# gRPC port per image (docs/CONVENTIONS.md); deploy/Dockerfile refuses a mismatch and
-# deploy/check-drift.py compares this table with the other places that name the ports.
-DOCKER_PORT_consignment := 50051
-DOCKER_PORT_vessel := 50052
-DOCKER_PORT_user := 50053
+# Images and their gRPC ports come from services/catalog.toml, the one table of services (`name:port`
+# rows), plus the cli image, which has no port. deploy/Dockerfile refuses a port that disagrees.
+docker_catalog_rows := $(shell awk '/^name *=/ { n = $$0; sub(/^name *= *"/, "", n); sub(/".*$$/, "", n) } /^port *=/ { p = $$0; sub(/^port *= */, "", p); sub(/[^0-9].*$$/, "", p); print n ":" p }' '$(DOCKER_MK_ROOT)/services/catalog.toml')
+DOCKER_SERVICES := $(foreach row,$(docker_catalog_rows),$(firstword $(subst :, ,$(row)))) cli
+$(foreach row,$(docker_catalog_rows),$(eval DOCKER_PORT_$(firstword $(subst :, ,$(row))) := $(lastword $(subst :, ,$(row)))))
 DOCKER_PORT_cli :=
+SERVICE ?= $(DOCKER_SERVICES)
 
 # [workspace.package] fields of Cargo.toml (VERSION read once; the label fields only when building).
 docker_cargo_field = $(shell sed -n '/^\[workspace\.package\]/,/^\[/s/^$(1) *= *"\([^"]*\)".*/\1/p' '$(DOCKER_MK_ROOT)/Cargo.toml' 2>/dev/null | head -n 1)
@@ -51,10 +60,13 @@ docker_compose = cd '$(DOCKER_MK_ROOT)' && $(1) SHIPPY_VERSION='$(VERSION)' $(CO
 
 # Shell snippets run at the start of recipes: one sentence and a non-zero exit when something
 # is missing (this machine and CI have only the docker client, no engine). $(1) = the goal.
-docker_need_engine = command -v $(DOCKER) >/dev/null 2>&1 || { echo "make $(1) needs Docker, but the '$(DOCKER)' command was not found." >&2; exit 1; }; \
-	$(DOCKER) info >/dev/null 2>&1 || { echo "make $(1) needs a running Docker engine ($(DOCKER) info failed); this machine only has the docker client." >&2; exit 1; }
+docker_need_engine = test -n "$(DOCKER)" || { echo "make $(1) needs a container engine, but no Docker engine answers (docker info) and podman is not installed: start Docker, or install podman (apt-get install podman)." >&2; exit 1; }; \
+	command -v $(DOCKER) >/dev/null 2>&1 || { echo "make $(1) needs $(DOCKER), but the '$(DOCKER)' command was not found." >&2; exit 1; }; \
+	$(DOCKER) info >/dev/null 2>&1 || { echo "make $(1) needs a working $(DOCKER) engine, but '$(DOCKER) info' failed." >&2; exit 1; }
 docker_need_compose = test -n "$(COMPOSE)" || { echo "make $(1) needs Docker Compose, but neither '$(DOCKER) compose' nor 'docker-compose' works here." >&2; exit 1; }
 
+# podman builds OCI images by default, and the OCI image format has no HEALTHCHECK: podman would
+# drop it (with a warning); --format docker keeps it, as `docker build` does.
 build: $(addprefix image-,$(SERVICE)) ## Build images shippy/<svc>:<VERSION> from deploy/Dockerfile (all four, or SERVICE=vessel)
 
 image-%:
@@ -65,8 +77,10 @@ image-%:
 	  --build-arg PORT=$(DOCKER_PORT_$*) \
 	  --build-arg VERSION=$(VERSION) \
 	  --build-arg REVISION=$(DOCKER_REVISION) \
+	  $(if $(RUST_IMAGE),--build-arg RUST_IMAGE=$(RUST_IMAGE)) \
 	  $(if $(DOCKER_SOURCE),--build-arg SOURCE=$(DOCKER_SOURCE)) \
 	  $(if $(DOCKER_LICENSES),--build-arg 'LICENSES=$(DOCKER_LICENSES)') \
+	  $(if $(filter podman,$(notdir $(DOCKER))),--format docker) \
 	  -t $(IMAGE_PREFIX)/$*:$(VERSION) $(DOCKER_BUILD_FLAGS) .
 
 up: ## Start etcd, MongoDB and the services with Docker Compose (ETCD_CLUSTER=1: 3-node etcd)

@@ -6,7 +6,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Command-line client for the shippy services.
 #[derive(Debug, Parser)]
-#[command(name = "shippy", version, about, propagate_version = true)]
+#[command(
+    name = "shippy",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit status: 0 success; 1 the command failed (the reason on stderr); 2 a bad command \
+                  line; 141 standard output was closed early (as in `shippy ... | head -1`)."
+)]
 pub struct Cli {
     /// Output format.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Table, env = "SHIPPY_OUTPUT")]
@@ -17,6 +24,10 @@ pub struct Cli {
     /// Settings file (same format and SHIPPY_* variables as the services; registry.* and etcd.* matter).
     #[arg(long, short, global = true, env = "SHIPPY_CONFIG_FILE")]
     pub config: Option<PathBuf>,
+    /// Trace this command: print its trace id on stderr and have every service it reaches record
+    /// the trace (exported where `telemetry.otlp_endpoint` / OTEL_EXPORTER_OTLP_ENDPOINT is set).
+    #[arg(long, global = true)]
+    pub trace: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -57,9 +68,14 @@ pub enum Command {
     /// Read or replace a service's document in the etcd config centre (`/<prefix>/config/<service>`).
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Show the registered instances of every service and their health.
+    /// Show the registered instances of every service (or of one) and their health.
+    ///
+    /// Fails when a named service has no serving instance, or when `--wait` runs out.
     Status {
-        /// Wait up to this many seconds until every service has a serving instance.
+        /// Only this service (consignment, vessel or user).
+        service: Option<String>,
+        /// Wait up to this many seconds until every service (or the named one) has a serving
+        /// instance.
         #[arg(long, value_name = "SECONDS")]
         wait: Option<u64>,
     },
@@ -83,7 +99,7 @@ pub enum UserCommand {
         #[arg(long, env = "SHIPPY_PASSWORD", hide_env_values = true)]
         password: String,
     },
-    /// List users.
+    /// Show the logged-in user (users see only themselves).
     List,
 }
 

@@ -27,10 +27,14 @@ use shippy_shared::{
     catalog::{self, ServiceSpec},
     centre::{self, ConfigCentre},
     config::{
-        self, CommonSettings, live,
+        self, CommonSettings, RegistryBackend, live,
         services::{ConsignmentSettings, UserSettings, VesselSettings},
     },
-    discovery::{self, Registry, balance::BalancedChannel},
+    discovery::{
+        self, Registry,
+        balance::BalancedChannel,
+        trace::{self, Sampling, Tracing},
+    },
     etcd::Etcd,
     probe,
 };
@@ -64,13 +68,30 @@ impl Connector {
     async fn etcd(&self) -> Result<Option<Etcd>, CliError> {
         Etcd::when_needed(&self.settings.common)
             .await
-            .map_err(|e| CliError::Setup(format!("etcd: {e}")))
+            .map_err(CliError::Etcd)
     }
 
     async fn registry(&self) -> Result<std::sync::Arc<dyn Registry>, CliError> {
         let etcd = self.etcd().await?;
-        discovery::open(&self.settings.common.registry, etcd.as_ref())
-            .map_err(|e| CliError::Setup(format!("service discovery: {e}")))
+        discovery::open(&self.settings.common.registry, etcd.as_ref()).map_err(CliError::discovery)
+    }
+
+    /// Where the registry is, for messages: "the local registry at <dir>" or "etcd at <endpoints>
+    /// (prefix /<prefix>)".
+    fn registry_place(&self) -> String {
+        let common = &self.settings.common;
+        match common.registry.backend {
+            RegistryBackend::Local => {
+                let dir = common.registry.local.dir.clone();
+                let dir = dir.unwrap_or_else(discovery::local::default_dir);
+                format!("the local registry at {}", dir.display())
+            }
+            RegistryBackend::Etcd => format!(
+                "etcd at {} (prefix /{})",
+                common.etcd.endpoints.join(","),
+                common.etcd.prefix.trim_matches('/')
+            ),
+        }
     }
 
     async fn channel(&self, service: &ServiceSpec) -> Result<BalancedChannel, CliError> {
@@ -85,7 +106,25 @@ impl Connector {
         let registry = self.registry().await?;
         BalancedChannel::discover(registry.as_ref(), service.name, client)
             .await
-            .map_err(|e| CliError::Setup(format!("service discovery: {e}")))
+            .map_err(CliError::discovery)
+    }
+}
+
+/// The largest answer the CLI accepts. A request may be 4 MiB; the stored consignment it becomes
+/// carries ids too, so the answer that echoes it can be a little larger.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// The token of the page after the one requested with `current`, or `None` after the last page.
+/// A server that hands back the token it was given would loop forever: that is refused.
+fn next_page(current: &str, next: String) -> Result<Option<String>, CliError> {
+    if next.is_empty() {
+        Ok(None)
+    } else if next == current {
+        Err(CliError::Setup(
+            "the service returned the same page token twice; stopping".into(),
+        ))
+    } else {
+        Ok(Some(next))
     }
 }
 
@@ -100,10 +139,71 @@ fn authorized<T>(message: T) -> Result<Request<T>, CliError> {
     Ok(request)
 }
 
-/// Runs one parsed command line.
+/// Runs one parsed command line; with `--trace` or an OTLP endpoint, as one traced span whose
+/// context every call carries (`--trace` prints its trace id on stderr).
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let settings: Settings =
         config::layered(cli.config.as_deref(), None).map_err(|e| CliError::Setup(e.to_string()))?;
+    let sampling = if cli.trace {
+        Sampling::Always
+    } else {
+        Sampling::Configured
+    };
+    let tracer = Tracing::install("shippy", &settings.common.telemetry, sampling)
+        .map_err(|e| CliError::Setup(e.to_string()))?;
+    if !cli.trace && tracer.endpoint().is_none() {
+        return quote_request_id(run_command(cli, settings).await);
+    }
+    tracer.install_subscriber();
+    let print = cli.trace;
+    let name = format!("shippy {}", command_name(&cli.command));
+    let (result, trace_id) = trace::in_root_span(name, run_command(cli, settings)).await;
+    let result = quote_request_id(result);
+    tracer.shutdown().await;
+    if let (true, Some(trace_id)) = (print, trace_id) {
+        eprintln!("trace id: {trace_id}");
+    }
+    result
+}
+
+/// A service's error sentence ends with the request id the service answered with, so a person
+/// can quote it (every log line and span of the request carries it).
+fn quote_request_id(result: Result<(), CliError>) -> Result<(), CliError> {
+    match result {
+        Err(CliError::Rpc(status)) => {
+            let id = status
+                .metadata()
+                .get(trace::REQUEST_ID_HEADER)
+                .and_then(|id| id.to_str().ok())
+                .map(str::to_owned);
+            Err(CliError::Rpc(match id {
+                Some(id) => tonic::Status::with_metadata(
+                    status.code(),
+                    format!("{} (request id: {id})", status.message()),
+                    status.metadata().clone(),
+                ),
+                None => status,
+            }))
+        }
+        other => other,
+    }
+}
+
+/// The top-level command, for the name of the CLI's span.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::User(_) => "user",
+        Command::Login { .. } => "login",
+        Command::Logout => "logout",
+        Command::Consignment(ConsignmentCommand::Create { .. }) => "consignment create",
+        Command::Consignment(ConsignmentCommand::List) => "consignment list",
+        Command::Vessel(_) => "vessel",
+        Command::Config(_) => "config",
+        Command::Status { .. } => "status",
+    }
+}
+
+async fn run_command(cli: Cli, settings: Settings) -> Result<(), CliError> {
     let connector = Connector {
         settings,
         addr: cli.addr,
@@ -126,17 +226,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 format,
                 &format!("Logged in as {email}. Token saved to {}", path.display()),
                 &json!({ "email": email, "user_id": answer.user_id, "token_file": path }),
-            );
-            Ok(())
+            )
         }
         Command::Logout => {
             token::remove()?;
-            output::message(format, "Logged out.", &json!({ "logged_out": true }));
-            Ok(())
+            output::message(format, "Logged out.", &json!({ "logged_out": true }))
         }
         Command::Consignment(command) => consignment(&connector, format, command).await,
         Command::Vessel(command) => vessel(&connector, format, command).await,
-        Command::Status { wait } => status(&connector, format, wait).await,
+        Command::Status { service, wait } => {
+            status(&connector, format, service.as_deref(), wait).await
+        }
         Command::Config(command) => config(&connector, format, command).await,
     }
 }
@@ -162,13 +262,18 @@ async fn user(connector: &Connector, format: Output, command: UserCommand) -> Re
                 .into_inner();
             let user = created.user.unwrap_or_default();
             if format == Output::Table {
-                println!("User created");
+                output::line("User created")?;
             }
-            output::users(format, vec![user.into()]);
+            output::users(format, vec![user.into()])?;
         }
         UserCommand::List => {
-            let users = client.get_all(UsersRequest {}).await?.into_inner().users;
-            output::users(format, users.into_iter().map(Into::into).collect());
+            // Users see only themselves: the answer is the logged-in user.
+            let users = client
+                .get_all(authorized(UsersRequest {})?)
+                .await?
+                .into_inner()
+                .users;
+            output::users(format, users.into_iter().map(Into::into).collect())?;
         }
     }
     Ok(())
@@ -185,7 +290,8 @@ async fn consignment(
             let consignment = input::read_consignment(&file)?;
             let request = authorized(consignment)?;
             let mut client =
-                ShippingServiceClient::new(connector.channel(&catalog::CONSIGNMENT).await?);
+                ShippingServiceClient::new(connector.channel(&catalog::CONSIGNMENT).await?)
+                    .max_decoding_message_size(MAX_ANSWER);
             let answer = client.create_consignment(request).await?.into_inner();
             let created = answer.consignment.unwrap_or_default();
             let vessel = created.vessel_id.clone();
@@ -193,19 +299,31 @@ async fn consignment(
                 format,
                 &format!("Consignment created on vessel {vessel}"),
                 vec![created.into()],
-            );
+            )?;
         }
         ConsignmentCommand::List => {
-            let request = authorized(ConsignmentsRequest {})?;
             let mut client =
-                ShippingServiceClient::new(connector.channel(&catalog::CONSIGNMENT).await?);
-            let items = client
-                .get_consignments(request)
-                .await?
-                .into_inner()
-                .consignments;
+                ShippingServiceClient::new(connector.channel(&catalog::CONSIGNMENT).await?)
+                    .max_decoding_message_size(MAX_ANSWER);
+            let mut items = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = ConsignmentsRequest {
+                    page_token: token.clone(),
+                    ..Default::default()
+                };
+                let answer = client
+                    .get_consignments(authorized(page)?)
+                    .await?
+                    .into_inner();
+                items.extend(answer.consignments);
+                match next_page(&token, answer.next_page_token)? {
+                    Some(next) => token = next,
+                    None => break,
+                }
+            }
             let title = format!("{} consignment(s)", items.len());
-            output::consignments(format, &title, items.into_iter().map(Into::into).collect());
+            output::consignments(format, &title, items.into_iter().map(Into::into).collect())?;
         }
     }
     Ok(())
@@ -216,7 +334,8 @@ async fn vessel(
     format: Output,
     command: VesselCommand,
 ) -> Result<(), CliError> {
-    let mut client = VesselServiceClient::new(connector.channel(&catalog::VESSEL).await?);
+    let mut client = VesselServiceClient::new(connector.channel(&catalog::VESSEL).await?)
+        .max_decoding_message_size(MAX_ANSWER);
     match command {
         VesselCommand::Create {
             name,
@@ -240,17 +359,26 @@ async fn vessel(
                 .vessel
                 .unwrap_or_default();
             if format == Output::Table {
-                println!("Vessel created");
+                output::line("Vessel created")?;
             }
-            output::vessels(format, vec![created.into()]);
+            output::vessels(format, vec![created.into()])?;
         }
         VesselCommand::List => {
-            let vessels = client
-                .get_vessels(VesselsRequest {})
-                .await?
-                .into_inner()
-                .vessels;
-            output::vessels(format, vessels.into_iter().map(Into::into).collect());
+            let mut vessels = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = VesselsRequest {
+                    page_token: token.clone(),
+                    ..Default::default()
+                };
+                let answer = client.get_vessels(page).await?.into_inner();
+                vessels.extend(answer.vessels);
+                match next_page(&token, answer.next_page_token)? {
+                    Some(next) => token = next,
+                    None => break,
+                }
+            }
+            output::vessels(format, vessels.into_iter().map(Into::into).collect())?;
         }
     }
     Ok(())
@@ -281,40 +409,31 @@ async fn config(
 ) -> Result<(), CliError> {
     let etcd = Etcd::connect(&connector.settings.common.etcd)
         .await
-        .map_err(|e| CliError::Setup(format!("etcd: {e}")))?;
+        .map_err(CliError::Etcd)?;
     let centre = |service: &str| {
         let service = service.to_owned();
         let etcd = etcd.clone();
-        async move {
-            ConfigCentre::new(etcd, &service)
-                .map_err(|e| CliError::Setup(format!("config centre: {e}")))
-        }
+        async move { ConfigCentre::new(etcd, &service).map_err(CliError::centre) }
     };
     match command {
         ConfigCommand::Get { service } => {
             let centre = centre(&service).await?;
-            let document = centre
-                .fetch()
-                .await
-                .map_err(|e| CliError::Setup(format!("config centre: {e}")))?;
+            let document = centre.fetch().await.map_err(CliError::centre)?;
             match (document, format) {
-                (Some(document), Output::Table) => print!("{document}"),
+                (Some(document), Output::Table) => output::document(&document)?,
                 (document, Output::Json) => output::message(
                     format,
                     "",
                     &json!({ "key": centre.key(), "document": document }),
-                ),
-                (None, Output::Table) => println!("no document at {}", centre.key()),
+                )?,
+                (None, Output::Table) => output::line(&format!("no document at {}", centre.key()))?,
             }
         }
         ConfigCommand::Set { service, file } => {
             let document = input::read_text(&file)?;
             validate_document(&service, &document)?;
             let centre = centre(&service).await?;
-            centre
-                .store(&document)
-                .await
-                .map_err(|e| CliError::Setup(format!("config centre: {e}")))?;
+            centre.store(&document).await.map_err(CliError::centre)?;
             output::message(
                 format,
                 &format!(
@@ -323,25 +442,35 @@ async fn config(
                     document.len()
                 ),
                 &json!({ "key": centre.key(), "stored": true }),
-            );
+            )?;
         }
     }
     Ok(())
 }
 
-/// Lists every instance with its health; with `wait`, first waits until each service has one
-/// serving instance.
-async fn status(connector: &Connector, format: Output, wait: Option<u64>) -> Result<(), CliError> {
+/// Lists every instance (or those of the service `only`) with its health; with `wait`, first
+/// waits until each service (or `only`) has a serving instance. Fails when the wait runs out, or
+/// when the named service has no serving instance; with nothing registered at all, says so.
+async fn status(
+    connector: &Connector,
+    format: Output,
+    only: Option<&str>,
+    wait: Option<u64>,
+) -> Result<(), CliError> {
+    let specs: Vec<&ServiceSpec> = match only {
+        None => catalog::ALL.iter().collect(),
+        Some(name) => vec![catalog::find(name).ok_or_else(|| unknown_service(name))?],
+    };
     let registry = connector.registry().await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.unwrap_or(0));
     loop {
         let mut rows = Vec::new();
-        for spec in catalog::ALL {
+        for spec in &specs {
             let service = spec.name;
             let instances = registry
                 .subscribe(service)
                 .await
-                .map_err(|e| CliError::Setup(format!("service discovery: {e}")))?
+                .map_err(CliError::discovery)?
                 .borrow()
                 .clone();
             for instance in instances {
@@ -364,7 +493,7 @@ async fn status(connector: &Connector, format: Output, wait: Option<u64>) -> Res
                 });
             }
         }
-        let missing: Vec<&str> = catalog::ALL
+        let missing: Vec<&str> = specs
             .iter()
             .map(|spec| spec.name)
             .filter(|s| {
@@ -374,15 +503,53 @@ async fn status(connector: &Connector, format: Output, wait: Option<u64>) -> Res
             })
             .collect();
         if missing.is_empty() || wait.is_none() || tokio::time::Instant::now() >= deadline {
-            output::instances(format, &rows);
-            return match (wait, missing.is_empty()) {
-                (Some(seconds), false) => Err(CliError::Setup(format!(
-                    "not serving after {seconds} s: {}",
-                    missing.join(", ")
-                ))),
-                _ => Ok(()),
-            };
+            return status_answer(connector, format, only, wait, &rows, &missing);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Prints the final `shippy status` rows and decides its outcome; `missing` are the services asked
+/// about that have no serving instance.
+fn status_answer(
+    connector: &Connector,
+    format: Output,
+    only: Option<&str>,
+    wait: Option<u64>,
+    rows: &[InstanceView],
+    missing: &[&str],
+) -> Result<(), CliError> {
+    let place = connector.registry_place();
+    let after = wait
+        .map(|s| format!(" after waiting {s} s"))
+        .unwrap_or_default();
+    // An empty table says nothing: people get the sentence below instead; scripts still get `[]`.
+    if !rows.is_empty() || format == Output::Json {
+        output::instances(format, rows)?;
+    }
+    match (only, wait) {
+        _ if missing.is_empty() => Ok(()),
+        (Some(service), _) if rows.is_empty() => Err(CliError::Setup(format!(
+            "no {service} instances are registered in {place}{after}"
+        ))),
+        (None, Some(_)) if rows.is_empty() => Err(CliError::Setup(format!(
+            "no service instances are registered in {place}{after}"
+        ))),
+        (Some(_), _) | (None, Some(_)) => Err(CliError::Setup(format!(
+            "not serving{after}: {}",
+            missing.join(", ")
+        ))),
+        (None, None) if rows.is_empty() && format == Output::Table => {
+            output::line(&format!("no service instances are registered in {place}"))
+        }
+        (None, None) => Ok(()),
+    }
+}
+
+fn unknown_service(service: &str) -> CliError {
+    let known: Vec<&str> = catalog::ALL.iter().map(|s| s.name).collect();
+    CliError::Input(format!(
+        "unknown service {service:?}: use {}",
+        known.join(", ")
+    ))
 }

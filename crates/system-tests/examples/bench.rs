@@ -6,12 +6,20 @@
 //! fixed concurrency, and prints what it measured. It asserts nothing: numbers on a shared 2-core
 //! machine vary, so they are for reading, not for failing builds.
 //!
-//! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32).
+//! A second, separate part measures the memory of a log-in burst: a fresh user service (default
+//! settings, except no per-client log-in limit, since every call comes from 127.0.0.1) gets
+//! `BENCH_LOGINS` concurrent wrong-password `Auth` calls; it prints how they were answered and the
+//! service's peak RSS and its RSS 2 s after the burst. The peak is bounded by
+//! `auth.max_concurrent_hashes` × 19 MiB of argon2 working memory plus the idle process.
+//!
+//! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32), `BENCH_LOGINS` (default
+//! 256).
 
 use std::time::{Duration, Instant};
 
-use shippy_proto::consignment::v1::{
-    Consignment, Container, shipping_service_client::ShippingServiceClient,
+use shippy_proto::{
+    consignment::v1::{Consignment, Container, shipping_service_client::ShippingServiceClient},
+    user::v1::{User, user_service_client::UserServiceClient},
 };
 use shippy_test_support::{Cluster, ServiceProcess};
 use tonic::Request;
@@ -42,6 +50,13 @@ fn memory(processes: &[ServiceProcess]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Peak resident memory (`VmHWM`) of a process in KiB, from /proc.
+fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -160,5 +175,60 @@ async fn main() -> anyhow::Result<()> {
             1_000
         );
     }
+
+    login_burst(&mut cluster, env_usize("BENCH_LOGINS", 256)).await
+}
+
+/// The memory of a burst of `logins` concurrent wrong-password log-ins against a fresh user
+/// service: how the calls were answered, the peak RSS, and the RSS 2 s after the burst.
+async fn login_burst(cluster: &mut Cluster, logins: usize) -> anyhow::Result<()> {
+    let mut user = cluster
+        .start_with("user", &[("SHIPPY_AUTH__LOGIN_PER_CLIENT_PER_MINUTE", "0")])
+        .await?;
+    let mib = |kib: Option<u64>| kib.unwrap_or(0) as f64 / 1024.0;
+    let idle = rss_kib(user.pid());
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", user.address()))?
+        .connect()
+        .await?;
+    let client = UserServiceClient::new(channel);
+    let started = Instant::now();
+    let calls: Vec<_> = (0..logins)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut request = Request::new(User {
+                    email: format!("burst{i}@example.com"),
+                    password: "wrong horse".into(),
+                    ..Default::default()
+                });
+                request.set_timeout(Duration::from_secs(10));
+                match client.auth(request).await {
+                    Ok(_) => "OK".to_owned(),
+                    Err(status) => format!("{:?}", status.code()),
+                }
+            })
+        })
+        .collect();
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    for call in calls {
+        *answers.entry(call.await?).or_default() += 1;
+    }
+    let took = started.elapsed();
+    let peak = peak_kib(user.pid());
+    let during = rss_kib(user.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(user.pid());
+    println!(
+        "logins     {logins} concurrent wrong-password Auth calls in {:.0} ms: {answers:?}",
+        took.as_secs_f64() * 1e3
+    );
+    println!(
+        "login RSS  user idle {:.1} MiB, peak {:.1} MiB, at the end {:.1} MiB, 2 s after {:.1} MiB",
+        mib(idle),
+        mib(peak),
+        mib(during),
+        mib(after)
+    );
+    user.stop(Duration::from_secs(20))?;
     Ok(())
 }

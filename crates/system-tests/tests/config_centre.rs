@@ -52,7 +52,7 @@ async fn settings_come_from_etcd_and_changes_apply_live() {
     let mut client = vessels(&vessel).await;
     assert!(
         client
-            .get_vessels(GetRequest {})
+            .get_vessels(GetRequest::default())
             .await
             .expect("list")
             .into_inner()
@@ -69,7 +69,7 @@ async fn settings_come_from_etcd_and_changes_apply_live() {
     cluster.cli_ok(["config", "set", "vessel", &on]);
     let took = eventually("fleet seeded live", async || {
         client
-            .get_vessels(GetRequest {})
+            .get_vessels(GetRequest::default())
             .await
             .map(|r| r.into_inner().vessels.len() == 3)
             .unwrap_or(false)
@@ -163,7 +163,7 @@ async fn bad_documents_are_refused_and_the_last_good_settings_stay() {
     let mut vessels = vessels(&vessel).await;
     assert_eq!(
         vessels
-            .get_vessels(GetRequest {})
+            .get_vessels(GetRequest::default())
             .await
             .expect("still serving")
             .into_inner()

@@ -23,6 +23,7 @@ fn settings(registry: &std::path::Path) -> VesselSettings {
             registry.display().to_string(),
         ),
         ("SHIPPY_SHUTDOWN__DRAIN_MS", "0".to_owned()),
+        ("SHIPPY_STORE__BACKEND", "memory".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

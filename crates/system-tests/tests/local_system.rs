@@ -140,7 +140,7 @@ async fn nothing_fits_is_not_found() {
     // Nothing was stored.
     let listed = client(&processes[2])
         .await
-        .get_consignments(with_token(GetRequest {}, &token))
+        .get_consignments(with_token(GetRequest::default(), &token))
         .await
         .expect("list");
     assert!(listed.into_inner().consignments.is_empty());
@@ -167,7 +167,7 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
             .expect_err("bad token");
         assert_eq!(status.code(), Code::Unauthenticated, "{bad}");
         let status = shipping
-            .get_consignments(with_token(GetRequest {}, bad))
+            .get_consignments(with_token(GetRequest::default(), bad))
             .await
             .expect_err("bad token");
         assert_eq!(status.code(), Code::Unauthenticated);
@@ -227,7 +227,7 @@ async fn bad_input_gets_clear_errors() {
         "--email",
         "INPUT@example.com",
         "--password",
-        "12345678",
+        "another good passphrase",
     ]);
     assert!(!duplicate.status.success());
     assert!(

@@ -48,7 +48,7 @@ async fn shipping(process: &ServiceProcess) -> ShippingServiceClient<tonic::tran
 }
 
 async fn listed(process: &ServiceProcess, token: &str) -> Vec<Consignment> {
-    let mut get = Request::new(GetRequest {});
+    let mut get = Request::new(GetRequest::default());
     get.metadata_mut().insert(
         "authorization",
         format!("Bearer {token}").parse().expect("header"),
@@ -94,7 +94,7 @@ async fn cli_story_on_etcd_and_mongodb_survives_a_restart_of_every_service() {
         "--email",
         "prod@example.com",
         "--password",
-        "12345678",
+        "another good passphrase",
     ]);
     assert!(!duplicate.status.success());
     assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
@@ -134,7 +134,7 @@ async fn cli_story_on_etcd_and_mongodb_survives_a_restart_of_every_service() {
         "--email",
         "PROD@example.com",
         "--password",
-        "12345678",
+        "another good passphrase",
     ]);
     assert!(
         String::from_utf8_lossy(&duplicate.stderr).contains("already exists"),

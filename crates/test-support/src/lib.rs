@@ -6,6 +6,9 @@
 
 pub mod etcd;
 pub mod ferretdb;
+pub mod http;
+pub mod jaeger;
+pub mod prometheus;
 pub mod store_contract;
 
 use std::{
@@ -105,6 +108,27 @@ impl ServiceProcess {
         }
     }
 
+    /// Waits for the process to exit by itself (as one refusing to start does), killing it after
+    /// `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                self.signal(Signal::SIGKILL);
+                bail!("{} did not exit within {within:?}", self.service);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         self.signal(Signal::SIGKILL);
@@ -165,6 +189,12 @@ impl Cluster {
             dir.path().join("token").display().to_string(),
         );
         env.insert("SHIPPY_LOG__LEVEL".into(), "info".into());
+        // The default store, SQLite, in this cluster's own file: shared by its processes like the
+        // instances on one host, and by nothing else.
+        env.insert(
+            "SHIPPY_STORE__SQLITE__PATH".into(),
+            dir.path().join("data/shippy.db").display().to_string(),
+        );
         let registry = LocalRegistry::new(
             registry_dir,
             Duration::from_secs(10),
@@ -272,6 +302,35 @@ impl Cluster {
         Ok(process)
     }
 
+    /// Starts `shippy-<service>` with extra env vars without waiting for anything (for processes
+    /// expected to refuse to start, or registering where [`Cluster::registry`] does not look).
+    /// Its `instance` is a placeholder.
+    pub fn spawn_with(
+        &mut self,
+        service: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<ServiceProcess> {
+        self.started += 1;
+        let log = self
+            .dir
+            .path()
+            .join(format!("{service}-{}.log", self.started));
+        let file = fs::File::create(&log)?;
+        let child = self
+            .command(&binary(&format!("shippy-{service}")))
+            .envs(extra.iter().copied())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting shippy-{service}"))?;
+        Ok(ServiceProcess {
+            service: service.to_owned(),
+            instance: ServiceInstance::new(service, "", String::new()),
+            child,
+            log,
+        })
+    }
+
     /// Starts `shippy-<service>` and waits until it is SERVING.
     pub async fn start(&mut self, service: &str) -> anyhow::Result<ServiceProcess> {
         self.start_with(service, &[]).await
@@ -330,6 +389,83 @@ impl Cluster {
             std::io::Write::write_all(&mut pipe, text.as_bytes()).expect("write stdin");
         }
         child.wait_with_output().expect("shippy CLI runs")
+    }
+
+    /// Like [`Cluster::cli`], with the given stdin and stdout (a file, `/dev/zero`, a pipe whose
+    /// reader is gone); stderr is captured, and stdout too when `stdout` is [`Stdio::piped`].
+    pub fn cli_io<I, S>(&self, args: I, stdin: Stdio, stdout: Stdio) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command(&binary("shippy"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("shippy CLI starts")
+            .wait_with_output()
+            .expect("shippy CLI runs")
+    }
+
+    /// Runs the CLI with its stdout a pipe whose reading end is already closed, as in
+    /// `shippy ... | head -1` once `head` is gone: every write to stdout fails with EPIPE.
+    pub fn cli_with_closed_stdout<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        self.cli_io(args, Stdio::null(), Stdio::from(writer))
+    }
+
+    /// Runs the real `shippy` CLI like [`Cluster::cli`], but kills it and fails if it has not
+    /// finished within `within` (for commands that must not hang).
+    pub fn cli_within<I, S>(&self, args: I, within: Duration) -> anyhow::Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = self.command(&binary("shippy"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().context("shippy CLI starts")?;
+        // Drain the pipes on threads, so a chatty CLI cannot block on a full pipe.
+        let mut stdout = child.stdout.take().context("stdout pipe")?;
+        let mut stderr = child.stderr.take().context("stderr pipe")?;
+        let out = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
+            buf
+        });
+        let err = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
+            buf
+        });
+        let deadline = std::time::Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("shippy did not finish within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        })
     }
 
     /// Runs the CLI, asserting success; returns stdout.

@@ -38,9 +38,13 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// selectRow matches the SERVICE table of the Dockerfile's select stage, the same lines
-// deploy/check-drift.py reads: `name) bin=<binary> port=<port> ;;`.
-var selectRow = regexp.MustCompile(`(?m)^\s*([a-z][a-z0-9-]*)\)\s+bin=(\S+)\s+port=(\d*)\s*;;`)
+// catalogName and catalogPort read services/catalog.toml, the one table of services, whose rows
+// the Dockerfile's select stage reads at build time; cli is the one image that is not a service.
+var (
+	catalogName = regexp.MustCompile(`(?m)^name\s*=\s*"([^"]+)"`)
+	catalogPort = regexp.MustCompile(`(?m)^port\s*=\s*(\d+)`)
+)
+
 
 // offlineResolver stands in for the registry: every base image has an empty config.
 type offlineResolver struct{}
@@ -59,6 +63,7 @@ func (offlineResolver) ResolveImageConfig(_ context.Context, ref string, _ sourc
 
 func main() {
 	path := flag.String("f", "deploy/Dockerfile", "Dockerfile to check")
+	catalog := flag.String("catalog", "services/catalog.toml", "the table of services the Dockerfile reads")
 	ignore := flag.String("dockerignore", "", "check this .dockerignore (run from the build context root) instead")
 	flag.Parse()
 	if *ignore != "" {
@@ -92,11 +97,20 @@ func main() {
 
 	// 2. Convert for every SERVICE of the select table and inspect the final image config.
 	images := map[string]string{}
-	for _, m := range selectRow.FindAllStringSubmatch(string(dt), -1) {
-		images[m[1]] = m[3]
-	}
-	if len(images) == 0 {
-		add("no `name) bin=... port=... ;;` lines in the select stage")
+	if table, err := os.ReadFile(*catalog); err != nil {
+		add("catalog: %v", err)
+	} else {
+		names := catalogName.FindAllStringSubmatch(string(table), -1)
+		ports := catalogPort.FindAllStringSubmatch(string(table), -1)
+		if len(names) == 0 || len(names) != len(ports) {
+			add("%s: expected one name and one port per [[service]]", *catalog)
+		}
+		for i := range names {
+			if i < len(ports) {
+				images[names[i][1]] = ports[i][1]
+			}
+		}
+		images["cli"] = ""
 	}
 	names := make([]string, 0, len(images))
 	for name := range images {

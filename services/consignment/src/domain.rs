@@ -40,6 +40,8 @@ pub struct Consignment {
     pub containers: Vec<Container>,
     /// The vessel carrying it.
     pub vessel_id: String,
+    /// The user who submitted it: the only one who sees it listed.
+    pub owner_id: String,
 }
 
 /// The one place consignment ids are made: a UUIDv7, whose text sorts by creation time (stores
@@ -154,8 +156,10 @@ impl NewConsignment {
         self.weight
     }
 
-    /// The consignment to store: ids made here, `vessel_id` set, and containers without a
-    /// `user_id` attributed to the authenticated `caller`.
+    /// The consignment to store: ids made here, `vessel_id` set, owned by the authenticated
+    /// `caller`, and containers without a `user_id` attributed to the caller. (That a `user_id`
+    /// sent by a client names nobody but the caller is checked at the edge, with the rest of the
+    /// access model.)
     pub fn assign(self, vessel_id: String, caller: &str) -> Consignment {
         Consignment {
             id: new_id(),
@@ -176,6 +180,7 @@ impl NewConsignment {
                 })
                 .collect(),
             vessel_id,
+            owner_id: caller.to_owned(),
         }
     }
 }
@@ -230,6 +235,7 @@ mod tests {
         assert_eq!((new.container_count(), new.weight()), (3, 55_000));
         let stored = new.assign("vessel001".into(), "user-42");
         assert_eq!(stored.vessel_id, "vessel001");
+        assert_eq!(stored.owner_id, "user-42");
         assert_eq!(stored.description, "This is a test consignment");
         assert!(!stored.id.is_empty());
         let users: Vec<&str> = stored

@@ -1,6 +1,10 @@
 //! The edge of the consignment service: `shippy.consignment.v1.ShippingService` requests are
 //! authenticated and validated into domain types here, the vessel service is asked for a vessel,
 //! and every error becomes a `Status` in one place ([`status`]).
+//!
+//! Access model, enforced here and nowhere else: every call needs a token; a container's `user_id`
+//! may only be empty or the caller's own id ([`claims_only_the_caller`]); a stored consignment is
+//! owned by its submitter, and `GetConsignments` lists only the caller's own.
 
 use std::sync::Arc;
 
@@ -8,7 +12,7 @@ use shippy_proto::{
     consignment::v1::{self as pb, shipping_service_server::ShippingService},
     vessel::v1::{Specification, vessel_service_client::VesselServiceClient},
 };
-use shippy_shared::{auth::Authenticator, discovery::balance::BalancedChannel};
+use shippy_shared::{auth::Authenticator, discovery::balance::BalancedChannel, page::PageRequest};
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
@@ -72,6 +76,18 @@ fn status(error: ConsignmentError) -> Status {
     }
 }
 
+/// Refuses a consignment whose containers name a user other than `caller`.
+fn claims_only_the_caller(caller: &str, request: &pb::Consignment) -> Result<(), Status> {
+    for (i, container) in request.containers.iter().enumerate() {
+        shippy_shared::auth::own(
+            caller,
+            &format!("containers[{i}].user_id"),
+            &container.user_id,
+        )?;
+    }
+    Ok(())
+}
+
 /// A consignment sent by a client, checked.
 fn parse(request: &pb::Consignment) -> Result<NewConsignment, ConsignmentError> {
     let containers = request.containers.iter().map(|k| ContainerFields {
@@ -116,6 +132,7 @@ impl ShippingService for ShippingHandler {
     ) -> Result<Response<pb::Response>, Status> {
         let caller = self.auth.caller(request.metadata()).await?;
         let new = parse(request.get_ref()).map_err(status)?;
+        claims_only_the_caller(&caller, request.get_ref())?;
         let vessel_id = self.find_vessel(&new).await?;
         let consignment = new.assign(vessel_id, &caller);
         self.store
@@ -126,7 +143,7 @@ impl ShippingService for ShippingHandler {
         Ok(Response::new(pb::Response {
             created: true,
             consignment: Some(consignment.into()),
-            consignments: Vec::new(),
+            ..Default::default()
         }))
     }
 
@@ -134,12 +151,22 @@ impl ShippingService for ShippingHandler {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::Response>, Status> {
-        self.auth.caller(request.metadata()).await?;
-        let consignments = self.store.list().await.map_err(|e| status(e.into()))?;
+        let caller = self.auth.caller(request.metadata()).await?;
+        let request = request.into_inner();
+        let page = PageRequest::parse(request.page_size, &request.page_token)
+            .map_err(|e| status(e.into()))?;
+        let fetched = self
+            .store
+            .list_by_owner(&caller, page.after(), page.fetch_limit())
+            .await
+            .map_err(|e| status(e.into()))?;
+        let consignments: Vec<pb::Consignment> = fetched.into_iter().map(Into::into).collect();
+        let (consignments, next) = page.cut(consignments, |c| &c.id, prost::Message::encoded_len);
         Ok(Response::new(pb::Response {
             created: false,
             consignment: None,
-            consignments: consignments.into_iter().map(Into::into).collect(),
+            consignments,
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 }
@@ -170,18 +197,35 @@ mod tests {
         let mut sent = request(10, &["Derby", "Leeds"]);
         sent.id = "chosen-by-client".into();
         sent.containers[0].id = "also-chosen".into();
-        sent.containers[1].user_id = "user-9".into();
+        sent.containers[1].user_id = "caller".into();
+        claims_only_the_caller("caller", &sent).expect("own id");
         let stored = parse(&sent).expect("valid").assign("v1".into(), "caller");
         assert_ne!(stored.id, "chosen-by-client");
         assert_ne!(stored.containers[0].id, "also-chosen");
         assert_eq!(stored.containers[0].user_id, "caller");
-        assert_eq!(stored.containers[1].user_id, "user-9");
+        assert_eq!(stored.containers[1].user_id, "caller");
+        assert_eq!(stored.owner_id, "caller");
         let back = pb::Consignment::from(stored.clone());
         assert_eq!(
             (back.id, back.weight, back.vessel_id),
             (stored.id, 10, "v1".into())
         );
         assert_eq!(back.containers[1].origin, "Leeds");
+    }
+
+    #[test]
+    fn containers_may_not_name_another_user() {
+        let mut sent = request(10, &["Derby", "Leeds"]);
+        sent.containers[1].user_id = "someone-else".into();
+        let refused = claims_only_the_caller("caller", &sent).expect_err("another user");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert!(
+            refused
+                .message()
+                .starts_with("containers[1].user_id: must be empty or your own user id"),
+            "{}",
+            refused.message()
+        );
     }
 
     #[test]

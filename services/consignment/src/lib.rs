@@ -22,7 +22,7 @@ use shippy_shared::{
 };
 use tonic::service::Routes;
 
-use crate::store::{ConsignmentStore, memory::MemoryStore, mongo::MongoStore};
+use crate::store::{ConsignmentStore, memory::MemoryStore, mongo::MongoStore, sqlite::SqliteStore};
 
 /// The consignment service, for `shippy_shared::runtime`.
 #[derive(Debug)]
@@ -39,6 +39,7 @@ impl Service for ConsignmentApp {
     /// With MongoDB the service is NOT_SERVING until the database answers.
     async fn build(context: &mut Context<ConsignmentSettings>) -> anyhow::Result<Routes> {
         let store: Arc<dyn ConsignmentStore> = match context.store().await? {
+            Backend::Sqlite(db) => Arc::new(SqliteStore::open(db).await?),
             Backend::Memory => Arc::new(MemoryStore::default()),
             Backend::Mongodb(database) => {
                 let mongo = Arc::new(MongoStore::new(&database));

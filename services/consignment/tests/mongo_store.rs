@@ -1,12 +1,17 @@
 //! The MongoDB consignment store against a real wire-compatible server (FerretDB, see
 //! `shippy_test_support::ferretdb`): the shared store contract
 //! (`shippy_test_support::store_contract`), plus what is the consignment store's own: consignments
-//! come back oldest first, every field intact.
+//! come back oldest first, every field intact, listed per owner; documents stored before
+//! consignments had owners stay readable.
 
+use mongodb::bson::doc;
 use shippy_consignment::{
     ConsignmentApp,
-    domain::{Consignment, Container, ContainerFields, NewConsignment},
-    store::{ConsignmentStore, mongo::MongoStore},
+    domain::{Consignment, ContainerFields, NewConsignment},
+    store::{
+        ConsignmentStore,
+        mongo::{COLLECTION, MongoStore},
+    },
 };
 use shippy_shared::{
     config::services::ConsignmentSettings,
@@ -70,40 +75,72 @@ impl Contract for MongoStoreUnderTest {
 }
 
 #[tokio::test]
-async fn consignments_round_trip_oldest_first() {
+async fn each_owner_lists_only_their_own_and_old_documents_stay_readable() {
     let server = FerretDb::start().expect("FerretDB");
-    let store = open(&server, "consignments_contract").await;
-    assert_eq!(store.list().await.expect("list empty"), Vec::new());
-
-    let created: Vec<Consignment> = (0..5)
-        .map(|i| consignment(&format!("cargo {i}"), i + 1))
-        .collect();
-    // Stored newest first: the order of `list` must come from the ids, not from insertion.
-    for c in created.iter().rev() {
+    let (settings, _registry) = settings(&server, "consignments_owners");
+    let database = mongo::connect(&settings.common.store.mongodb)
+        .await
+        .expect("connect");
+    let store = MongoStore::new(&database);
+    let owned_by = |owner: &str, description: &str| {
+        NewConsignment::parse(
+            description,
+            10,
+            [ContainerFields {
+                customer_id: "c",
+                origin: "Derby",
+                user_id: "",
+            }]
+            .into_iter(),
+        )
+        .expect("valid")
+        .assign("vessel001".to_owned(), owner)
+    };
+    let alice = [owned_by("alice", "a1"), owned_by("alice", "a2")];
+    let bob = owned_by("bob", "b1");
+    for c in alice.iter().chain([&bob]) {
         store.create(c).await.expect("create");
     }
-    assert_eq!(store.list().await.expect("list"), created);
+    // Written as before consignments had owners: no `owner_id` field at all.
+    database
+        .collection::<mongodb::bson::Document>(COLLECTION)
+        .insert_one(doc! {
+            "_id": "00000000-0000-7000-8000-000000000000",
+            "description": "stored by an older version",
+            "weight": 5_i64,
+            "containers": [],
+            "vessel_id": "vessel001",
+        })
+        .await
+        .expect("insert an old document");
 
-    // Every field survives, including a weight beyond i32 (BSON has no u32).
-    let heavy = Consignment {
-        weight: u32::MAX,
-        containers: vec![Container {
-            id: "k1".to_owned(),
-            customer_id: "c".to_owned(),
-            origin: "Derby".to_owned(),
-            user_id: "u".to_owned(),
-        }],
-        ..consignment("heavy", 1)
-    };
-    store.create(&heavy).await.expect("create heavy");
-    let listed = store.list().await.expect("list");
-    assert_eq!(listed.last(), Some(&heavy));
-    assert_eq!(listed.len(), 6);
-
-    match store.create(&heavy).await {
-        Err(StoreError::Duplicate(what)) => assert_eq!(what, format!("consignment {}", heavy.id)),
-        other => panic!("expected Duplicate, got {other:?}"),
-    }
+    assert_eq!(
+        store
+            .list_by_owner("alice", None, 100)
+            .await
+            .expect("alice"),
+        alice
+    );
+    assert_eq!(
+        store.list_by_owner("bob", None, 100).await.expect("bob"),
+        vec![bob]
+    );
+    assert_eq!(
+        store
+            .list_by_owner("carol", None, 100)
+            .await
+            .expect("carol"),
+        Vec::new()
+    );
+    let all = store.list().await.expect("all, old included");
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].description, "stored by an older version");
+    assert_eq!(all[0].owner_id, "", "an old document is owned by nobody");
+    assert_eq!(
+        store.list_by_owner("", None, 100).await.expect("nobody"),
+        Vec::new(),
+        "an old document is listed to nobody, not even to an empty owner"
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use etcd_client::PutOptions;
 use tokio::sync::watch;
 
 use crate::{
-    config::{self, ServiceSettings, SettingsError},
+    config::{self, Layered, ServiceSettings, SettingsError},
     etcd::{Etcd, EtcdError, mirror},
 };
 
@@ -87,11 +87,11 @@ impl ConfigCentre {
     }
 
     /// Settings of type `S` from every layer, with this document (as it is now) between `file` and
-    /// the environment.
+    /// the environment, and the keys no setting has.
     pub async fn layered<S: ServiceSettings>(
         &self,
         file: Option<&std::path::Path>,
-    ) -> Result<S, CentreError> {
+    ) -> Result<Layered<S>, CentreError> {
         let document = self.fetch().await?;
         match &document {
             Some(_) => tracing::info!(key = %self.key, "settings read from the config centre"),
@@ -100,9 +100,11 @@ impl ConfigCentre {
                 "no config centre document; using file and environment"
             ),
         }
-        config::layered(file, document.as_deref()).map_err(|source| CentreError::Invalid {
-            key: self.key.clone(),
-            source,
+        config::layered_checked(file, document.as_deref(), None).map_err(|source| {
+            CentreError::Invalid {
+                key: self.key.clone(),
+                source,
+            }
         })
     }
 
@@ -129,8 +131,17 @@ impl ConfigCentre {
                     changed = documents.changed() => if changed.is_err() { return },
                 }
                 let document = documents.borrow_and_update().clone();
-                let next: S = match config::layered(file.as_deref(), document.as_deref()) {
-                    Ok(next) => next,
+                let next: S = match config::layered_checked(
+                    file.as_deref(),
+                    document.as_deref(),
+                    None,
+                ) {
+                    Ok(Layered { settings, unknown }) => {
+                        for key in unknown {
+                            tracing::warn!(key = %self.key, "{key}");
+                        }
+                        settings
+                    }
                     Err(error) => {
                         tracing::error!(key = %self.key, %error, "config centre update refused; keeping the last good settings");
                         continue;

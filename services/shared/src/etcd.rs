@@ -10,26 +10,70 @@ use tokio::sync::watch;
 
 use crate::config::{CommonSettings, EtcdSettings, RegistryBackend};
 
-/// Why an etcd request failed.
+/// Why an etcd request failed. The text names the endpoints tried and says what to check; the
+/// client's own (long, debug-formatted) error is reduced to its message.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    /// etcd refused the request, or no member could be reached.
-    #[error("etcd at {endpoints} is not answering as expected: {source}")]
-    Request {
+    /// No member could be reached.
+    #[error(
+        "etcd at {endpoints} is not answering ({reason}); is etcd running? check etcd.endpoints \
+         (SHIPPY_ETCD__ENDPOINTS)"
+    )]
+    Unreachable {
         /// The endpoints tried.
         endpoints: String,
-        /// Cause.
-        #[source]
-        source: etcd_client::Error,
+        /// What the client saw, in a few words.
+        reason: String,
+    },
+    /// etcd answered, and refused the request.
+    #[error("etcd at {endpoints} refused the request: {reason}")]
+    Refused {
+        /// The endpoints tried.
+        endpoints: String,
+        /// etcd's message.
+        reason: String,
     },
     /// etcd did not answer in time.
-    #[error("etcd at {endpoints} did not answer within {limit:?}")]
+    #[error(
+        "etcd at {endpoints} did not answer within {limit:?}; is etcd running? check \
+         etcd.endpoints (SHIPPY_ETCD__ENDPOINTS)"
+    )]
     Timeout {
         /// The endpoints tried.
         endpoints: String,
         /// The deadline.
         limit: Duration,
     },
+}
+
+impl EtcdError {
+    /// Classifies an error of the etcd client: connection-level failures are
+    /// [`EtcdError::Unreachable`], answers are [`EtcdError::Refused`].
+    fn from_client(endpoints: &str, error: &etcd_client::Error) -> Self {
+        let endpoints = endpoints.to_owned();
+        match error {
+            etcd_client::Error::GRpcStatus(status) if retryable(error) => Self::Unreachable {
+                endpoints,
+                reason: status.message().to_owned(),
+            },
+            etcd_client::Error::TransportError(_) => Self::Unreachable {
+                endpoints,
+                reason: "cannot connect".to_owned(),
+            },
+            etcd_client::Error::IoError(io) => Self::Unreachable {
+                endpoints,
+                reason: io.to_string(),
+            },
+            etcd_client::Error::GRpcStatus(status) => Self::Refused {
+                endpoints,
+                reason: status.message().to_owned(),
+            },
+            other => Self::Refused {
+                endpoints,
+                reason: other.to_string(),
+            },
+        }
+    }
 }
 
 /// A lazily connected etcd client: etcd may be down when it is made. Clones share the connection.
@@ -61,10 +105,7 @@ impl Etcd {
             .with_keep_alive_while_idle(true);
         let client = Client::connect(&settings.endpoints, Some(options))
             .await
-            .map_err(|source| EtcdError::Request {
-                endpoints: endpoints.clone(),
-                source,
-            })?;
+            .map_err(|error| EtcdError::from_client(&endpoints, &error))?;
         Ok(Self {
             client,
             prefix: settings.prefix.trim_matches('/').to_owned(),
@@ -120,12 +161,7 @@ impl Etcd {
                     tracing::debug!(%error, "etcd request failed; retrying");
                     tokio::time::sleep(PAUSE).await;
                 }
-                Ok(Err(source)) => {
-                    return Err(EtcdError::Request {
-                        endpoints: self.endpoints.clone(),
-                        source,
-                    });
-                }
+                Ok(Err(error)) => return Err(EtcdError::from_client(&self.endpoints, &error)),
             }
         }
     }
@@ -302,6 +338,25 @@ async fn list(etcd: &Etcd, prefix: &str) -> Result<(KeyValues, i64), EtcdError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_errors_become_one_sentence_naming_the_endpoints() {
+        let refused =
+            etcd_client::Error::GRpcStatus(tonic::Status::unavailable("tcp connect error"));
+        let text = EtcdError::from_client("http://127.0.0.1:1", &refused).to_string();
+        assert_eq!(
+            text,
+            "etcd at http://127.0.0.1:1 is not answering (tcp connect error); is etcd running? \
+             check etcd.endpoints (SHIPPY_ETCD__ENDPOINTS)"
+        );
+        let denied = etcd_client::Error::GRpcStatus(tonic::Status::permission_denied(
+            "etcdserver: permission denied",
+        ));
+        assert_eq!(
+            EtcdError::from_client("h:1", &denied).to_string(),
+            "etcd at h:1 refused the request: etcdserver: permission denied"
+        );
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {

@@ -4,15 +4,16 @@
 //! |---|---|---|
 //! | [`catalog`] | the one table of services (name, gRPC service, binary, port) | |
 //! | [`validate`] | field validation with errors that name the field | |
+//! | [`page`] | paging of list calls: page size, tokens, byte budget | |
 //! | [`config`] | typed, layered settings; live settings as watch channels | |
 //! | [`etcd`] | the process's one etcd connection | |
 //! | [`centre`] | the etcd config centre | |
-//! | [`discovery`] | registries (local files, etcd) and the balanced channel | |
+//! | [`discovery`] | registries (local files, etcd), the balanced channel, request ids and trace context | |
 //! | [`probe`] | the gRPC health client | |
 //! | `store` | store errors and MongoDB plumbing | `server` |
 //! | `status` | how foreign errors become a client's `Status` | `server` |
 //! | `auth` | bearer-token checks of incoming calls | `server` |
-//! | `runtime` | the service skeleton: `Service`, `main`, host, layers, telemetry | `server` |
+//! | `runtime` | the service skeleton: `Service`, `main`, host, the server layers (trace, rate limit, codec errors), connection bounds, admin port (metrics, probes), telemetry | `server` |
 //!
 //! The CLI uses the crate without the `server` feature, so it links neither MongoDB nor the server
 //! stack. `docs/ARCHITECTURE.md` has the picture.
@@ -22,6 +23,7 @@ pub mod centre;
 pub mod config;
 pub mod discovery;
 pub mod etcd;
+pub mod page;
 pub mod probe;
 pub mod validate;
 

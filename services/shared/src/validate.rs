@@ -1,5 +1,5 @@
 //! Field validation that every service's domain uses: one text rule (trimmed, required or not,
-//! bounded in characters) and one error that names the field.
+//! bounded in characters, free of control characters) and one error that names the field.
 //!
 //! A field's name is given as a closure and only built when the value is refused, so validating a
 //! large valid request formats nothing (`containers[41].origin` costs only on error).
@@ -50,7 +50,14 @@ pub enum Presence {
     Optional,
 }
 
-/// `value` trimmed, if it is present when `presence` requires it and at most `max` characters.
+/// `value` trimmed, if it is present when `presence` requires it, at most `max` characters, and
+/// free of control characters.
+///
+/// Every text field (names, descriptions, origins, ids a client names) is a one-line label that
+/// other users see in `shippy` tables, so all control characters (Unicode `Cc`: C0 including tab
+/// and newline, DEL and C1) are refused: an escape sequence would act on another user's terminal,
+/// and a tab or newline would misalign or forge table rows. Leading and trailing whitespace,
+/// where a pasted tab or newline usually sits, is trimmed first and so still accepted.
 pub fn text(
     field: impl FnOnce() -> String,
     value: &str,
@@ -66,6 +73,15 @@ pub fn text(
         return Err(FieldError::new(
             field(),
             format!("longer than {max} characters"),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(FieldError::new(
+            field(),
+            format!(
+                "must not contain control characters (found U+{:04X})",
+                u32::from(c)
+            ),
         ));
     }
     Ok(value.to_owned())
@@ -111,6 +127,44 @@ mod tests {
             "name: longer than 3 characters"
         );
         assert_eq!(text(name, "ééé", 3, Presence::Optional), Ok("ééé".into()));
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field() {
+        let description = || "description".to_owned();
+        let refused = |value: &str| {
+            text(description, value, 100, Presence::Optional)
+                .expect_err("control character")
+                .to_string()
+        };
+        assert_eq!(
+            refused("\x1b]0;pwned\x07\x1b[2J"),
+            "description: must not contain control characters (found U+001B)"
+        );
+        // C0 inside the text, tab and newline included; DEL; C1 (U+009B is a one-character CSI).
+        for value in [
+            "a\tb",
+            "a\nb",
+            "a\rb",
+            "a\0b",
+            "a\x7fb",
+            "a\u{9b}2Jb",
+            "a\u{85}b",
+        ] {
+            assert!(
+                refused(value).starts_with("description: must not contain control characters"),
+                "{value:?}"
+            );
+        }
+        // Surrounding whitespace is trimmed before the check; other Unicode is fine.
+        assert_eq!(
+            text(description, "\tcargo\n", 100, Presence::Optional),
+            Ok("cargo".into())
+        );
+        assert_eq!(
+            text(description, "Zürich → 東京 🚢", 100, Presence::Optional),
+            Ok("Zürich → 東京 🚢".into())
+        );
     }
 
     #[test]

@@ -20,6 +20,60 @@ pub const MAX_FIELD: usize = 200;
 /// Longest accepted email, in bytes (the limit of RFC 5321).
 pub const MAX_EMAIL: usize = 254;
 
+/// Passwords refused at registration however long they are: the most common ones of at least
+/// [`MIN_PASSWORD`] characters in public breach lists, plus this service's own name. Compared
+/// case-insensitively. Deliberately small: a first line, not a breach database.
+pub const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "passw0rd",
+    "p@ssw0rd",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "0123456789",
+    "87654321",
+    "12341234",
+    "123123123",
+    "11223344",
+    "qwertyui",
+    "qwertyuiop",
+    "qwerty123",
+    "qwerty12",
+    "1q2w3e4r",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "q1w2e3r4",
+    "asdfghjk",
+    "asdf1234",
+    "abcd1234",
+    "abc12345",
+    "abcdefgh",
+    "iloveyou",
+    "iloveyou1",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "superman",
+    "trustno1",
+    "whatever",
+    "starwars",
+    "letmein1",
+    "letmein123",
+    "welcome1",
+    "welcome123",
+    "admin123",
+    "administrator",
+    "changeme",
+    "computer",
+    "internet",
+    "shippy123",
+    "shippypassword",
+];
+
 /// The one place user ids are made: a random UUID. Clients never choose one.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -82,20 +136,28 @@ pub struct Password(SecretString);
 
 impl Password {
     /// A password chosen at registration: between [`MIN_PASSWORD`] and [`MAX_PASSWORD`]
-    /// characters. The error never echoes it.
+    /// characters, not one character repeated, no control characters, and not one of the
+    /// [`COMMON_PASSWORDS`]. The error never echoes it.
     pub fn parse(password: String) -> Result<Self, FieldError> {
+        let refuse = |why: String| Err(FieldError::new("password", why));
         let len = password.chars().count();
         if len < MIN_PASSWORD {
-            return Err(FieldError::new(
-                "password",
-                format!("must be at least {MIN_PASSWORD} characters"),
-            ));
+            return refuse(format!("must be at least {MIN_PASSWORD} characters"));
         }
         if len > MAX_PASSWORD {
-            return Err(FieldError::new(
-                "password",
-                format!("must be at most {MAX_PASSWORD} characters"),
-            ));
+            return refuse(format!("must be at most {MAX_PASSWORD} characters"));
+        }
+        if password.chars().any(char::is_control) {
+            return refuse("must not contain control characters".into());
+        }
+        let mut chars = password.chars();
+        let first = chars.next();
+        if chars.all(|c| Some(c) == first) {
+            return refuse("must not be one character repeated; choose a longer phrase".into());
+        }
+        let lower = password.to_lowercase();
+        if COMMON_PASSWORDS.contains(&lower.as_str()) {
+            return refuse("is one of the most common passwords; choose another".into());
         }
         Ok(Self(SecretString::from(password)))
     }
@@ -219,6 +281,18 @@ pub enum UserError {
     /// No such user.
     #[error("user not found")]
     NotFound,
+    /// The caller asked for another user's record.
+    #[error("you may only read your own user")]
+    NotYours,
+    /// Every hashing slot stayed busy for as long as the caller could wait.
+    #[error("the user service is busy checking other passwords; try again in a few seconds")]
+    Busy,
+    /// Too many log-in attempts for this email or from this client.
+    #[error("too many login attempts; try again in {retry_after_secs} s")]
+    TooManyAttempts {
+        /// Seconds until the next attempt is accepted (at least 1).
+        retry_after_secs: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -249,7 +323,7 @@ mod tests {
     #[test]
     fn every_user_gets_a_fresh_id() {
         let make = || {
-            NewUser::parse("x", "", "a@b.co", "12345678".into())
+            NewUser::parse("x", "", "a@b.co", "correct horse".into())
                 .expect("valid")
                 .into_user(PasswordHash::from_stored(String::new()))
         };
@@ -262,26 +336,26 @@ mod tests {
     fn invalid_fields_are_named() {
         let long = "x".repeat(MAX_FIELD + 1);
         for (name, company, email, password, message) in [
-            ("", "", "a@b.co", "12345678", "name: must not be empty"),
+            ("", "", "a@b.co", "correct horse", "name: must not be empty"),
             (
                 "x",
                 long.as_str(),
                 "a@b.co",
-                "12345678",
+                "correct horse",
                 "company: longer than 200 characters",
             ),
-            ("x", "", " ", "12345678", "email: must not be empty"),
+            ("x", "", " ", "correct horse", "email: must not be empty"),
             (
                 "x",
                 "",
                 "not-an-email",
-                "12345678",
+                "correct horse",
                 "email: \"not-an-email\" is not an email address",
             ),
-            ("x", "", "a@b", "12345678", "email"),
-            ("x", "", "a@@b.co", "12345678", "email"),
-            ("x", "", "a@.b.co", "12345678", "email"),
-            ("x", "", "a @b.co", "12345678", "email"),
+            ("x", "", "a@b", "correct horse", "email"),
+            ("x", "", "a@@b.co", "correct horse", "email"),
+            ("x", "", "a@.b.co", "correct horse", "email"),
+            ("x", "", "a @b.co", "correct horse", "email"),
             (
                 "x",
                 "",
@@ -302,6 +376,52 @@ mod tests {
         assert_eq!(err.to_string(), "password: must be at most 256 characters");
         assert!(!err.to_string().contains(&long));
         assert!(!format!("{:?}", Password::attempt("hunter22".into())).contains("hunter22"));
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_with_the_reason() {
+        for (password, reason) in [
+            (
+                "password",
+                "is one of the most common passwords; choose another",
+            ),
+            (
+                "PassWord1",
+                "is one of the most common passwords; choose another",
+            ),
+            (
+                "12345678",
+                "is one of the most common passwords; choose another",
+            ),
+            (
+                "zzzzzzzzzzzz",
+                "must not be one character repeated; choose a longer phrase",
+            ),
+            ("\0\0\0\0\0\0\0\0", "must not contain control characters"),
+            ("correct\nhorse", "must not contain control characters"),
+            ("short", "must be at least 8 characters"),
+        ] {
+            let err = Password::parse(password.into()).expect_err(password);
+            assert_eq!(
+                err.to_string(),
+                format!("password: {reason}"),
+                "{password:?}"
+            );
+        }
+        for fine in [
+            "correct horse",
+            "aaaaaaab",
+            "pässwörd-très-long",
+            "P@ss w0rd 2024!",
+        ] {
+            assert!(Password::parse(fine.into()).is_ok(), "{fine:?}");
+        }
+        assert!(
+            COMMON_PASSWORDS
+                .iter()
+                .all(|p| p.chars().count() >= MIN_PASSWORD && *p == p.to_lowercase()),
+            "every entry could otherwise pass: long enough and lower-case"
+        );
     }
 
     #[test]

@@ -1,17 +1,23 @@
 //! The edge of the user service: `shippy.user.v1.UserService` requests are validated into domain
 //! types here, and every error becomes a `Status` in one place ([`status`]).
+//!
+//! Who may call what (the access model of the user service, enforced here and nowhere else):
+//! `Create` and `Auth` are open (they are how one gets a token), but hashing runs in the bounded
+//! [`Hasher`] and log-ins are rate-limited per client address and per email ([`LoginLimits`]);
+//! `Get` and `GetAll` need the caller's own token and answer only the caller's own record;
+//! `ValidateToken` is open to the other services and accepts a token only while its user exists.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{net::IpAddr, sync::Arc, time::Duration, time::SystemTime};
 
 use shippy_proto::user::v1::{self as pb, user_service_server::UserService};
-use shippy_shared::validate::FieldError;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     domain::{Email, NewUser, Password, User, UserError},
-    password,
+    limits::LoginLimits,
+    password::Hasher,
     store::UserStore,
-    token::Tokens,
+    token::{TokenError, Tokens},
 };
 
 /// Serves `shippy.user.v1.UserService`.
@@ -19,12 +25,40 @@ use crate::{
 pub struct UserHandler {
     store: Arc<dyn UserStore>,
     tokens: Tokens,
+    hasher: Hasher,
+    limits: LoginLimits,
 }
 
 impl UserHandler {
-    /// A handler over `store`, issuing `tokens`.
-    pub fn new(store: Arc<dyn UserStore>, tokens: Tokens) -> Self {
-        Self { store, tokens }
+    /// A handler over `store`, issuing `tokens`, hashing with `hasher`, and limiting log-ins with
+    /// `limits`.
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        tokens: Tokens,
+        hasher: Hasher,
+        limits: LoginLimits,
+    ) -> Self {
+        Self {
+            store,
+            tokens,
+            hasher,
+            limits,
+        }
+    }
+
+    /// The user `token` belongs to: a valid token whose user still exists.
+    async fn holder(&self, token: &str) -> Result<User, UserError> {
+        let claims = self.tokens.validate(token, SystemTime::now())?;
+        self.store
+            .get(&claims.sub)
+            .await?
+            .ok_or(UserError::Token(TokenError::UnknownUser))
+    }
+
+    /// The caller of a call that needs `authorization: Bearer <token>`.
+    async fn caller(&self, metadata: &MetadataMap) -> Result<User, Status> {
+        let token = shippy_shared::auth::bearer(metadata).map_err(Status::from)?;
+        self.holder(token).await.map_err(status)
     }
 }
 
@@ -36,9 +70,38 @@ fn status(error: UserError) -> Status {
             Status::unauthenticated(error.to_string())
         }
         UserError::NotFound => Status::not_found(error.to_string()),
+        UserError::NotYours => Status::permission_denied(error.to_string()),
+        UserError::Busy | UserError::TooManyAttempts { .. } => {
+            Status::resource_exhausted(error.to_string())
+        }
         UserError::Store(store) => shippy_shared::status::store(store),
         UserError::Internal(cause) => shippy_shared::status::internal(cause),
     }
+}
+
+/// How long a call may wait for a hashing slot: half of the deadline its caller sent
+/// (`grpc-timeout`), so the hash itself still fits; `None` when the caller sent none (the
+/// configured `auth.hash_queue_timeout_ms` bounds the wait either way).
+fn hash_wait(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let split = value.len().checked_sub(1)?;
+    let (amount, unit) = value.split_at(split);
+    let amount: u64 = amount.parse().ok()?;
+    let deadline = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    Some(deadline / 2)
+}
+
+/// The caller's IP address, when the transport knows it.
+fn client_ip<T>(request: &Request<T>) -> Option<IpAddr> {
+    request.remote_addr().map(|addr| addr.ip())
 }
 
 impl From<User> for pb::User {
@@ -58,6 +121,7 @@ impl From<User> for pb::User {
 impl UserService for UserHandler {
     async fn create(&self, request: Request<pb::User>) -> Result<Response<pb::Response>, Status> {
         // The id is always made here (`domain::new_id`); one sent by the client is ignored.
+        let wait = hash_wait(request.metadata());
         let request = request.into_inner();
         let new = NewUser::parse(
             &request.name,
@@ -66,7 +130,11 @@ impl UserService for UserHandler {
             request.password,
         )
         .map_err(|e| status(e.into()))?;
-        let hash = password::hash(new.password()).await.map_err(status)?;
+        let hash = self
+            .hasher
+            .hash(new.password(), wait)
+            .await
+            .map_err(status)?;
         let user = new.into_user(hash);
         self.store
             .create(&user)
@@ -79,41 +147,49 @@ impl UserService for UserHandler {
         }))
     }
 
+    /// The caller's own record. An id or email in the request must be the caller's (an empty
+    /// request means the caller): nobody reads another user's record, and whether it exists is
+    /// not revealed.
     async fn get(&self, request: Request<pb::User>) -> Result<Response<pb::Response>, Status> {
+        let caller = self.caller(request.metadata()).await?;
         let query = request.into_inner();
-        let user = if !query.id.trim().is_empty() {
-            self.store.get(query.id.trim()).await
-        } else if !query.email.trim().is_empty() {
-            let email = Email::parse(&query.email).map_err(|e| status(e.into()))?;
-            self.store.find_by_email(&email).await
-        } else {
-            let missing = FieldError::new("id", "give an id or an email");
-            return Err(status(missing.into()));
+        let id = query.id.trim();
+        let email = query.email.trim();
+        let names_other = (!id.is_empty() && id != caller.id)
+            || (!email.is_empty() && Email::parse(email).ok().as_ref() != Some(&caller.email));
+        if names_other {
+            return Err(status(UserError::NotYours));
         }
-        .map_err(|e| status(e.into()))?
-        .ok_or_else(|| status(UserError::NotFound))?;
         Ok(Response::new(pb::Response {
-            user: Some(user.into()),
+            user: Some(caller.into()),
             users: Vec::new(),
         }))
     }
 
+    /// Every user the caller may see: the caller alone.
     async fn get_all(
         &self,
-        _request: Request<pb::Request>,
+        request: Request<pb::Request>,
     ) -> Result<Response<pb::Response>, Status> {
-        let users = self.store.list().await.map_err(|e| status(e.into()))?;
+        let caller = self.caller(request.metadata()).await?;
         Ok(Response::new(pb::Response {
             user: None,
-            users: users.into_iter().map(Into::into).collect(),
+            users: vec![caller.into()],
         }))
     }
 
     async fn auth(&self, request: Request<pb::User>) -> Result<Response<pb::Token>, Status> {
+        // Limits first: a refused attempt costs no store lookup and no hash.
+        self.limits.client(client_ip(&request)).map_err(status)?;
+        let wait = hash_wait(request.metadata());
         let credentials = request.into_inner();
         // A malformed email cannot belong to anyone: same answer as a wrong password.
         let email =
             Email::parse(&credentials.email).map_err(|_| status(UserError::InvalidCredentials))?;
+        self.limits.email(&email).map_err(|e| {
+            tracing::warn!(%email, "log-in attempts over the limit");
+            status(e)
+        })?;
         let user = self
             .store
             .find_by_email(&email)
@@ -121,7 +197,9 @@ impl UserService for UserHandler {
             .map_err(|e| status(e.into()))?;
         // An unknown email is checked against a dummy hash: it takes as long as a wrong password.
         let hash = user.as_ref().map(|u| u.password_hash.clone());
-        let matches = password::verify(Password::attempt(credentials.password), hash)
+        let matches = self
+            .hasher
+            .verify(Password::attempt(credentials.password), hash, wait)
             .await
             .map_err(status)?;
         let Some(user) = user.filter(|_| matches) else {
@@ -145,32 +223,63 @@ impl UserService for UserHandler {
         request: Request<pb::Token>,
     ) -> Result<Response<pb::Token>, Status> {
         let token = request.into_inner().token;
-        let claims = self.tokens.validate(&token).map_err(|e| status(e.into()))?;
+        let user = self.holder(&token).await.map_err(status)?;
         Ok(Response::new(pb::Token {
             token,
             valid: true,
-            user_id: claims.sub,
+            user_id: user.id,
         }))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use shippy_shared::store::StoreError;
+    use shippy_shared::{store::StoreError, validate::FieldError};
     use tonic::Code;
 
     use super::*;
-    use crate::{store::memory::MemoryStore, token::TokenError};
+    use crate::store::memory::MemoryStore;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn tokens() -> Tokens {
+        Tokens::new(SECRET, "shippy.user", Duration::from_secs(60))
+    }
+
+    fn handler_with(limits: LoginLimits) -> UserHandler {
+        let hasher = Hasher::new(2, Duration::from_secs(30));
+        UserHandler::new(Arc::new(MemoryStore::default()), tokens(), hasher, limits)
+    }
 
     fn handler() -> UserHandler {
-        let tokens = Tokens::new(
-            b"0123456789abcdef0123456789abcdef",
-            "shippy.user",
-            Duration::from_secs(60),
+        handler_with(LoginLimits::new(0, 0))
+    }
+
+    fn with_token<T>(message: T, token: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
         );
-        UserHandler::new(Arc::new(MemoryStore::default()), tokens)
+        request
+    }
+
+    /// Registers `email` and logs in; returns the user and a token.
+    async fn registered(handler: &UserHandler, email: &str) -> (pb::User, String) {
+        let created = handler
+            .create(Request::new(user("", email, "correct horse")))
+            .await
+            .expect("created")
+            .into_inner()
+            .user
+            .expect("user");
+        let token = handler
+            .auth(Request::new(user("", email, "correct horse")))
+            .await
+            .expect("logged in")
+            .into_inner()
+            .token;
+        (created, token)
     }
 
     fn user(id: &str, email: &str, password: &str) -> pb::User {
@@ -227,7 +336,7 @@ mod tests {
 
     #[test]
     fn responses_never_carry_passwords_or_hashes() {
-        let new = NewUser::parse("n", "c", "e@x.io", "password1".into()).expect("valid");
+        let new = NewUser::parse("n", "c", "e@x.io", "correct horse".into()).expect("valid");
         let user = new.into_user(crate::domain::PasswordHash::from_stored(
             "$argon2id$secret".into(),
         ));
@@ -302,41 +411,137 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn users_are_found_by_id_or_normalised_email() {
+    async fn users_see_only_themselves_and_only_with_a_token() {
         let handler = handler();
-        let created = handler
-            .create(Request::new(user("", "ewan@x.io", "correct horse")))
-            .await
-            .expect("created")
-            .into_inner()
-            .user
-            .expect("user");
-        let get = |id: &str, email: &str| {
-            handler.get(Request::new(pb::User {
+        let (ewan, token) = registered(&handler, "ewan@x.io").await;
+        let (other, _) = registered(&handler, "other@x.io").await;
+        let get = |id: &str, email: &str, token: Option<&str>| {
+            let query = pb::User {
                 id: id.into(),
                 email: email.into(),
                 ..Default::default()
-            }))
+            };
+            handler.get(match token {
+                Some(token) => with_token(query, token),
+                None => Request::new(query),
+            })
         };
-        let by_email = get("", " EWAN@x.io").await.expect("found").into_inner();
-        assert_eq!(by_email.user.map(|u| u.id), Some(created.id.clone()));
-        let by_id = get(&created.id, "").await.expect("found").into_inner();
-        assert_eq!(by_id.user.map(|u| u.email), Some("ewan@x.io".into()));
+        for (id, email) in [("", ""), (ewan.id.as_str(), ""), ("", " EWAN@x.io")] {
+            let found = get(id, email, Some(&token)).await.expect("own record");
+            assert_eq!(found.into_inner().user.map(|u| u.id), Some(ewan.id.clone()));
+        }
+        for (id, email) in [(other.id.as_str(), ""), ("", "other@x.io"), ("nobody", "")] {
+            let refused = get(id, email, Some(&token)).await.expect_err("not yours");
+            assert_eq!(
+                (refused.code(), refused.message()),
+                (Code::PermissionDenied, "you may only read your own user")
+            );
+        }
+        let anonymous = get(&ewan.id, "", None).await.expect_err("no token");
+        assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+        let all = handler
+            .get_all(with_token(pb::Request::default(), &token))
+            .await
+            .expect("listed")
+            .into_inner()
+            .users;
         assert_eq!(
-            get("nobody", "").await.expect_err("missing").code(),
-            Code::NotFound
+            all.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
+            ["ewan@x.io"]
         );
-        let neither = get(" ", "").await.expect_err("neither");
+        let anonymous = handler
+            .get_all(Request::new(pb::Request::default()))
+            .await
+            .expect_err("no token");
+        assert_eq!(anonymous.code(), Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn tokens_of_users_that_do_not_exist_are_refused() {
+        let handler = handler();
+        // Signed with the service's own secret, for a user the store does not know.
+        let stray = tokens()
+            .issue("no-such-user", "ghost@x.io", SystemTime::now())
+            .expect("issue");
+        let refused = handler
+            .validate_token(Request::new(pb::Token {
+                token: stray.clone(),
+                ..Default::default()
+            }))
+            .await
+            .expect_err("unknown user");
         assert_eq!(
-            (neither.code(), neither.message()),
-            (Code::InvalidArgument, "id: give an id or an email")
+            (refused.code(), refused.message()),
+            (
+                Code::Unauthenticated,
+                "token of a user that does not exist; log in again"
+            )
         );
+        let refused = handler
+            .get_all(with_token(pb::Request::default(), &stray))
+            .await
+            .expect_err("unknown user");
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn log_ins_over_the_email_limit_are_refused_before_hashing() {
+        let handler = handler_with(LoginLimits::new(0, 2));
+        let (_, _) = registered(&handler, "ewan@x.io").await; // one attempt
+        let wrong = handler
+            .auth(Request::new(user("", "ewan@x.io", "wrong horse")))
+            .await
+            .expect_err("wrong password");
+        assert_eq!(wrong.code(), Code::Unauthenticated);
+        let refused = handler
+            .auth(Request::new(user("", "EWAN@x.io", "correct horse")))
+            .await
+            .expect_err("over the limit, even with the right password");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
         assert!(
-            get("", "bad")
-                .await
-                .expect_err("malformed")
+            refused
                 .message()
-                .starts_with("email:")
+                .starts_with("too many login attempts; try again in "),
+            "{}",
+            refused.message()
+        );
+    }
+
+    #[test]
+    fn the_hash_wait_is_half_the_callers_deadline() {
+        let wait = |value: &str| {
+            let mut metadata = MetadataMap::new();
+            metadata.insert("grpc-timeout", value.parse().expect("value"));
+            hash_wait(&metadata)
+        };
+        assert_eq!(wait("5S"), Some(Duration::from_millis(2_500)));
+        assert_eq!(wait("300m"), Some(Duration::from_millis(150)));
+        assert_eq!(wait("1M"), Some(Duration::from_secs(30)));
+        assert_eq!(wait("x"), None);
+        assert_eq!(wait("5"), None);
+        assert_eq!(hash_wait(&MetadataMap::new()), None);
+    }
+
+    #[test]
+    fn busy_and_limited_calls_are_resource_exhausted() {
+        let busy = status(UserError::Busy);
+        assert_eq!(
+            (busy.code(), busy.message()),
+            (
+                Code::ResourceExhausted,
+                "the user service is busy checking other passwords; try again in a few seconds"
+            )
+        );
+        let limited = status(UserError::TooManyAttempts {
+            retry_after_secs: 7,
+        });
+        assert_eq!(
+            (limited.code(), limited.message()),
+            (
+                Code::ResourceExhausted,
+                "too many login attempts; try again in 7 s"
+            )
         );
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod limits;
 pub mod password;
 pub mod store;
 pub mod token;
@@ -25,7 +26,9 @@ use shippy_shared::{
 use tonic::service::Routes;
 
 use crate::{
-    store::{UserStore, memory::MemoryStore, mongo::MongoStore},
+    limits::LoginLimits,
+    password::Hasher,
+    store::{UserStore, memory::MemoryStore, mongo::MongoStore, sqlite::SqliteStore},
     token::Tokens,
 };
 
@@ -38,8 +41,9 @@ impl Service for UserApp {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     type Settings = UserSettings;
 
-    /// Checks the signing secret (refusing to start without a real one outside dev mode) and
-    /// opens the store. `auth.*` is read once: changing it needs a restart.
+    /// Checks the signing secret (refusing to start without a real one outside dev mode), opens
+    /// the store, and sizes the password hashing and log-in limits. `auth.*` is read once:
+    /// changing it needs a restart.
     ///
     /// With MongoDB the service is NOT_SERVING until the database answers and the unique email
     /// index exists.
@@ -51,6 +55,7 @@ impl Service for UserApp {
             Duration::from_secs(auth.token_ttl_secs.max(1)),
         );
         let store: Arc<dyn UserStore> = match context.store().await? {
+            Backend::Sqlite(db) => Arc::new(SqliteStore::open(db).await?),
             Backend::Memory => Arc::new(MemoryStore::default()),
             Backend::Mongodb(database) => {
                 let mongo = Arc::new(MongoStore::new(&database));
@@ -62,7 +67,22 @@ impl Service for UserApp {
                 mongo
             }
         };
-        let handler = grpc::UserHandler::new(store, tokens);
+        let hasher = Hasher::new(
+            auth.hash_concurrency(),
+            Duration::from_millis(auth.hash_queue_timeout_ms),
+        );
+        tracing::info!(
+            concurrent_hashes = hasher.capacity(),
+            hash_memory_mib = hasher.capacity() * 19,
+            login_per_client_per_minute = auth.login_per_client_per_minute,
+            login_per_email_per_minute = auth.login_per_email_per_minute,
+            "password hashing bounded"
+        );
+        let limits = LoginLimits::new(
+            auth.login_per_client_per_minute,
+            auth.login_per_email_per_minute,
+        );
+        let handler = grpc::UserHandler::new(store, tokens, hasher, limits);
         Ok(Routes::new(UserServiceServer::new(handler)))
     }
 }

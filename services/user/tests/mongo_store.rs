@@ -83,53 +83,6 @@ impl Contract for MongoStoreUnderTest {
 }
 
 #[tokio::test]
-async fn users_round_trip_and_emails_are_unique() {
-    let server = FerretDb::start().expect("FerretDB");
-    let store = open(&server, "users_contract").await;
-
-    let bob = user("u-2", "bob@example.com");
-    let alice = user("u-1", "alice@example.com");
-    store.create(&bob).await.expect("create bob");
-    store.create(&alice).await.expect("create alice");
-
-    assert_eq!(store.get("u-1").await.expect("get"), Some(alice.clone()));
-    assert_eq!(store.get("nobody").await.expect("get missing"), None);
-    assert_eq!(
-        store
-            .find_by_email(&email("bob@example.com"))
-            .await
-            .expect("by email"),
-        Some(bob.clone())
-    );
-    assert_eq!(
-        store
-            .find_by_email(&email("carol@example.com"))
-            .await
-            .expect("by email"),
-        None
-    );
-    assert_eq!(
-        store.list().await.expect("list"),
-        vec![alice.clone(), bob.clone()],
-        "ordered by email"
-    );
-
-    let taken = store
-        .create(&user("u-3", "alice@example.com"))
-        .await
-        .expect_err("the email is taken");
-    match &taken {
-        StoreError::Duplicate(what) => assert_eq!(what, "a user with email alice@example.com"),
-        other => panic!("expected Duplicate, got {other:?}"),
-    }
-    store
-        .create(&user("u-3", "carol@example.com"))
-        .await
-        .expect("another email works");
-    assert_eq!(store.list().await.expect("list").len(), 3);
-}
-
-#[tokio::test]
 async fn outages_lose_no_acknowledged_write_and_the_unique_index_survives() {
     let mut server = FerretDb::start().expect("FerretDB");
     let store = MongoStoreUnderTest(open(&server, "users_outage").await);
@@ -256,13 +209,22 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
         WAIT,
     )
     .await;
-    let found = client
-        .get(pb::User {
-            email: "ewan@example.com".into(),
-            ..Default::default()
-        })
+    // The user survived: they can still log in, and see themselves with the token.
+    let token = client
+        .auth(registration("ewan@example.com"))
         .await
-        .expect("the user survived");
+        .expect("log in after the outage")
+        .into_inner()
+        .token;
+    let mut get = tonic::Request::new(pb::User {
+        email: "ewan@example.com".into(),
+        ..Default::default()
+    });
+    get.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let found = client.get(get).await.expect("the user survived");
     assert_eq!(
         found.into_inner().user.map(|u| u.email),
         Some("ewan@example.com".to_owned())

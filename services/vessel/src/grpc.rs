@@ -1,10 +1,14 @@
 //! The edge of the vessel service: `shippy.vessel.v1.VesselService` requests are validated into
 //! domain types here, and every error becomes a `Status` in one place ([`status`]).
+//!
+//! Access model, enforced here and nowhere else: reading the fleet (`GetVessels`,
+//! `FindAvailable`) is open to users and services; adding a vessel needs a token, and its
+//! `owner_id` may only be empty (the caller) or the caller's own id.
 
 use std::sync::Arc;
 
 use shippy_proto::vessel::v1::{self as pb, vessel_service_server::VesselService};
-use shippy_shared::auth::Authenticator;
+use shippy_shared::{auth::Authenticator, page::PageRequest};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -73,9 +77,10 @@ impl VesselService for VesselHandler {
 
     async fn create(&self, request: Request<pb::Vessel>) -> Result<Response<pb::Response>, Status> {
         // Reads are open to every service; changing the fleet needs a logged-in user, who owns
-        // the vessel unless the request names another owner. The id is always made here.
+        // the vessel: nobody may name another user as its owner. The id is always made here.
         let caller = self.auth.caller(request.metadata()).await?;
         let request = request.into_inner();
+        shippy_shared::auth::own(&caller, "owner_id", &request.owner_id)?;
         let new = NewVessel::parse(
             &request.name,
             request.capacity.into(),
@@ -83,11 +88,7 @@ impl VesselService for VesselHandler {
             request.available,
         )
         .map_err(|e| status(e.into()))?;
-        let owner = match request.owner_id.trim() {
-            "" => caller,
-            owner => owner.to_owned(),
-        };
-        let vessel = new.into_vessel(owner);
+        let vessel = new.into_vessel(caller);
         self.store
             .create(&vessel)
             .await
@@ -102,11 +103,21 @@ impl VesselService for VesselHandler {
 
     async fn get_vessels(
         &self,
-        _request: Request<pb::GetRequest>,
+        request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::Response>, Status> {
-        let vessels = self.store.list().await.map_err(|e| status(e.into()))?;
+        let request = request.into_inner();
+        let page = PageRequest::parse(request.page_size, &request.page_token)
+            .map_err(|e| status(e.into()))?;
+        let fetched = self
+            .store
+            .list_page(page.after(), page.fetch_limit())
+            .await
+            .map_err(|e| status(e.into()))?;
+        let vessels: Vec<pb::Vessel> = fetched.into_iter().map(Into::into).collect();
+        let (vessels, next) = page.cut(vessels, |v| &v.id, prost::Message::encoded_len);
         Ok(Response::new(pb::Response {
-            vessels: vessels.into_iter().map(Into::into).collect(),
+            vessels,
+            next_page_token: next.unwrap_or_default(),
             ..Default::default()
         }))
     }

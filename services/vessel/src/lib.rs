@@ -21,7 +21,7 @@ use shippy_shared::{
 use tokio::sync::watch;
 use tonic::service::Routes;
 
-use crate::store::{VesselStore, memory::MemoryStore, mongo::MongoStore};
+use crate::store::{VesselStore, memory::MemoryStore, mongo::MongoStore, sqlite::SqliteStore};
 
 /// The vessel service, for `shippy_shared::runtime`.
 #[derive(Debug)]
@@ -38,14 +38,10 @@ impl Service for VesselApp {
     /// With MongoDB the service is NOT_SERVING until the database answers and its index exists.
     async fn build(context: &mut Context<VesselSettings>) -> anyhow::Result<Routes> {
         let seed = context.watch(|s| s.vessel.seed_fleet);
-        let store: Arc<dyn VesselStore> = match context.store().await? {
-            Backend::Memory => {
-                let memory = Arc::new(MemoryStore::default());
-                if *seed.borrow() {
-                    seed_fleet(memory.as_ref()).await?;
-                }
-                memory
-            }
+        // Embedded stores are seeded now; MongoDB once it answers (it may be down right now).
+        let (store, seed_now): (Arc<dyn VesselStore>, bool) = match context.store().await? {
+            Backend::Sqlite(db) => (Arc::new(SqliteStore::open(db).await?), true),
+            Backend::Memory => (Arc::new(MemoryStore::default()), true),
             Backend::Mongodb(database) => {
                 let mongo = Arc::new(MongoStore::new(&database));
                 let (init_store, init_seed) = (Arc::clone(&mongo), seed.clone());
@@ -59,9 +55,12 @@ impl Service for VesselApp {
                         Ok(())
                     }
                 });
-                mongo
+                (mongo, false)
             }
         };
+        if seed_now && *seed.borrow() {
+            seed_fleet(store.as_ref()).await?;
+        }
         follow_seed_setting(seed, Arc::clone(&store));
         let users = context.channel(&catalog::USER).await?;
         let handler = grpc::VesselHandler::new(store, Authenticator::new(users));

@@ -1,10 +1,19 @@
 //! MongoDB store: one document per consignment in the `consignments` collection, `_id` = the
 //! consignment id. Ids are UUIDv7, whose text sorts by creation time, so `_id` order is arrival
-//! order.
+//! order. An index on `(owner_id, _id)` serves each user's list.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use mongodb::{Collection, Database, bson::doc};
+use mongodb::{
+    Collection, Database, IndexModel,
+    bson::{Document, doc},
+    options::IndexOptions,
+};
 use serde::{Deserialize, Serialize};
 use shippy_shared::store::{
     StoreError,
@@ -17,10 +26,16 @@ use crate::domain::{Consignment, Container};
 /// Name of the collection.
 pub const COLLECTION: &str = "consignments";
 
+/// Name of the index on `(owner_id, _id)`.
+pub const OWNER_INDEX: &str = "owner_id_id";
+
 /// Consignments in MongoDB.
 #[derive(Debug, Clone)]
 pub struct MongoStore {
     consignments: Collection<ConsignmentDoc>,
+    /// Set once the owner index is known to exist (two first calls racing both create it: the
+    /// creation is idempotent).
+    indexed: Arc<AtomicBool>,
 }
 
 impl MongoStore {
@@ -28,7 +43,46 @@ impl MongoStore {
     pub fn new(database: &Database) -> Self {
         Self {
             consignments: database.collection(COLLECTION),
+            indexed: Arc::default(),
         }
+    }
+
+    /// Creates the index on `(owner_id, _id)` (idempotent; one round trip per process, made on
+    /// first use, so a service that starts before its database still starts).
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        if self.indexed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let index = IndexModel::builder()
+            .keys(doc! { "owner_id": 1, "_id": 1 })
+            .options(IndexOptions::builder().name(OWNER_INDEX.to_owned()).build())
+            .build();
+        self.consignments
+            .create_index(index)
+            .await
+            .map_err(|e| classify(&e))?;
+        self.indexed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The consignments matching `filter`, oldest first.
+    async fn find(
+        &self,
+        filter: Document,
+        limit: Option<usize>,
+    ) -> Result<Vec<Consignment>, StoreError> {
+        let limit = limit.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let docs: Vec<ConsignmentDoc> = self
+            .consignments
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(limit)
+            .await
+            .map_err(|e| classify(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| classify(&e))?;
+        docs.into_iter().map(Consignment::try_from).collect()
     }
 }
 
@@ -41,6 +95,10 @@ struct ConsignmentDoc {
     weight: i64,
     containers: Vec<ContainerDoc>,
     vessel_id: String,
+    /// Absent in documents stored before consignments had owners: those read as owned by nobody
+    /// (listed to no user).
+    #[serde(default)]
+    owner_id: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,6 +126,7 @@ impl From<&Consignment> for ConsignmentDoc {
                 })
                 .collect(),
             vessel_id: c.vessel_id.clone(),
+            owner_id: c.owner_id.clone(),
         }
     }
 }
@@ -97,6 +156,7 @@ impl TryFrom<ConsignmentDoc> for Consignment {
                 })
                 .collect(),
             vessel_id: doc.vessel_id,
+            owner_id: doc.owner_id,
         })
     }
 }
@@ -112,15 +172,21 @@ impl ConsignmentStore for MongoStore {
     }
 
     async fn list(&self) -> Result<Vec<Consignment>, StoreError> {
-        let docs: Vec<ConsignmentDoc> = self
-            .consignments
-            .find(doc! {})
-            .sort(doc! { "_id": 1 })
-            .await
-            .map_err(|e| classify(&e))?
-            .try_collect()
-            .await
-            .map_err(|e| classify(&e))?;
-        docs.into_iter().map(Consignment::try_from).collect()
+        self.find(doc! {}, None).await
+    }
+
+    async fn list_by_owner(
+        &self,
+        owner_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Consignment>, StoreError> {
+        // The index makes each user's page a range scan instead of a collection scan.
+        self.ensure_indexes().await?;
+        let filter = match after {
+            Some(id) => doc! { "owner_id": owner_id, "_id": { "$gt": id } },
+            None => doc! { "owner_id": owner_id },
+        };
+        self.find(filter, Some(limit)).await
     }
 }

@@ -3,10 +3,13 @@
 //! environment variables with `__` between levels (`SHIPPY_REGISTRY__BACKEND=etcd`). Lists in env
 //! vars are comma-separated.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
-use config::{Config, Environment, File, FileFormat};
-use serde::de::DeserializeOwned;
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::CommonSettings;
 
@@ -27,6 +30,48 @@ pub enum SettingsError {
     Invalid(#[from] config::ConfigError),
 }
 
+/// `SHIPPY_*` environment variables that are not settings (the CLI's and the tools' own), so no
+/// "unknown setting" warning is given for them.
+const NOT_SETTINGS: &[&str] = &[
+    "config_file",
+    "token",
+    "token_file",
+    "password",
+    "output",
+    "bin_dir",
+    "etcd_bin",
+    "ferretdb_bin",
+    "version",
+];
+
+/// A key some layer set that no setting has: a typo, most likely. It is ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// The key, e.g. `log.levle`.
+    pub key: String,
+    /// The known key closest to it, if one is close.
+    pub closest: Option<String>,
+}
+
+impl fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown setting `{}` ignored", self.key)?;
+        if let Some(closest) = &self.closest {
+            write!(f, " (did you mean `{closest}`?)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings built from their layers, and the keys they set that no setting has.
+#[derive(Debug, Clone)]
+pub struct Layered<T> {
+    /// The settings.
+    pub settings: T,
+    /// Keys that were set but are not settings; worth a warning each.
+    pub unknown: Vec<UnknownKey>,
+}
+
 /// Builds settings of type `T` from every layer. `centre` is the config-centre document (YAML or
 /// JSON, as stored in etcd), placed between the file and the environment.
 pub fn layered<T: DeserializeOwned>(
@@ -36,6 +81,43 @@ pub fn layered<T: DeserializeOwned>(
     layered_with_env(file, centre, None)
 }
 
+/// Like [`layered`], and also reports the keys that no setting of `T` has (its known keys are those
+/// of `T::default()` serialized).
+pub fn layered_checked<T: DeserializeOwned + Serialize + Default>(
+    file: Option<&Path>,
+    centre: Option<&str>,
+    env: Option<config::Map<String, String>>,
+) -> Result<Layered<T>, SettingsError> {
+    let config = build(file, centre, env)?;
+    // A key of another service's settings is not a typo: one environment often serves them all.
+    let mut known = known_keys(&T::default());
+    known.extend(super::services::every_service_key());
+    let mut unknown = Vec::new();
+    if let Ok(table) = config
+        .clone()
+        .try_deserialize::<config::Map<String, Value>>()
+    {
+        for key in leaf_keys(&table) {
+            let top = key.split('.').next().unwrap_or_default();
+            let open = known
+                .iter()
+                .any(|k| k.ends_with(".*") && key.starts_with(&k[..k.len() - 1]));
+            if known.contains(&key) || open || NOT_SETTINGS.contains(&top) {
+                continue;
+            }
+            unknown.push(UnknownKey {
+                closest: closest(&key, &known),
+                key,
+            });
+        }
+    }
+    unknown.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(Layered {
+        settings: deserialize(config)?,
+        unknown,
+    })
+}
+
 /// Like [`layered`], with the environment given explicitly (tests use this instead of the
 /// process environment).
 pub fn layered_with_env<T: DeserializeOwned>(
@@ -43,6 +125,122 @@ pub fn layered_with_env<T: DeserializeOwned>(
     centre: Option<&str>,
     env: Option<config::Map<String, String>>,
 ) -> Result<T, SettingsError> {
+    deserialize(build(file, centre, env)?)
+}
+
+fn deserialize<T: DeserializeOwned>(config: Config) -> Result<T, SettingsError> {
+    // Services embed `CommonSettings` with `#[serde(flatten)]`, which hides the key of a bad value
+    // from the config crate; deserializing the shared part on its own first names the key.
+    config.clone().try_deserialize::<CommonSettings>()?;
+    Ok(config.try_deserialize()?)
+}
+
+/// Every settings key of `value`, dotted (`store.mongodb.uri`); an empty map below a key (a
+/// setting whose keys are free, like a table of weights) is `key.*`.
+pub(crate) fn known_keys<T: Serialize>(value: &T) -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) if map.is_empty() && !prefix.is_empty() => {
+                out.push(format!("{prefix}.*"));
+            }
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&path, value, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(json) = serde_json::to_value(value) {
+        walk("", &json, &mut out);
+    }
+    out
+}
+
+/// Every key with a value (not a table) in what the layers set, dotted.
+fn leaf_keys(table: &config::Map<String, Value>) -> Vec<String> {
+    fn walk(prefix: &str, table: &config::Map<String, Value>, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match &value.kind {
+                ValueKind::Table(inner) => walk(&path, inner, out),
+                _ => out.push(path),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", table, &mut out);
+    out
+}
+
+/// The known key closest to `key` by edit distance, if it is close enough to be a typo.
+fn closest(key: &str, known: &[String]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(distance, k)| *distance <= (k.len() / 3).max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k.clone())
+}
+
+/// Levenshtein distance over bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// Serializes a secret as `<redacted>`: settings are serialized only to learn their keys, and a
+/// secret's value must never leave it.
+pub(crate) fn redacted<S: serde::Serializer>(
+    _: &secrecy::SecretString,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str("<redacted>")
+}
+
+/// Accepts a string, or a number as its decimal text: environment variables that look like numbers
+/// arrive as numbers (`SHIPPY_STORE__MONGODB__WRITE_CONCERN=1`).
+pub(crate) fn string_or_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        String(String),
+        Unsigned(u64),
+        Signed(i64),
+    }
+    Ok(match Text::deserialize(deserializer)? {
+        Text::String(text) => text,
+        Text::Unsigned(n) => n.to_string(),
+        Text::Signed(n) => n.to_string(),
+    })
+}
+
+fn build(
+    file: Option<&Path>,
+    centre: Option<&str>,
+    env: Option<config::Map<String, String>>,
+) -> Result<Config, SettingsError> {
     let mut builder = Config::builder();
     if let Some(path) = file {
         if !path.exists() {
@@ -65,21 +263,16 @@ pub fn layered_with_env<T: DeserializeOwned>(
     if let Some(vars) = env {
         environment = environment.source(Some(vars));
     }
-    let config = builder.add_source(environment).build()?;
-    // Services embed `CommonSettings` with `#[serde(flatten)]`, which hides the key of a bad value
-    // from the config crate; deserializing the shared part on its own first names the key.
-    config.clone().try_deserialize::<CommonSettings>()?;
-    Ok(config.try_deserialize()?)
+    Ok(builder.add_source(environment).build()?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::RegistryBackend;
-    use serde::Deserialize;
     use std::io::Write;
 
-    #[derive(Debug, Default, Deserialize)]
+    #[derive(Debug, Default, Deserialize, Serialize)]
     #[serde(default)]
     struct Svc {
         #[serde(flatten)]
@@ -87,7 +280,7 @@ mod tests {
         extra: Extra,
     }
 
-    #[derive(Debug, Default, Deserialize)]
+    #[derive(Debug, Default, Deserialize, Serialize)]
     #[serde(default)]
     struct Extra {
         flag: bool,
@@ -156,5 +349,40 @@ mod tests {
         let err = layered_with_env::<Svc>(Some(Path::new("/nope/shippy.yaml")), None, env(&[]))
             .expect_err("missing file");
         assert!(err.to_string().contains("/nope/shippy.yaml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_the_closest_known_one() {
+        let layered = layered_checked::<Svc>(
+            None,
+            Some("log:\n  levle: debug\nextra:\n  flag: true\n"),
+            env(&[
+                ("SHIPPY_REGISTRY__TTL_SEC", "5"),
+                ("SHIPPY_TOKEN_FILE", "/tmp/t"),
+                ("SHIPPY_CLIENT__TIMEOUT_MS", "10"),
+            ]),
+        )
+        .expect("loads");
+        let unknown: Vec<String> = layered.unknown.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            unknown,
+            [
+                "unknown setting `log.levle` ignored (did you mean `log.level`?)",
+                "unknown setting `registry.ttl_sec` ignored (did you mean `registry.ttl_secs`?)",
+            ]
+        );
+        assert!(layered.settings.extra.flag);
+        assert_eq!(layered.settings.common.client.timeout_ms, 10);
+    }
+
+    #[test]
+    fn write_concern_may_be_a_number() {
+        let s: Svc = layered_with_env(
+            None,
+            None,
+            env(&[("SHIPPY_STORE__MONGODB__WRITE_CONCERN", "1")]),
+        )
+        .expect("a number of nodes is a valid write concern");
+        assert_eq!(s.common.store.mongodb.write_concern, "1");
     }
 }

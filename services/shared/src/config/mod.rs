@@ -12,15 +12,17 @@ pub mod services;
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
+use serde::{Serialize, de::DeserializeOwned};
 
 pub use common::*;
-pub use layers::{ENV_PREFIX, SettingsError, layered, layered_with_env};
+pub use layers::{
+    ENV_PREFIX, Layered, SettingsError, UnknownKey, layered, layered_checked, layered_with_env,
+};
 pub use live::Live;
 
 /// A service's complete settings: the shared part plus its own sections.
 pub trait ServiceSettings:
-    DeserializeOwned + Clone + PartialEq + Send + Sync + fmt::Debug + 'static
+    DeserializeOwned + Serialize + Default + Clone + PartialEq + Send + Sync + fmt::Debug + 'static
 {
     /// The shared part.
     fn common(&self) -> &CommonSettings;

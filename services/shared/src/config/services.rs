@@ -5,12 +5,20 @@
 //! linking the service.
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CommonSettings, ServiceSettings};
 
+/// The settings keys of every service, for telling a typo from another service's setting.
+pub(crate) fn every_service_key() -> Vec<String> {
+    let mut keys = super::layers::known_keys(&ConsignmentSettings::default());
+    keys.extend(super::layers::known_keys(&VesselSettings::default()));
+    keys.extend(super::layers::known_keys(&UserSettings::default()));
+    keys
+}
+
 /// All settings of the consignment service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ConsignmentSettings {
     /// Settings every service shares.
@@ -25,7 +33,7 @@ impl ServiceSettings for ConsignmentSettings {
 }
 
 /// All settings of the vessel service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct VesselSettings {
     /// Settings every service shares.
@@ -36,7 +44,7 @@ pub struct VesselSettings {
 }
 
 /// `vessel.*`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct FleetSettings {
     /// Add a small default fleet when the store is empty at start-up, and when switched on while
@@ -57,7 +65,7 @@ impl ServiceSettings for VesselSettings {
 }
 
 /// All settings of the user service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct UserSettings {
     /// Settings every service shares.
@@ -82,10 +90,11 @@ impl ServiceSettings for UserSettings {
 }
 
 /// `auth.*` of the user service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct AuthSettings {
     /// HS256 signing secret, at least 32 characters; never logged.
+    #[serde(serialize_with = "super::layers::redacted")]
     pub jwt_secret: SecretString,
     /// `iss` of issued tokens, checked on validation.
     pub issuer: String,
@@ -93,6 +102,31 @@ pub struct AuthSettings {
     pub token_ttl_secs: u64,
     /// Allows starting without a secret (a fixed, public dev secret is used). Never in production.
     pub dev_mode: bool,
+    /// Most password hashes computed at once (each holds about 19 MiB of argon2 working memory,
+    /// kept for reuse), so the hashing memory never exceeds this × 19 MiB. 0 = the number of CPUs,
+    /// at most 4: hashing is CPU-bound, more at once adds memory, not throughput.
+    pub max_concurrent_hashes: usize,
+    /// Longest a sign-up or log-in waits for a free hashing slot before it is refused with
+    /// `RESOURCE_EXHAUSTED` (never more than half the caller's own deadline).
+    pub hash_queue_timeout_ms: u64,
+    /// Log-in attempts per minute for one email (a burst of this many, then refilled evenly);
+    /// 0 = unlimited.
+    pub login_per_email_per_minute: u32,
+    /// Log-in attempts per minute from one client IP address; 0 = unlimited.
+    pub login_per_client_per_minute: u32,
+}
+
+impl AuthSettings {
+    /// Most argon2 hashes at once: the [`Self::max_concurrent_hashes`] setting, or with 0 the
+    /// number of CPUs this process may use, at most 4.
+    pub fn hash_concurrency(&self) -> usize {
+        match self.max_concurrent_hashes {
+            0 => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .clamp(1, 4),
+            set => set,
+        }
+    }
 }
 
 // The secret has no derived comparison; compare it explicitly.
@@ -102,6 +136,10 @@ impl PartialEq for AuthSettings {
             && self.issuer == other.issuer
             && self.token_ttl_secs == other.token_ttl_secs
             && self.dev_mode == other.dev_mode
+            && self.max_concurrent_hashes == other.max_concurrent_hashes
+            && self.hash_queue_timeout_ms == other.hash_queue_timeout_ms
+            && self.login_per_email_per_minute == other.login_per_email_per_minute
+            && self.login_per_client_per_minute == other.login_per_client_per_minute
     }
 }
 
@@ -114,6 +152,10 @@ impl Default for AuthSettings {
             issuer: "shippy.user".to_owned(),
             token_ttl_secs: 24 * 3600,
             dev_mode: false,
+            max_concurrent_hashes: 0,
+            hash_queue_timeout_ms: 3_000,
+            login_per_email_per_minute: 10,
+            login_per_client_per_minute: 60,
         }
     }
 }

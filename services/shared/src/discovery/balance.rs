@@ -10,6 +10,16 @@
 //! server, retrying is safe even for calls that are not idempotent. Every call has a deadline,
 //! `client.timeout_ms`, read from the live settings the channel was given, so a change in the config
 //! centre applies to the next call.
+//!
+//! Every call carries the request id (the one being served, or a new one at the first hop) and the
+//! W3C trace context (see [`super::trace`]), and is a `grpc.client` span with one `grpc.attempt`
+//! span per instance tried, so retries show in a trace.
+//!
+//! Metrics (recorded where the process has a recorder, i.e. in services): calls by target service,
+//! method and code (`grpc_client_handled_total`, `grpc_client_handling_seconds`, the names of
+//! go-grpc-prometheus plus a `target` label), attempts by endpoint (instance address) and outcome
+//! (`shippy_client_attempts_total`), calls in flight per target, instances in rotation
+//! (`shippy_balancer_endpoints`) and ejections (`shippy_balancer_ejections_total`).
 
 use std::{
     pin::Pin,
@@ -30,8 +40,12 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 use tower::{Service, ServiceExt};
+use tracing::{Instrument as _, field::Empty};
 
-use super::{DiscoveryError, InstanceSet, Registry, ServiceInstance};
+use super::{
+    DiscoveryError, InstanceSet, Registry, ServiceInstance,
+    trace::{self, REQUEST_ID_HEADER, RequestId},
+};
 use crate::config::ClientSettings;
 
 /// How long an instance whose connection failed is left out of the rotation.
@@ -78,6 +92,23 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a call in the `shippy_client_in_flight_calls` gauge until dropped, however it ends
+/// (a caller may drop the call's future).
+struct CallInFlight(metrics::Gauge);
+
+impl CallInFlight {
+    fn start(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for CallInFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
@@ -129,7 +160,8 @@ impl Inner {
         let body: Bytes = body.collect().await?.to_bytes();
         let mut last_failed: Option<String> = None;
         let mut last_error: Option<BoxError> = None;
-        for _ in 0..MAX_ATTEMPTS {
+        let (_, rpc_service, rpc_method) = trace::rpc_names(parts.uri.path());
+        for attempt in 1..=MAX_ATTEMPTS {
             let Some(backend) = self.pick(last_failed.as_deref()) else {
                 return Err(Status::unavailable(format!(
                     "no instance of service '{}' is registered",
@@ -137,19 +169,44 @@ impl Inner {
                 ))
                 .into());
             };
-            let request =
+            let span = tracing::info_span!(
+                "grpc.attempt",
+                otel.name = format!("{rpc_service}/{rpc_method} attempt {attempt}"),
+                otel.kind = "client",
+                rpc.system = "grpc",
+                rpc.service = rpc_service,
+                rpc.method = rpc_method,
+                server.address = %backend.address,
+                attempt,
+                rpc.grpc.status_code = Empty,
+                otel.status_code = Empty,
+            );
+            let mut request =
                 http::Request::from_parts(parts.clone(), Body::new(Full::new(body.clone())));
+            // The server's span is a child of this attempt.
+            trace::inject(&span, request.headers_mut());
             let _guard = InFlight::start(Arc::clone(&backend));
             let mut channel = backend.channel.clone();
-            let result = match channel.ready().await {
-                Ok(channel) => channel.call(request).await,
-                Err(error) => Err(error),
-            };
+            let result = async {
+                match channel.ready().await {
+                    Ok(channel) => channel.call(request).await,
+                    Err(error) => Err(error),
+                }
+            }
+            .instrument(span.clone())
+            .await;
             match result {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    record_status(&span, grpc_code(&response));
+                    metrics::counter!("shippy_client_attempts_total", "target" => self.service.clone(), "endpoint" => backend.address.clone(), "outcome" => "answered").increment(1);
+                    return Ok(response);
+                }
                 Err(error) => {
+                    span.record("otel.status_code", "ERROR");
+                    metrics::counter!("shippy_client_attempts_total", "target" => self.service.clone(), "endpoint" => backend.address.clone(), "outcome" => "unreachable").increment(1);
+                    metrics::counter!("shippy_balancer_ejections_total", "target" => self.service.clone(), "endpoint" => backend.address.clone()).increment(1);
                     // A transport error: no gRPC status came back, the server did not handle the call.
-                    tracing::warn!(service = %self.service, address = %backend.address, %error, "instance unreachable, trying another");
+                    tracing::warn!(parent: &span, service = %self.service, address = %backend.address, %error, "instance unreachable, trying another");
                     backend.eject();
                     last_failed = Some(backend.address.clone());
                     last_error = Some(error.into());
@@ -209,6 +266,9 @@ impl BalancedChannel {
         // Connections opened later keep the connect timeout of the start (it needs a restart).
         let connect_timeout = Duration::from_millis(settings.borrow().connect_timeout_ms.max(1));
         let initial = build_backends(&[], &instances.borrow_and_update(), connect_timeout);
+        let endpoints =
+            metrics::gauge!("shippy_balancer_endpoints", "target" => service.to_owned());
+        endpoints.set(initial.len() as f64);
         let (tx, rx) = watch::channel(Arc::new(initial));
         let inner = Arc::new(Inner {
             service: service.to_owned(),
@@ -229,6 +289,7 @@ impl BalancedChannel {
                     build_backends(&current, &instances.borrow_and_update(), connect_timeout);
                 let addresses: Vec<_> = next.iter().map(|b| b.address.as_str()).collect();
                 tracing::info!(service = %name, instances = ?addresses, "instance set changed");
+                endpoints.set(next.len() as f64);
                 tx.send_replace(Arc::new(next));
             }
         });
@@ -293,11 +354,38 @@ impl Service<http::Request<Body>> for BalancedChannel {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move {
+        // The request id of the call being served goes on; the first hop makes one.
+        let request_id = RequestId::current_or_new();
+        if !request.headers().contains_key(REQUEST_ID_HEADER)
+            && let Some(value) = request_id.header_value()
+        {
+            request.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        let (name, rpc_service, rpc_method) = trace::rpc_names(request.uri().path());
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = name,
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = rpc_service,
+            rpc.method = rpc_method,
+            peer.service = %inner.service,
+            request_id = %request_id,
+            rpc.grpc.status_code = Empty,
+            otel.status_code = Empty,
+        );
+        let (grpc_service, grpc_method) = (rpc_service.to_owned(), rpc_method.to_owned());
+        let call = async move {
+            let target = inner.service.clone();
+            let in_flight = CallInFlight::start(metrics::gauge!(
+                "shippy_client_in_flight_calls",
+                "target" => target.clone()
+            ));
+            let started = Instant::now();
             let timeout = inner.timeout();
-            match tokio::time::timeout(timeout, inner.dispatch(request)).await {
+            let result = match tokio::time::timeout(timeout, inner.dispatch(request)).await {
                 Ok(result) => result,
                 Err(_) => Err(Status::deadline_exceeded(format!(
                     "service '{}' did not answer within {} ms",
@@ -305,8 +393,36 @@ impl Service<http::Request<Body>> for BalancedChannel {
                     timeout.as_millis()
                 ))
                 .into()),
-            }
-        })
+            };
+            drop(in_flight);
+            let code = match &result {
+                Ok(response) => grpc_code(response),
+                Err(error) => error
+                    .downcast_ref::<Status>()
+                    .map_or(tonic::Code::Unavailable, Status::code),
+            };
+            record_status(&tracing::Span::current(), code);
+            metrics::counter!("grpc_client_handled_total", "target" => target.clone(), "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone(), "grpc_code" => trace::code_name(code)).increment(1);
+            metrics::histogram!("grpc_client_handling_seconds", "target" => target, "grpc_type" => "unary", "grpc_service" => grpc_service, "grpc_method" => grpc_method).record(started.elapsed().as_secs_f64());
+            result
+        };
+        Box::pin(call.instrument(span))
+    }
+}
+
+/// The gRPC status of a unary answer as far as its headers tell: a failed call is answered
+/// trailers-only (the status in the headers); a response with a body succeeded (its status, OK,
+/// comes in the trailers).
+fn grpc_code<B>(response: &http::Response<B>) -> tonic::Code {
+    Status::from_header_map(response.headers()).map_or(tonic::Code::Ok, |status| status.code())
+}
+
+/// Records `code` as `rpc.grpc.status_code` on `span`, and an error status for the codes that are
+/// the callee's failure.
+fn record_status(span: &tracing::Span, code: tonic::Code) {
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "ERROR");
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod balance;
 pub mod etcd;
 pub mod local;
+pub mod trace;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
@@ -54,12 +55,20 @@ pub enum DiscoveryError {
     #[error("invalid service name {0:?}: use letters, digits, '-' and '_'")]
     InvalidName(String),
     /// Local registry I/O.
-    #[error("local registry at {path}: {source}")]
+    #[error("local registry at {path}: {cause}")]
     Io {
         /// Directory or file involved.
         path: std::path::PathBuf,
-        /// Cause.
-        source: std::io::Error,
+        /// Cause (part of the message, not a separate `source`, so it is printed once).
+        cause: std::io::Error,
+    },
+    /// The local registry directory or one of its entries cannot be trusted (owner, mode, link).
+    #[error("local registry at {path}: {problem}")]
+    Untrusted {
+        /// Directory or file involved.
+        path: std::path::PathBuf,
+        /// What is wrong with it and what to do.
+        problem: String,
     },
     /// etcd failed or did not answer.
     #[error(transparent)]

@@ -5,14 +5,16 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{service::Routes, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use super::{limits::RateLimitLayer, net::Bound};
+use super::{
+    admin, codec_errors::CodecErrorsLayer, connections, limits::RateLimitLayer, net::Bound,
+    tracing_layer::TraceLayer,
+};
 use crate::{
     catalog::ServiceSpec,
-    config::ShutdownSettings,
+    config::{ServerSettings, ShutdownSettings},
     discovery::{DiscoveryError, Registry, ServiceInstance},
 };
 
@@ -55,6 +57,11 @@ pub(crate) struct ServiceHost {
     pub(crate) gates: Vec<watch::Receiver<bool>>,
     /// The request rate limit of the service's API.
     pub(crate) limit: super::limits::RateLimit,
+    /// The connection bounds (`server.*`): handshake timeout, connection cap, HTTP/2 keepalive.
+    /// (Its address settings were used when the port was bound.)
+    pub(crate) server: ServerSettings,
+    /// Where the admin HTTP port (metrics, probes) binds.
+    pub(crate) admin: SocketAddr,
 }
 
 /// A built service, ready to serve. Tests read [`Application::local_addr`] before serving.
@@ -95,7 +102,26 @@ impl Application {
             shutdown: timing,
             gates,
             limit,
+            server: bounds,
+            admin: admin_addr,
         } = host;
+        // The admin port first: if it cannot be bound, nothing has been started yet.
+        let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| HostError::Bind {
+                addr: admin_addr.to_string(),
+                source,
+            })?;
+        let admin_local = admin_listener
+            .local_addr()
+            .map_err(|source| HostError::Bind {
+                addr: admin_addr.to_string(),
+                source,
+            })?;
+        let probes = admin::Readiness::new(gates.clone());
+        let admin_server = admin::serve(admin_listener, probes.clone());
+        admin::record_build_info(spec.name, version);
+        let registered = metrics::gauge!("shippy_registry_registered", "service" => spec.name);
         // Reflection lists what this port serves, nothing else.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(shippy_proto::FILE_DESCRIPTOR_SET)
@@ -110,13 +136,19 @@ impl Application {
         let readiness = tokio::spawn(follow_gates(health.clone(), spec.grpc_service, gates, open));
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        // Every cross-cutting behaviour of the server side is a layer here, in this one place.
+        // Every cross-cutting behaviour of the server side is a layer here, in this one place;
+        // connection-level bounds are in `connections` (the accepted sockets) and the keepalive.
         let server = Server::builder()
+            .http2_keepalive_interval(bounds.keepalive_interval())
+            .http2_keepalive_timeout(Some(bounds.keepalive_timeout()))
+            // Outermost, so refused and unreadable calls get a span and a request id too.
+            .layer(TraceLayer::new(bound.advertised.clone()))
+            .layer(CodecErrorsLayer)
             .layer(RateLimitLayer::new(limit))
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection)
-            .serve_with_incoming_shutdown(incoming(bound.listener), async {
+            .serve_with_incoming_shutdown(connections::incoming(bound.listener, &bounds), async {
                 let _ = stop_rx.await;
             });
         let mut server = tokio::spawn(server);
@@ -128,14 +160,21 @@ impl Application {
         instance
             .metadata
             .insert("pid".into(), std::process::id().to_string());
+        instance.metadata.insert(
+            "metrics_address".into(),
+            admin::advertised(&bound.advertised, admin_local),
+        );
         let registration = match registry.register(instance).await {
             Ok(registration) => registration,
             Err(error) => {
                 server.abort();
                 readiness.abort();
+                admin_server.abort();
                 return Err(error.into());
             }
         };
+        registered.set(1.0);
+        tracing::info!(admin = %admin_local, "admin port: /metrics, /livez, /readyz");
         tracing::info!(service = spec.name, listen = %bound.local_addr, advertised = %bound.advertised, id = %registration.instance().id, "serving");
 
         tokio::select! {
@@ -143,6 +182,8 @@ impl Application {
             result = &mut server => {
                 readiness.abort();
                 registration.deregister().await;
+                registered.set(0.0);
+                admin_server.abort();
                 return Ok(result??);
             }
         }
@@ -152,7 +193,9 @@ impl Application {
         readiness.abort();
         let _ = readiness.await;
         set_status(&health, spec.grpc_service, ServingStatus::NotServing).await;
+        probes.stop();
         registration.deregister().await;
+        registered.set(0.0);
         tokio::time::sleep(Duration::from_millis(timing.drain_ms)).await;
         tracing::info!(
             service = spec.name,
@@ -169,6 +212,7 @@ impl Application {
                 server.abort();
             }
         }
+        admin_server.abort();
         tracing::info!(service = spec.name, "stopped");
         Ok(())
     }
@@ -220,21 +264,6 @@ async fn follow_gates(
             }
         }
     }
-}
-
-/// Accepted connections with Nagle's algorithm off. tonic's `tcp_nodelay` only applies to listeners
-/// it binds itself; without this, small gRPC replies wait for delayed ACKs (~40 ms stalls).
-fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        })
-    })
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

@@ -7,11 +7,15 @@
 //! the server stack with its layers ([`limits`]), readiness, registration and orderly shutdown.
 //! Tests call [`launch`] or [`build`] and get an [`Application`] bound to its port.
 
+mod admin;
 mod args;
+mod codec_errors;
+mod connections;
 mod host;
 mod limits;
 mod net;
 mod telemetry;
+mod tracing_layer;
 
 use std::{future::Future, path::Path, process::ExitCode, sync::Arc, time::Duration};
 
@@ -25,8 +29,12 @@ pub use host::{Application, HostError, shutdown_signal};
 use crate::{
     catalog::ServiceSpec,
     centre::ConfigCentre,
-    config::{self, Live, ServiceSettings, live},
-    discovery::{self, DiscoveryError, Registry, balance::BalancedChannel},
+    config::{self, Layered, Live, ServiceSettings, live},
+    discovery::{
+        self, DiscoveryError, Registry,
+        balance::BalancedChannel,
+        trace::{Sampling, Tracing},
+    },
     etcd::Etcd,
     probe,
     store::{self, StoreError, mongo},
@@ -131,6 +139,11 @@ pub async fn build<Svc: Service>(
         shutdown: common.shutdown.clone(),
         gates: context.gates,
         limit,
+        server: common.server.clone(),
+        admin: std::net::SocketAddr::new(
+            common.admin.host.unwrap_or(common.server.host),
+            common.admin.port,
+        ),
     };
     Ok(Application::new(host, routes))
 }
@@ -173,21 +186,34 @@ async fn run<Svc: Service>() -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let args = ServiceArgs::parse_for(Svc::SPEC, Svc::VERSION);
     let file = args.config.as_deref();
-    let base: Svc::Settings = config::layered(file, None)?;
+    let base = config::layered_checked::<Svc::Settings>(file, None, None)?;
     if args.is_healthcheck() {
         // A probe reads only the file and the environment: it must not depend on etcd.
-        return healthcheck(base.common().server.port, Svc::SPEC.grpc_service).await;
+        return healthcheck(base.settings.common().server.port, Svc::SPEC.grpc_service).await;
     }
-    let etcd = Etcd::when_needed(base.common()).await?;
-    let centre = match (&etcd, base.common().config_centre.enabled) {
+    let etcd = Etcd::when_needed(base.settings.common()).await?;
+    let centre = match (&etcd, base.settings.common().config_centre.enabled) {
         (Some(etcd), true) => Some(ConfigCentre::new(etcd.clone(), Svc::SPEC.name)?),
         _ => None,
     };
-    let settings = match &centre {
+    let Layered { settings, unknown } = match &centre {
         Some(centre) => centre.layered(file).await?,
         None => base,
     };
-    let log = telemetry::init(&settings.common().log)?;
+    let tracer = Tracing::install(
+        Svc::SPEC.name,
+        &settings.common().telemetry,
+        Sampling::Configured,
+    )?;
+    let log = telemetry::init(&settings.common().log, &tracer)?;
+    admin::install_recorder();
+    for key in unknown {
+        tracing::warn!("{key}");
+    }
+    if let Some(endpoint) = tracer.endpoint() {
+        tracing::info!(%endpoint, "exporting traces over OTLP");
+        tracer.warn_if_unreachable();
+    }
     let (sender, settings) = watch::channel(Arc::new(settings));
     log.follow(live::project(&settings, |s| s.common().log.clone()));
     if let Some(centre) = centre {
@@ -196,7 +222,10 @@ async fn run<Svc: Service>() -> anyhow::Result<()> {
             .await?;
     }
     let application = build::<Svc>(settings, etcd).await?;
-    application.run_until(shutdown).await?;
+    let served = application.run_until(shutdown).await;
+    // The spans of the last calls are exported even when serving failed.
+    tracer.shutdown().await;
+    served?;
     drop(sender);
     Ok(())
 }

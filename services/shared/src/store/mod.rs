@@ -3,6 +3,7 @@
 //! [`StoreError`] reaches a client is decided at the edge (the `status` module, above this one).
 
 pub mod mongo;
+pub mod sqlite;
 
 /// Store failures, classified by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ impl StoreError {
 /// The backend `store.backend` selects, opened; each service puts its own store on it.
 #[derive(Debug)]
 pub enum Backend {
+    /// The host's SQLite file.
+    Sqlite(sqlite::Sqlite),
     /// In-process memory.
     Memory,
     /// A MongoDB database (connected lazily: the server may be down right now).
@@ -38,6 +41,9 @@ impl Backend {
     /// Opens the backend of `settings`.
     pub async fn open(settings: &crate::config::StoreSettings) -> Result<Self, StoreError> {
         Ok(match settings.backend {
+            crate::config::StoreBackend::Sqlite => {
+                Self::Sqlite(sqlite::Sqlite::open(&settings.sqlite).await?)
+            }
             crate::config::StoreBackend::Memory => Self::Memory,
             crate::config::StoreBackend::Mongodb => {
                 Self::Mongodb(mongo::connect(&settings.mongodb).await?)

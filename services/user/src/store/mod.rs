@@ -1,7 +1,9 @@
-//! Where users live: the [`UserStore`] trait and its backends, [`memory`] and [`mongo`].
+//! Where users live: the [`UserStore`] trait and its backends, [`sqlite`] (the default), [`memory`]
+//! and [`mongo`].
 
 pub mod memory;
 pub mod mongo;
+pub mod sqlite;
 
 use std::fmt;
 

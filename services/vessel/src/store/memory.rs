@@ -35,6 +35,21 @@ impl VesselStore for MemoryStore {
             .collect())
     }
 
+    async fn list_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Vessel>, StoreError> {
+        use std::ops::Bound;
+        let vessels = self.vessels.read().map_err(StoreError::poisoned)?;
+        let from = after.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_owned()));
+        Ok(vessels
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
     async fn find_available(&self, spec: &Specification) -> Result<Option<Vessel>, StoreError> {
         Ok(spec
             .best_fit(self.vessels.read().map_err(StoreError::poisoned)?.values())

@@ -2,6 +2,7 @@
 
 pub mod memory;
 pub mod mongo;
+pub mod sqlite;
 
 use std::fmt;
 
@@ -17,6 +18,9 @@ pub trait VesselStore: Send + Sync + fmt::Debug {
     async fn create(&self, vessel: &Vessel) -> Result<(), StoreError>;
     /// The whole fleet, ordered by id.
     async fn list(&self) -> Result<Vec<Vessel>, StoreError>;
+    /// At most `limit` vessels with an id after `after` (from the first when `None`), by id.
+    async fn list_page(&self, after: Option<&str>, limit: usize)
+    -> Result<Vec<Vessel>, StoreError>;
     /// The best fit for `spec` (see [`Specification::best_fit`]).
     async fn find_available(&self, spec: &Specification) -> Result<Option<Vessel>, StoreError>;
     /// Number of vessels.

@@ -105,11 +105,18 @@ impl TryFrom<VesselDoc> for Vessel {
 }
 
 impl MongoStore {
-    async fn find(&self, filter: Document, sort: Document) -> Result<Vec<Vessel>, StoreError> {
+    async fn find(
+        &self,
+        filter: Document,
+        sort: Document,
+        limit: Option<usize>,
+    ) -> Result<Vec<Vessel>, StoreError> {
+        let limit = limit.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let docs: Vec<VesselDoc> = self
             .vessels
             .find(filter)
             .sort(sort)
+            .limit(limit)
             .await
             .map_err(|e| classify(&e))?
             .try_collect()
@@ -130,7 +137,19 @@ impl VesselStore for MongoStore {
     }
 
     async fn list(&self) -> Result<Vec<Vessel>, StoreError> {
-        self.find(doc! {}, doc! { "_id": 1 }).await
+        self.find(doc! {}, doc! { "_id": 1 }, None).await
+    }
+
+    async fn list_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Vessel>, StoreError> {
+        let filter = match after {
+            Some(id) => doc! { "_id": { "$gt": id } },
+            None => doc! {},
+        };
+        self.find(filter, doc! { "_id": 1 }, Some(limit)).await
     }
 
     async fn find_available(&self, spec: &Specification) -> Result<Option<Vessel>, StoreError> {

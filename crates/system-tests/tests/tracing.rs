@@ -1,0 +1,309 @@
+//! Following one request across processes, with the real things: real service processes, the real
+//! `shippy` CLI, and a real Jaeger (built from its Go module by `scripts/build-jaeger.sh`) that
+//! receives the spans over OTLP and answers through its query API.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use shippy_proto::user::v1::{User, user_service_client::UserServiceClient};
+use shippy_test_support::{
+    Cluster, ServiceProcess, consignment_json, http,
+    jaeger::{self, Jaeger},
+};
+use tonic::{Code, Request};
+
+/// How long spans may take to reach Jaeger (batches leave every 200 ms here).
+const EXPORT_WITHIN: Duration = Duration::from_secs(30);
+
+/// The trace id printed by `shippy --trace` on stderr.
+fn printed_trace_id(stderr: &str) -> String {
+    let id = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("trace id: "))
+        .unwrap_or_else(|| panic!("no trace id printed: {stderr}"))
+        .trim()
+        .to_owned();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id:?}"
+    );
+    id
+}
+
+/// Runs `shippy --trace consignment create` (after signing up and logging in) and returns the
+/// trace id it printed.
+fn traced_create(cluster: &Cluster) -> String {
+    cluster.sign_up_and_login("tracer@example.com");
+    let file = cluster.dir().join("consignment.json");
+    std::fs::write(&file, consignment_json(500, 2)).expect("consignment file");
+    let output = cluster.cli([
+        "--trace",
+        "consignment",
+        "create",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{stderr}\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    printed_trace_id(&stderr)
+}
+
+/// Whether `span` descends from `ancestor` in `spans`.
+fn descends(spans: &[jaeger::Span], span: &jaeger::Span, ancestor: &jaeger::Span) -> bool {
+    let mut parent = span.parent.clone();
+    while let Some(id) = parent {
+        if id == ancestor.id {
+            return true;
+        }
+        parent = spans
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.parent.clone());
+    }
+    false
+}
+
+fn server_span<'a>(spans: &'a [jaeger::Span], service: &str, rpc: &str) -> &'a jaeger::Span {
+    spans
+        .iter()
+        .find(|s| {
+            s.service == service
+                && s.operation == rpc
+                && s.tags.get("span.kind").map(String::as_str) == Some("server")
+        })
+        .unwrap_or_else(|| panic!("no {rpc} server span of {service} in {spans:#?}"))
+}
+
+#[tokio::test]
+async fn one_cli_call_is_one_trace_across_cli_consignment_user_and_vessel() {
+    let jaeger = Jaeger::start().expect("Jaeger starts");
+    let mut cluster = Cluster::local().expect("cluster");
+    cluster.set_env("SHIPPY_TELEMETRY__OTLP_ENDPOINT", &jaeger.otlp_endpoint());
+    cluster.set_env("OTEL_BSP_SCHEDULE_DELAY", "200");
+    let _processes = cluster.start_all(1).await.expect("services start");
+
+    let trace_id = traced_create(&cluster);
+    let wanted = [
+        (
+            "consignment",
+            "shippy.consignment.v1.ShippingService/CreateConsignment",
+        ),
+        ("user", "shippy.user.v1.UserService/ValidateToken"),
+        ("vessel", "shippy.vessel.v1.VesselService/FindAvailable"),
+    ];
+    let trace = jaeger
+        .wait_for_trace(&trace_id, EXPORT_WITHIN, |trace| {
+            let spans = jaeger::spans(trace);
+            spans
+                .iter()
+                .any(|s| s.operation == "shippy consignment create")
+                && wanted.iter().all(|(service, rpc)| {
+                    spans
+                        .iter()
+                        .any(|s| s.service == *service && s.operation == *rpc)
+                })
+        })
+        .expect("the whole trace reaches Jaeger");
+    let spans = jaeger::spans(&trace);
+
+    let root = spans
+        .iter()
+        .find(|s| s.operation == "shippy consignment create")
+        .expect("the CLI's span");
+    assert_eq!(root.service, "shippy");
+    assert_eq!(root.parent, None, "the CLI starts the trace");
+    let consignment = server_span(&spans, wanted[0].0, wanted[0].1);
+    let user = server_span(&spans, wanted[1].0, wanted[1].1);
+    let vessel = server_span(&spans, wanted[2].0, wanted[2].1);
+    assert!(descends(&spans, consignment, root), "{spans:#?}");
+    assert!(descends(&spans, user, consignment), "{spans:#?}");
+    assert!(descends(&spans, vessel, consignment), "{spans:#?}");
+
+    // The CLI's client span and its attempt sit between its root and the consignment service.
+    let client = spans
+        .iter()
+        .find(|s| s.service == "shippy" && s.operation == wanted[0].1)
+        .expect("the CLI's client span");
+    assert_eq!(client.parent.as_deref(), Some(root.id.as_str()));
+    assert!(descends(&spans, consignment, client));
+
+    // RPC semantic conventions on every server span.
+    for (span, (_, rpc)) in [consignment, user, vessel].into_iter().zip(wanted) {
+        let (service, method) = rpc.split_once('/').expect("service/method");
+        assert_eq!(span.tags["rpc.system"], "grpc", "{span:#?}");
+        assert_eq!(span.tags["rpc.service"], service, "{span:#?}");
+        assert_eq!(span.tags["rpc.method"], method, "{span:#?}");
+        assert_eq!(span.tags["rpc.grpc.status_code"], "0", "{span:#?}");
+        assert!(span.tags.contains_key("server.address"), "{span:#?}");
+    }
+
+    // One request id, made by the CLI, on the CLI's call and on every server span.
+    let ids: BTreeSet<&str> = [client, consignment, user, vessel]
+        .iter()
+        .map(|span| {
+            span.tags
+                .get("request_id")
+                .map(String::as_str)
+                .unwrap_or_else(|| panic!("no request_id on {span:#?}"))
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+/// The JSON log lines of `process` that belong to `trace_id`.
+fn lines_of_trace(process: &ServiceProcess, trace_id: &str) -> Vec<serde_json::Value> {
+    process
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["trace_id"] == trace_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn one_requests_log_lines_in_three_services_share_trace_id_and_request_id() {
+    let mut cluster = Cluster::local().expect("cluster");
+    cluster.set_env("SHIPPY_LOG__FORMAT", "json");
+    // The access line of every call ("call served") is at debug level.
+    cluster.set_env("SHIPPY_LOG__LEVEL", "info,shippy_shared=debug");
+    let processes = cluster.start_all(1).await.expect("services start");
+
+    // No collector: ids are made and logged all the same.
+    let trace_id = traced_create(&cluster);
+    let mut request_ids = BTreeSet::new();
+    for process in &processes {
+        let lines = lines_of_trace(process, &trace_id);
+        assert!(
+            !lines.is_empty(),
+            "no line of trace {trace_id} in {}:\n{}",
+            process.address(),
+            process.log()
+        );
+        for line in &lines {
+            assert!(
+                line["span_id"].as_str().is_some_and(|id| id.len() == 16),
+                "{line}"
+            );
+            request_ids.insert(
+                line["request_id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no request_id: {line}"))
+                    .to_owned(),
+            );
+        }
+    }
+    assert_eq!(request_ids.len(), 1, "{request_ids:?}");
+    let consignment = processes.last().expect("consignment");
+    assert!(
+        lines_of_trace(consignment, &trace_id)
+            .iter()
+            .any(|line| line["message"] == "consignment created"),
+        "the handler's own line carries the ids too"
+    );
+
+    // A call nobody asked to trace (and no collector) still gets ids in the logs.
+    cluster.cli_ok(["consignment", "list"]);
+    let served: Vec<serde_json::Value> = consignment
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| {
+            line["message"] == "call served" && line["span"]["rpc.method"] == "GetConsignments"
+        })
+        .collect();
+    let line = served.last().expect("the list call's access line");
+    let untraced = line["trace_id"].as_str().expect("a trace id");
+    assert!(
+        untraced.len() == 32 && untraced != trace_id && untraced != "0".repeat(32),
+        "{line}"
+    );
+    assert!(line["request_id"].is_string(), "{line}");
+}
+
+#[tokio::test]
+async fn answers_carry_the_request_id_and_the_cli_quotes_it() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let user = cluster.start("user").await.expect("user starts");
+
+    // A caller's id is kept and returned, errors included; the message is the handler's own.
+    let mut client = UserServiceClient::connect(format!("http://{}", user.address()))
+        .await
+        .expect("connect");
+    let mut request = Request::new(User {
+        email: "nobody@example.com".into(),
+        password: "wrong password".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "quote-me-42".parse().expect("value"));
+    let status = client.auth(request).await.expect_err("no such user");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(!status.message().contains("request id"), "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str().expect("ascii")),
+        Some("quote-me-42")
+    );
+
+    // A caller that sends none gets one made for it, in the metadata of a success too.
+    let created = client
+        .create(User {
+            name: "Ann".into(),
+            email: "ann@example.com".into(),
+            password: "correct horse".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("created");
+    let made = created
+        .metadata()
+        .get("x-request-id")
+        .expect("a request id")
+        .to_str()
+        .expect("ascii");
+    assert_eq!(made.len(), 36, "{made}");
+
+    // What a person sees: the CLI's error sentence ends with the id to quote, the one the
+    // service logged the failure with.
+    let output = cluster.cli([
+        "login",
+        "--email",
+        "ann@example.com",
+        "--password",
+        "not it at all",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let quoted = stderr
+        .split("(request id: ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no request id quoted: {stderr}"));
+    assert_eq!(quoted.len(), 36, "{stderr}");
+    assert!(
+        user.log().contains(quoted),
+        "the service's log has {quoted}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_collector_is_a_warning_and_calls_still_succeed() {
+    let mut cluster = Cluster::local().expect("cluster");
+    // A port nothing listens on.
+    let dead = format!("http://127.0.0.1:{}", http::free_port().expect("port"));
+    cluster.set_env("SHIPPY_TELEMETRY__OTLP_ENDPOINT", &dead);
+    cluster.set_env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let processes = cluster.start_all(1).await.expect("services start");
+
+    // The CLI exports too (to nowhere), and still answers and exits 0.
+    traced_create(&cluster);
+    for process in &processes {
+        let log = process.log();
+        assert!(log.contains("no OTLP collector answers"), "{log}");
+    }
+}

@@ -1,0 +1,180 @@
+//! SQLite store (the default): one row per consignment in the `consignments` table of the host's
+//! database file, shared by every consignment instance on the host. Containers are kept as a JSON
+//! array in the row (they are always read and written with their consignment). Ids are
+//! time-ordered, so id order is arrival order; an index on `(owner_id, id)` serves each user's
+//! list.
+
+use async_trait::async_trait;
+use rusqlite::{Row, params};
+use serde::{Deserialize, Serialize};
+use shippy_shared::store::{
+    StoreError,
+    sqlite::{Sqlite, classify_insert},
+};
+
+use super::ConsignmentStore;
+use crate::domain::{Consignment, Container};
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS consignments (
+        id TEXT PRIMARY KEY NOT NULL,
+        owner_id TEXT NOT NULL,
+        description TEXT NOT NULL,
+        weight INTEGER NOT NULL,
+        vessel_id TEXT NOT NULL,
+        containers TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS consignments_by_owner ON consignments (owner_id, id);
+";
+
+const COLUMNS: &str = "id, owner_id, description, weight, vessel_id, containers";
+
+/// Consignments in SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: Sqlite,
+}
+
+/// How a container is kept inside its consignment's row.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredContainer {
+    id: String,
+    customer_id: String,
+    origin: String,
+    user_id: String,
+}
+
+impl SqliteStore {
+    /// The store on `db`, creating its table and index if they are missing.
+    pub async fn open(db: Sqlite) -> Result<Self, StoreError> {
+        db.run(|c| c.execute_batch(SCHEMA)).await?;
+        Ok(Self { db })
+    }
+
+    async fn query(
+        &self,
+        sql: String,
+        owner: Option<(String, Option<String>, i64)>,
+    ) -> Result<Vec<Consignment>, StoreError> {
+        self.db
+            .run_with(move |c| {
+                let read =
+                    |c: &mut rusqlite::Connection| -> rusqlite::Result<Vec<(Consignment, String)>> {
+                        let mut statement = c.prepare_cached(&sql)?;
+                        let rows = match &owner {
+                            Some((owner, after, limit)) => statement
+                                .query_map(params![owner, after, limit], row)?
+                                .collect::<Result<_, _>>()?,
+                            None => statement.query_map([], row)?.collect::<Result<_, _>>()?,
+                        };
+                        Ok(rows)
+                    };
+                let rows = read(c).map_err(|e| shippy_shared::store::sqlite::classify(&e))?;
+                rows.into_iter()
+                    .map(|(mut consignment, containers)| {
+                        consignment.containers =
+                            containers_from_json(&consignment.id, &containers)?;
+                        Ok(consignment)
+                    })
+                    .collect()
+            })
+            .await
+    }
+}
+
+/// A row, with its containers still JSON.
+fn row(row: &Row<'_>) -> rusqlite::Result<(Consignment, String)> {
+    Ok((
+        Consignment {
+            id: row.get(0)?,
+            owner_id: row.get(1)?,
+            description: row.get(2)?,
+            weight: row.get(3)?,
+            vessel_id: row.get(4)?,
+            containers: Vec::new(),
+        },
+        row.get(5)?,
+    ))
+}
+
+fn containers_from_json(id: &str, json: &str) -> Result<Vec<Container>, StoreError> {
+    let stored: Vec<StoredContainer> = serde_json::from_str(json).map_err(|e| {
+        StoreError::Internal(format!("consignment {id} has unreadable containers: {e}"))
+    })?;
+    Ok(stored
+        .into_iter()
+        .map(|k| Container {
+            id: k.id,
+            customer_id: k.customer_id,
+            origin: k.origin,
+            user_id: k.user_id,
+        })
+        .collect())
+}
+
+fn containers_to_json(containers: &[Container]) -> Result<String, StoreError> {
+    let stored: Vec<StoredContainer> = containers
+        .iter()
+        .map(|k| StoredContainer {
+            id: k.id.clone(),
+            customer_id: k.customer_id.clone(),
+            origin: k.origin.clone(),
+            user_id: k.user_id.clone(),
+        })
+        .collect();
+    serde_json::to_string(&stored)
+        .map_err(|e| StoreError::Internal(format!("cannot encode containers: {e}")))
+}
+
+#[async_trait]
+impl ConsignmentStore for SqliteStore {
+    async fn create(&self, consignment: &Consignment) -> Result<(), StoreError> {
+        let containers = containers_to_json(&consignment.containers)?;
+        let c = consignment.clone();
+        self.db
+            .run_with(move |connection| {
+                connection
+                    .execute(
+                        &format!(
+                            "INSERT INTO consignments ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                        ),
+                        params![
+                            c.id,
+                            c.owner_id,
+                            c.description,
+                            c.weight,
+                            c.vessel_id,
+                            containers
+                        ],
+                    )
+                    .map(drop)
+                    .map_err(|e| classify_insert(&e, || format!("consignment {}", c.id)))
+            })
+            .await
+    }
+
+    async fn list(&self) -> Result<Vec<Consignment>, StoreError> {
+        self.query(
+            format!("SELECT {COLUMNS} FROM consignments ORDER BY id"),
+            None,
+        )
+        .await
+    }
+
+    async fn list_by_owner(
+        &self,
+        owner_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Consignment>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(
+            format!(
+                "SELECT {COLUMNS} FROM consignments WHERE owner_id = ?1 AND (?2 IS NULL OR id > ?2) \
+                 ORDER BY id LIMIT ?3"
+            ),
+            Some((owner_id.to_owned(), after.map(str::to_owned), limit)),
+        )
+        .await
+    }
+}

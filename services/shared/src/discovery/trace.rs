@@ -1,0 +1,432 @@
+//! Following one request across processes: the request id, W3C trace context in gRPC metadata,
+//! and the OpenTelemetry pipeline that exports spans over OTLP.
+//!
+//! It lives beside the balanced channel because that channel is the one transport of every
+//! outgoing call (service to service and CLI to service): [`super::balance`] injects what this
+//! module defines, and the server stack (`runtime`) extracts it.
+//!
+//! - **Request id**: `x-request-id`, taken from the caller or made by the first hop, passed on in
+//!   every outgoing call made while serving the request ([`RequestId::scope`]), and returned in
+//!   the metadata of every answer, errors included.
+//! - **Trace context**: `traceparent` / `tracestate` (W3C), read and written with the SDK's
+//!   [`TraceContextPropagator`] over the HTTP/2 headers that carry gRPC metadata.
+//! - **Export** ([`Tracing::install`]): spans go to an OTLP collector (Jaeger, the OpenTelemetry
+//!   Collector, ...) over gRPC through a batch processor on its own thread, so a request never
+//!   waits for, or fails because of, the collector; a collector that does not answer is one
+//!   warning in the log.
+
+use std::{fmt, time::Duration};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{TraceContextExt as _, TracerProvider as _},
+};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{Sampler, SdkTracer, SdkTracerProvider},
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::config::TelemetrySettings;
+
+/// The metadata key of the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest request id taken from a caller; a longer or non-printable one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+tokio::task_local! {
+    /// The request id of the call being served by this task (set by the server stack).
+    static CURRENT: RequestId;
+}
+
+/// The id a person quotes to find every log line and span of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// A fresh id (a UUID v4, as text).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The caller's id from `headers`, when it is present and sane (printable ASCII, at most 128
+    /// characters); otherwise a fresh one.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| {
+                !id.is_empty()
+                    && id.len() <= MAX_REQUEST_ID
+                    && id.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .map_or_else(Self::generate, |id| Self(id.to_owned()))
+    }
+
+    /// The id of the request this task is serving, if any.
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// The current request's id, or a fresh one when this task serves none (the first hop).
+    pub fn current_or_new() -> Self {
+        Self::current().unwrap_or_else(Self::generate)
+    }
+
+    /// Runs `future` with `self` as the current request id: every outgoing call it makes carries it.
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        CURRENT.scope(self, future).await
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as a header value (it is printable ASCII by construction).
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(&self.0).ok()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// Writes the trace context of `span` (`traceparent`, `tracestate`) into `headers`; writes nothing
+/// when tracing is not installed in this process.
+pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
+    let context = span.context();
+    if context.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    }
+}
+
+/// The caller's trace context from `headers` (empty when there is none or it is malformed).
+pub fn extract(headers: &HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// The trace id and span id of `span` as lower-case hex, when tracing is installed.
+pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
+}
+
+/// Records `trace_id` and `span_id` (declared empty) on `span`, so log lines inside it carry them.
+pub fn record_ids(span: &tracing::Span) {
+    if let Some((trace_id, span_id)) = ids(span) {
+        span.record("trace_id", trace_id);
+        span.record("span_id", span_id);
+    }
+}
+
+/// The name a span of the RPC `path` (`/package.Service/Method`) gets and its `rpc.service` and
+/// `rpc.method`, per the OpenTelemetry RPC conventions (`package.Service/Method`).
+pub fn rpc_names(path: &str) -> (&str, &str, &str) {
+    let name = path.trim_start_matches('/');
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    (name, service, method)
+}
+
+/// The name of `code` as gRPC's own libraries (and so go-grpc-prometheus's `grpc_code` label)
+/// spell it: `OK`, `NotFound`, `Unavailable`, ...
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Why the trace pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TracingError {
+    /// The OTLP exporter could not be made (e.g. an endpoint that is not a URL).
+    #[error("cannot export traces to {endpoint:?}: {source}")]
+    Exporter {
+        /// The endpoint in use.
+        endpoint: String,
+        /// Cause.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// `telemetry.sampling_ratio` is outside 0..=1.
+    #[error("telemetry.sampling_ratio must be between 0 and 1, not {0}")]
+    Ratio(f64),
+}
+
+/// How a process samples the traces it starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// `OTEL_TRACES_SAMPLER` when set, else `telemetry.sampling_ratio` of new traces (a trace
+    /// started by a caller follows the caller's decision); with no export, none of them.
+    Configured,
+    /// Every trace this process starts (the CLI's `--trace`).
+    Always,
+}
+
+/// A process's OpenTelemetry tracer: spans get W3C ids (so logs can carry them) whether or not
+/// they are exported; with an OTLP endpoint, sampled spans are exported in batches.
+#[derive(Debug)]
+pub struct Tracing {
+    provider: SdkTracerProvider,
+    endpoint: Option<String>,
+}
+
+impl Tracing {
+    /// Builds the tracer of the process `service_name` (`OTEL_SERVICE_NAME` wins). Export is on
+    /// when `telemetry.otlp_endpoint` or `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` is set. Must be
+    /// called inside a Tokio runtime (the exporter's connection lives there).
+    pub fn install(
+        service_name: &str,
+        settings: &TelemetrySettings,
+        sampling: Sampling,
+    ) -> Result<Self, TracingError> {
+        let ratio = settings.sampling_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(TracingError::Ratio(ratio));
+        }
+        let name = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| service_name.to_owned());
+        let resource = Resource::builder().with_service_name(name).build();
+        let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        let env_sampler = std::env::var("OTEL_TRACES_SAMPLER").is_ok_and(|s| !s.is_empty());
+        let endpoint = export_endpoint(settings);
+        match sampling {
+            Sampling::Always => builder = builder.with_sampler(Sampler::AlwaysOn),
+            // Nowhere to export: record nothing this process starts (ids are still made, for the
+            // logs), but follow a caller that asked for its trace to be recorded.
+            Sampling::Configured if endpoint.is_none() => {
+                builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+            }
+            // The SDK reads OTEL_TRACES_SAMPLER(_ARG) itself when no sampler is given.
+            Sampling::Configured if env_sampler => {}
+            Sampling::Configured => {
+                builder = builder.with_sampler(Sampler::ParentBased(Box::new(
+                    Sampler::TraceIdRatioBased(ratio),
+                )));
+            }
+        }
+        if let Some(endpoint) = &endpoint {
+            let mut exporter = SpanExporter::builder()
+                .with_tonic()
+                .with_timeout(Duration::from_secs(5));
+            if let Some(configured) = settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+                exporter = exporter.with_endpoint(configured);
+            }
+            let exporter = exporter.build().map_err(|source| TracingError::Exporter {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+            builder = builder.with_batch_exporter(exporter);
+        }
+        Ok(Self {
+            provider: builder.build(),
+            endpoint,
+        })
+    }
+
+    /// The tracer to give `tracing_opentelemetry::layer().with_tracer(...)`.
+    pub fn tracer(&self, name: &'static str) -> SdkTracer {
+        self.provider.tracer(name)
+    }
+
+    /// Installs this tracer as the process's only `tracing` subscriber, for a client that logs
+    /// nothing itself (the CLI); `false` when a subscriber was installed already.
+    pub fn install_subscriber(&self) -> bool {
+        use tracing_subscriber::{
+            Layer as _, filter::LevelFilter, layer::SubscriberExt as _,
+            util::SubscriberInitExt as _,
+        };
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(self.tracer("shippy"))
+            .with_filter(LevelFilter::INFO);
+        tracing_subscriber::registry()
+            .with(layer)
+            .try_init()
+            .is_ok()
+    }
+
+    /// The OTLP endpoint spans are exported to, if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    /// Warns (once, in the background) when nothing listens at the OTLP endpoint: spans are then
+    /// dropped, requests are not affected.
+    pub fn warn_if_unreachable(&self) {
+        let Some(endpoint) = self.endpoint.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let authority = endpoint
+                .split("://")
+                .last()
+                .unwrap_or(&endpoint)
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let connect = tokio::net::TcpStream::connect(authority.clone());
+            match tokio::time::timeout(Duration::from_secs(3), connect).await {
+                Ok(Ok(_)) => tracing::debug!(%endpoint, "OTLP collector reachable"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%endpoint, %error, "no OTLP collector answers; spans are dropped until one does")
+                }
+                Err(_) => {
+                    tracing::warn!(%endpoint, "the OTLP collector did not answer within 3 s; spans are dropped until it does")
+                }
+            }
+        });
+    }
+
+    /// Exports what is still buffered and stops; waits at most about 5 s (the export timeout).
+    /// Runs the blocking flush off the async threads, so a single-threaded runtime keeps driving
+    /// the exporter's connection meanwhile.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(error)) = flushed {
+            tracing::debug!(%error, "trace export did not finish at shutdown");
+        }
+    }
+}
+
+/// Runs `future` inside a new root span `name` (a client's whole command) and returns its output
+/// with the span's trace id (`None` when no tracer is installed).
+pub async fn in_root_span<F: Future>(name: String, future: F) -> (F::Output, Option<String>) {
+    use tracing::Instrument as _;
+    let span =
+        tracing::info_span!(parent: None, "command", otel.name = name, otel.kind = "internal");
+    let trace_id = ids(&span).map(|(trace_id, _)| trace_id);
+    (future.instrument(span).await, trace_id)
+}
+
+/// Where spans go: `telemetry.otlp_endpoint`, else the standard OTLP variables; `None` = no export.
+fn export_endpoint(settings: &TelemetrySettings) -> Option<String> {
+    let from_env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    settings
+        .otlp_endpoint
+        .clone()
+        .filter(|e| !e.is_empty())
+        .or_else(|| from_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .or_else(|| from_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_from_callers_are_kept_when_sane_and_replaced_otherwise() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("abc-123"));
+        assert_eq!(RequestId::from_headers(&headers).as_str(), "abc-123");
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("has space"));
+        assert_ne!(RequestId::from_headers(&headers).as_str(), "has space");
+        let long = "x".repeat(MAX_REQUEST_ID + 1);
+        headers.insert(
+            REQUEST_ID_HEADER,
+            HeaderValue::from_str(&long).expect("ascii"),
+        );
+        assert_eq!(RequestId::from_headers(&headers).as_str().len(), 36);
+        assert_eq!(
+            RequestId::from_headers(&HeaderMap::new()).as_str().len(),
+            36
+        );
+    }
+
+    #[tokio::test]
+    async fn the_current_request_id_is_scoped_to_the_task() {
+        assert_eq!(RequestId::current(), None);
+        let id = RequestId::generate();
+        let seen = id.clone().scope(async { RequestId::current() }).await;
+        assert_eq!(seen, Some(id));
+        assert_eq!(RequestId::current(), None);
+    }
+
+    #[test]
+    fn rpc_names_follow_the_semantic_conventions() {
+        assert_eq!(
+            rpc_names("/shippy.vessel.v1.VesselService/FindAvailable"),
+            (
+                "shippy.vessel.v1.VesselService/FindAvailable",
+                "shippy.vessel.v1.VesselService",
+                "FindAvailable"
+            )
+        );
+    }
+
+    #[test]
+    fn trace_context_round_trips_through_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let context = extract(&headers);
+        let span = context.span();
+        let remote = span.span_context();
+        assert!(remote.is_valid() && remote.is_remote() && remote.is_sampled());
+        assert_eq!(
+            remote.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(!extract(&HeaderMap::new()).span().span_context().is_valid());
+    }
+}

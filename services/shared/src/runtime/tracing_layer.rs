@@ -1,0 +1,232 @@
+//! One span and one request id per call served, as a tower layer of the server stack
+//! ([`TraceLayer`]).
+//!
+//! For every call (health checks and reflection excepted) it takes the caller's W3C trace context
+//! (`traceparent`, `tracestate`) and `x-request-id` from the metadata (making a request id when
+//! the caller sent none), opens a `grpc.server` span named and attributed per the OpenTelemetry
+//! RPC conventions (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`,
+//! `server.address`) that records `request_id`, `trace_id` and `span_id` for the log lines inside
+//! it, and serves the call with that request id current, so every call the handler makes passes
+//! it on (see `discovery::trace`).
+//!
+//! Every answer, an error's included, carries `x-request-id` in its metadata, so a caller can
+//! quote it; the status message is left as the handler wrote it (clients and tests match on it).
+//! The `shippy` CLI appends the id to the error sentence it prints.
+//!
+//! It also counts every call in the names of go-grpc-prometheus, which dashboards already know:
+//! `grpc_server_started_total`, `grpc_server_handled_total{grpc_service, grpc_method, grpc_code}`,
+//! `grpc_server_handling_seconds` (histogram); plus `shippy_server_in_flight_calls` and
+//! `shippy_server_rate_limited_total` (calls refused by the `limits.*` rate limit).
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use tonic::{Code, Status};
+use tracing::{Instrument as _, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::discovery::trace::{self, REQUEST_ID_HEADER, RequestId, code_name};
+
+/// The start of the message of a call refused by the rate limit (`limits`).
+const RATE_LIMITED: &str = "rate limit exceeded";
+
+/// Counts a call in flight until dropped (however the call ends).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn start(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Paths that get no span: probes and tooling would drown the traces of real calls.
+fn untraced(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+/// Opens the server span of every call and carries its request id; see the module docs.
+#[derive(Debug, Clone)]
+pub(super) struct TraceLayer {
+    /// The advertised address of this instance (`server.address`).
+    address: String,
+}
+
+impl TraceLayer {
+    /// A layer for the instance advertised at `address`.
+    pub(super) fn new(address: String) -> Self {
+        Self { address }
+    }
+}
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Traced {
+            inner,
+            address: self.address.clone(),
+        }
+    }
+}
+
+/// The service made by [`TraceLayer`].
+#[derive(Debug, Clone)]
+pub(super) struct Traced<S> {
+    inner: S,
+    address: String,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for Traced<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        if untraced(path) {
+            return Box::pin(self.inner.call(request));
+        }
+        let request_id = RequestId::from_headers(request.headers());
+        let (name, rpc_service, rpc_method) = trace::rpc_names(path);
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = name,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = rpc_service,
+            rpc.method = rpc_method,
+            server.address = %self.address,
+            request_id = %request_id,
+            trace_id = Empty,
+            span_id = Empty,
+            rpc.grpc.status_code = Empty,
+            otel.status_code = Empty,
+        );
+        // A malformed or missing `traceparent` gives an empty context: the span starts a trace.
+        let _ = span.set_parent(trace::extract(request.headers()));
+        trace::record_ids(&span);
+        let (grpc_service, grpc_method) = (rpc_service.to_owned(), rpc_method.to_owned());
+        let served = request_id
+            .clone()
+            .scope(self.inner.call(request).instrument(span.clone()));
+        let started = std::time::Instant::now();
+        metrics::counter!("grpc_server_started_total", "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone()).increment(1);
+        let in_flight = InFlight::start(
+            metrics::gauge!("shippy_server_in_flight_calls", "grpc_service" => grpc_service.clone()),
+        );
+        Box::pin(async move {
+            let mut response = served.await?;
+            drop(in_flight);
+            let (code, rate_limited) = answer(&span, &request_id, &mut response);
+            let elapsed = started.elapsed().as_secs_f64();
+            metrics::counter!("grpc_server_handled_total", "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone(), "grpc_code" => code_name(code)).increment(1);
+            metrics::histogram!("grpc_server_handling_seconds", "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone()).record(elapsed);
+            if rate_limited {
+                metrics::counter!("shippy_server_rate_limited_total", "grpc_service" => grpc_service, "grpc_method" => grpc_method).increment(1);
+            }
+            // One access-log line per call, at debug level (`log.level=info,shippy_shared=debug`).
+            tracing::debug!(parent: &span, code = ?code, elapsed_ms = elapsed * 1e3, "call served");
+            Ok(response)
+        })
+    }
+}
+
+/// Records the call's status on `span` and puts the request id in the response metadata; returns
+/// the status code, and whether the rate limit refused the call.
+fn answer<R>(
+    span: &tracing::Span,
+    request_id: &RequestId,
+    response: &mut http::Response<R>,
+) -> (Code, bool) {
+    let headers = response.headers_mut();
+    // A unary call that failed is answered trailers-only, its status in the headers; one with a
+    // message body succeeded.
+    let mut rate_limited = false;
+    let code = match Status::from_header_map(headers) {
+        Some(status) if status.code() != Code::Ok => {
+            rate_limited = status.code() == Code::ResourceExhausted
+                && status.message().starts_with(RATE_LIMITED);
+            status.code()
+        }
+        _ => Code::Ok,
+    };
+    if let Some(value) = request_id.header_value() {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
+    span.record("rpc.grpc.status_code", code as i32);
+    if is_server_error(code) {
+        span.record("otel.status_code", "ERROR");
+    }
+    (code, rate_limited)
+}
+
+/// Codes that mean the server failed (per the OpenTelemetry gRPC conventions for server spans);
+/// the others are the caller's doing and leave the span unset.
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_the_request_id_in_metadata_and_keep_their_message() {
+        let request_id = RequestId::generate();
+        let mut response = Status::not_found("no such vessel").into_http::<()>();
+        let _ = answer(&tracing::Span::none(), &request_id, &mut response);
+        let status = Status::from_header_map(response.headers()).expect("a status");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "no such vessel");
+        assert_eq!(
+            response.headers()[REQUEST_ID_HEADER]
+                .to_str()
+                .expect("ascii"),
+            request_id.as_str()
+        );
+    }
+
+    #[test]
+    fn successes_carry_the_request_id_in_metadata() {
+        let request_id = RequestId::generate();
+        let mut response = http::Response::new(());
+        let _ = answer(&tracing::Span::none(), &request_id, &mut response);
+        assert!(Status::from_header_map(response.headers()).is_none());
+        assert_eq!(
+            response.headers()[REQUEST_ID_HEADER]
+                .to_str()
+                .expect("ascii"),
+            request_id.as_str()
+        );
+    }
+}
