@@ -78,6 +78,8 @@ fn describe(status: &Status) -> String {
         Code::AlreadyExists | Code::NotFound | Code::FailedPrecondition => message.to_owned(),
         Code::Unavailable => format!("service unavailable: {message}"),
         Code::DeadlineExceeded => format!("timed out: {message}"),
+        Code::PermissionDenied => format!("not allowed: {message}"),
+        Code::ResourceExhausted => format!("too busy: {message}"),
         code => format!("{message} ({code:?})"),
     }
 }
