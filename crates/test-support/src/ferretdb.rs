@@ -184,6 +184,26 @@ impl FerretDb {
         .collect()
     }
 
+    /// Settings of type `T` on a fresh database of this server (named after `prefix`), with a local
+    /// registry in a directory that lives as long as the returned guard.
+    pub fn fresh_settings<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> (T, tempfile::TempDir) {
+        let registry = tempfile::tempdir().expect("temp dir");
+        let settings = self.service_settings(&unique_database(prefix), registry.path());
+        (settings, registry)
+    }
+
+    /// A fresh database of this server (named after `prefix`), connected as a service would.
+    pub async fn fresh_database(&self, prefix: &str) -> mongodb::Database {
+        let (settings, _registry): (shippy_shared::config::CommonSettings, _) =
+            self.fresh_settings(prefix);
+        shippy_shared::store::mongo::connect(&settings.store.mongodb)
+            .await
+            .expect("connect to FerretDB")
+    }
+
     /// Settings of type `T` for a service run in-process: its store on `database` of this server,
     /// its local registry in `registry_dir`, no shutdown drain, dev-mode auth.
     pub fn service_settings<T: serde::de::DeserializeOwned>(

@@ -18,23 +18,12 @@ use shippy_shared::{
     store::{StoreError, mongo},
 };
 use shippy_test_support::{
-    ferretdb::{FerretDb, unique_database},
+    ferretdb::FerretDb,
     store_contract::{self, Contract},
 };
 
-/// Settings on a fresh database of `server`, with a local registry in a directory that lives as
-/// long as the returned guard.
-fn settings(server: &FerretDb, prefix: &str) -> (ConsignmentSettings, tempfile::TempDir) {
-    let registry = tempfile::tempdir().expect("temp dir");
-    let settings = server.service_settings(&unique_database(prefix), registry.path());
-    (settings, registry)
-}
-
 async fn open(server: &FerretDb, prefix: &str) -> MongoStore {
-    let (settings, _registry) = settings(server, prefix);
-    let database = mongo::connect(&settings.common.store.mongodb)
-        .await
-        .expect("connect");
+    let database = server.fresh_database(prefix).await;
     MongoStore::new(&database)
 }
 
@@ -77,7 +66,7 @@ impl Contract for MongoStoreUnderTest {
 #[tokio::test]
 async fn each_owner_lists_only_their_own_and_old_documents_stay_readable() {
     let server = FerretDb::start().expect("FerretDB");
-    let (settings, _registry) = settings(&server, "consignments_owners");
+    let (settings, _registry) = server.fresh_settings::<ConsignmentSettings>("consignments_owners");
     let database = mongo::connect(&settings.common.store.mongodb)
         .await
         .expect("connect");
@@ -156,7 +145,8 @@ async fn serving_follows_the_database() {
     server
         .stop()
         .expect("stop FerretDB: the service starts without its database");
-    let (mut settings, _registry) = settings(&server, "consignments_supervised");
+    let (mut settings, _registry) =
+        server.fresh_settings::<ConsignmentSettings>("consignments_supervised");
     // Long enough for several readiness rounds while draining.
     settings.common.shutdown.drain_ms = 2_500;
     store_contract::serving_follows_the_database::<ConsignmentApp>(&mut server, settings).await;

@@ -7,10 +7,10 @@ use shippy_consignment::{
     store::{ConsignmentStore, memory::MemoryStore, mongo::MongoStore, sqlite::SqliteStore},
 };
 use shippy_shared::{
-    config::{SqliteSettings, services::ConsignmentSettings},
-    store::{StoreError, mongo, sqlite::Sqlite},
+    config::SqliteSettings,
+    store::{StoreError, sqlite::Sqlite},
 };
-use shippy_test_support::ferretdb::{FerretDb, unique_database};
+use shippy_test_support::ferretdb::FerretDb;
 
 /// A consignment as the service builds it: validated, with generated (time-ordered) ids.
 fn consignment(description: &str, containers: usize) -> Consignment {
@@ -52,12 +52,7 @@ async fn sqlite_keeps_the_contract_across_instances_and_restarts() {
 #[tokio::test]
 async fn mongodb_keeps_the_contract() {
     let server = FerretDb::start().expect("FerretDB");
-    let registry = tempfile::tempdir().expect("temp dir");
-    let settings: ConsignmentSettings =
-        server.service_settings(&unique_database("consignments_contract"), registry.path());
-    let database = mongo::connect(&settings.common.store.mongodb)
-        .await
-        .expect("connect");
+    let database = server.fresh_database("consignments_contract").await;
     consignments_round_trip_oldest_first(&MongoStore::new(&database)).await;
 }
 

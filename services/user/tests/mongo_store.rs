@@ -15,7 +15,7 @@ use shippy_shared::{
 };
 use shippy_test_support::{
     InProcess,
-    ferretdb::{FerretDb, unique_database},
+    ferretdb::FerretDb,
     store_contract::{self, Contract, WAIT},
     wait_health,
 };
@@ -27,19 +27,8 @@ use shippy_user::{
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-/// Settings on a fresh database of `server`, with a local registry in a directory that lives as
-/// long as the returned guard.
-fn settings(server: &FerretDb, prefix: &str) -> (UserSettings, tempfile::TempDir) {
-    let registry = tempfile::tempdir().expect("temp dir");
-    let settings = server.service_settings(&unique_database(prefix), registry.path());
-    (settings, registry)
-}
-
 async fn open(server: &FerretDb, prefix: &str) -> MongoStore {
-    let (settings, _registry) = settings(server, prefix);
-    let database = mongo::connect(&settings.common.store.mongodb)
-        .await
-        .expect("connect");
+    let database = server.fresh_database(prefix).await;
     let store = MongoStore::new(&database);
     store.ensure_indexes().await.expect("indexes");
     store
@@ -99,7 +88,8 @@ async fn serving_follows_the_database() {
     server
         .stop()
         .expect("stop FerretDB: the service starts without its database");
-    let (mut settings, _registry) = settings(&server, "users_supervised_contract");
+    let (mut settings, _registry) =
+        server.fresh_settings::<UserSettings>("users_supervised_contract");
     settings.common.shutdown.drain_ms = 2_500;
     store_contract::serving_follows_the_database::<UserApp>(&mut server, settings).await;
 }
@@ -119,7 +109,7 @@ async fn service_is_not_serving_until_mongodb_answers_and_recovers_by_itself() {
     server
         .stop()
         .expect("stop FerretDB: the service starts without its database");
-    let (settings, _registry) = settings(&server, "users_supervised");
+    let (settings, _registry) = server.fresh_settings::<UserSettings>("users_supervised");
     let app = runtime::launch::<UserApp>(settings.clone())
         .await
         .expect("builds while MongoDB is down");

@@ -3,10 +3,10 @@
 //! over `&dyn UserStore`.
 
 use shippy_shared::{
-    config::{SqliteSettings, services::UserSettings},
-    store::{StoreError, mongo, sqlite::Sqlite},
+    config::SqliteSettings,
+    store::{StoreError, sqlite::Sqlite},
 };
-use shippy_test_support::ferretdb::{FerretDb, unique_database};
+use shippy_test_support::ferretdb::FerretDb;
 use shippy_user::{
     domain::{Email, PasswordHash, User},
     store::{UserStore, memory::MemoryStore, mongo::MongoStore, sqlite::SqliteStore},
@@ -56,13 +56,7 @@ async fn sqlite_keeps_the_contract_across_instances_and_restarts() {
 #[tokio::test]
 async fn mongodb_keeps_the_contract() {
     let server = FerretDb::start().expect("FerretDB");
-    let registry = tempfile::tempdir().expect("temp dir");
-    let settings: UserSettings =
-        server.service_settings(&unique_database("users_contract"), registry.path());
-    let database = mongo::connect(&settings.common.store.mongodb)
-        .await
-        .expect("connect");
-    let store = MongoStore::new(&database);
+    let store = MongoStore::new(&server.fresh_database("users_contract").await);
     store.ensure_indexes().await.expect("indexes");
     users_round_trip_and_emails_are_unique(&store).await;
 }

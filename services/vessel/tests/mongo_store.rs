@@ -13,7 +13,7 @@ use shippy_shared::{
 };
 use shippy_test_support::{
     InProcess,
-    ferretdb::{FerretDb, unique_database},
+    ferretdb::FerretDb,
     store_contract::{self, Contract, WAIT},
     wait_health,
 };
@@ -25,19 +25,8 @@ use shippy_vessel::{
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-/// Settings on a fresh database of `server`, with a local registry in a directory that lives as
-/// long as the returned guard.
-fn settings(server: &FerretDb, prefix: &str) -> (VesselSettings, tempfile::TempDir) {
-    let registry = tempfile::tempdir().expect("temp dir");
-    let settings = server.service_settings(&unique_database(prefix), registry.path());
-    (settings, registry)
-}
-
 async fn open(server: &FerretDb, prefix: &str) -> MongoStore {
-    let (settings, _registry) = settings(server, prefix);
-    let database = mongo::connect(&settings.common.store.mongodb)
-        .await
-        .expect("connect");
+    let database = server.fresh_database(prefix).await;
     MongoStore::new(&database)
 }
 
@@ -105,7 +94,7 @@ async fn serving_follows_the_database() {
     server
         .stop()
         .expect("stop FerretDB: the service starts without its database");
-    let (mut settings, _registry) = settings(&server, "vessels_supervised");
+    let (mut settings, _registry) = server.fresh_settings::<VesselSettings>("vessels_supervised");
     // Long enough for several readiness rounds while draining.
     settings.common.shutdown.drain_ms = 2_500;
     store_contract::serving_follows_the_database::<VesselApp>(&mut server, settings).await;
@@ -117,7 +106,7 @@ async fn service_seeds_once_mongodb_answers_and_only_then_serves() {
     server
         .stop()
         .expect("stop FerretDB: the service starts without its database");
-    let (settings, _registry) = settings(&server, "vessels_seeded");
+    let (settings, _registry) = server.fresh_settings::<VesselSettings>("vessels_seeded");
     assert!(settings.vessel.seed_fleet, "seeding is on by default");
     let app = runtime::launch::<VesselApp>(settings.clone())
         .await

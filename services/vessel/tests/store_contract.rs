@@ -4,9 +4,9 @@
 
 use shippy_shared::{
     config::SqliteSettings,
-    store::{StoreError, mongo, sqlite::Sqlite},
+    store::{StoreError, sqlite::Sqlite},
 };
-use shippy_test_support::ferretdb::{FerretDb, unique_database};
+use shippy_test_support::ferretdb::FerretDb;
 use shippy_vessel::{
     domain::{Specification, Vessel, default_fleet},
     store::{self, VesselStore, memory::MemoryStore, mongo::MongoStore, sqlite::SqliteStore},
@@ -38,13 +38,7 @@ async fn sqlite(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
 }
 
 async fn mongo(server: &FerretDb, prefix: &str) -> MongoStore {
-    let registry = tempfile::tempdir().expect("temp dir");
-    let settings: shippy_shared::config::services::VesselSettings =
-        server.service_settings(&unique_database(prefix), registry.path());
-    let database = mongo::connect(&settings.common.store.mongodb)
-        .await
-        .expect("connect");
-    MongoStore::new(&database)
+    MongoStore::new(&server.fresh_database(prefix).await)
 }
 
 #[tokio::test]
