@@ -26,7 +26,7 @@
 #   kustomize       deploy/k8s/base and overlays/local rendered, then validated --strict against
 #                   the Kubernetes schemas of the oldest and newest versions below
 #   drift           binaries (cargo metadata) = Dockerfile SERVICEs = compose = k8s = docker.mk
-#   shell scripts   shellcheck on deploy/*.sh, scripts/*.sh, .ci/run
+#   shell scripts   shellcheck on deploy/*.sh, scripts/*.sh, scripts/lib/*.sh, .ci/run
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -145,10 +145,11 @@ check_kustomize() {
 
 check_shellcheck() {
   local files=() f
-  for f in deploy/*.sh scripts/*.sh .ci/run; do
+  for f in deploy/*.sh scripts/*.sh scripts/lib/*.sh .ci/run; do
     [[ -f "$f" ]] && files+=("$f")
   done
-  if "$VENV/bin/shellcheck" "${files[@]}" > "$WORK/shellcheck.out" 2>&1; then
+  # -x: follow `source` (scripts/lib/go-tool.sh), as the scripts name it.
+  if "$VENV/bin/shellcheck" -x "${files[@]}" > "$WORK/shellcheck.out" 2>&1; then
     echo "ok   shellcheck $("$VENV/bin/shellcheck" --version | awk '/^version:/ {print $2}'): ${files[*]}"
   else
     echo "FAIL shellcheck: ${files[*]}"

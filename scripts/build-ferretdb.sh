@@ -18,100 +18,15 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-src_dir="$repo_root/crates/test-support/ferretdb"
-script_path="$repo_root/scripts/build-ferretdb.sh"
-
-force=0
-out=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --force) force=1 ;;
-        -h|--help) sed -n '2,17p' "$script_path" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        -*) echo "build-ferretdb.sh: unknown option: $1" >&2; exit 2 ;;
-        *)
-            if [ -n "$out" ]; then echo "build-ferretdb.sh: only one OUTPUT path allowed" >&2; exit 2; fi
-            out="$1" ;;
-    esac
-    shift
-done
-out="${out:-$repo_root/target/tools/ferretdb-test-server}"
-case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
-
-say() { echo "build-ferretdb.sh: $*" >&2; }
-fail() {
-    say "ERROR: $*"
-    exit 1
-}
-
-for f in main.go go.mod go.sum; do
-    [ -f "$src_dir/$f" ] || fail "missing $src_dir/$f"
-done
-
-# Up to date if the binary exists and nothing that goes into it is newer.
-up_to_date() {
-    [ -x "$out" ] || return 1
-    [ -z "$(find "$src_dir" "$script_path" \( -name '*.go' -o -name go.mod -o -name go.sum -o -name build-ferretdb.sh \) \
-        -newer "$out" -print -quit 2>/dev/null)" ]
-}
-
-if [ "$force" = 0 ] && up_to_date; then
-    echo "$out"
-    exit 0
-fi
-
-command -v go >/dev/null 2>&1 || fail "the 'go' command is not on PATH. Install Go >= 1.22 (Debian bookworm's golang-go is 1.19, too old; a Go >= 1.21 fetches a newer toolchain by itself) and try again."
-
-mkdir -p "$(dirname "$out")" || fail "cannot create $(dirname "$out")"
-
-# Several test processes may call this at once: build under a lock, and
-# check again once we hold it (another caller may have just built it).
-lock="$out.lock"
-if command -v flock >/dev/null 2>&1; then
-    exec 9>"$lock"
-    flock 9
-    if [ "$force" = 0 ] && up_to_date; then
-        echo "$out"
-        exit 0
-    fi
-fi
-
-say "building $out with $(go version 2>/dev/null || echo 'go (unknown version)') (the first build downloads modules and takes a minute or two)"
-
-tmp="$(mktemp "$out.tmp.XXXXXX")"
-log="$(mktemp "${TMPDIR:-/tmp}/build-ferretdb.XXXXXX.log")"
-trap 'rm -f "$tmp" "$log"' EXIT
-
-start=$(date +%s)
-# -mod=readonly: go.sum is complete, so a fresh machine needs only the module
-#   proxy, and the build never rewrites go.mod/go.sum in the work tree.
-# CGO_ENABLED=0: the SQLite driver (modernc.org/sqlite) is pure Go; no C
-#   compiler needed, and the binary is static.
-# ferretdb_no_postgresql: leave out the PostgreSQL backend we do not use.
-# -buildvcs=false: do not stamp VCS info (fails in some checkouts, e.g.
-#   a repository without commits, and would change the binary per commit).
-if ! (
-    cd "$src_dir"
-    CGO_ENABLED=0 GOFLAGS=-mod=readonly go build \
-        -buildvcs=false -trimpath \
-        -tags ferretdb_no_postgresql \
-        -ldflags '-s -w' \
-        -o "$tmp" .
-) >"$log" 2>&1; then
-    cat "$log" >&2
-    say "ERROR: 'go build' of $src_dir failed (output above)."
-    if grep -qiE 'dial tcp|proxy\.golang\.org|connection refused|no such host|i/o timeout|403 Forbidden|module lookup disabled' "$log"; then
-        say "It looks like Go modules could not be downloaded: check that the Go module proxy is reachable (GOPROXY=$(go env GOPROXY 2>/dev/null))."
-    fi
-    if grep -qE 'requires go >=|go.mod requires go|toolchain' "$log"; then
-        say "Your Go is too old for this module or a dependency: install Go >= 1.22."
-    fi
-    if grep -q 'missing go.sum entry' "$log"; then
-        say "go.sum is missing entries: run 'go mod tidy' in $src_dir."
-    fi
-    exit 1
-fi
-
-chmod 0755 "$tmp"
-mv -f "$tmp" "$out"
-say "built $out in $(( $(date +%s) - start ))s"
-echo "$out"
+# The SQLite driver (modernc.org/sqlite) is pure Go, so the binary is static; the tag
+# ferretdb_no_postgresql leaves out the PostgreSQL backend we do not use.
+TOOL=build-ferretdb.sh
+SRC_DIR="$repo_root/crates/test-support/ferretdb"
+DEFAULT_OUT="$repo_root/target/tools/ferretdb-test-server"
+PACKAGE=.
+GO_TAGS=ferretdb_no_postgresql
+MIN_GO=1.22
+FIRST_BUILD="the first build downloads modules and takes a minute or two"
+# shellcheck source=scripts/lib/go-tool.sh
+source "$repo_root/scripts/lib/go-tool.sh"
+build_go_tool "$@"
