@@ -21,7 +21,7 @@ bins: ## Build every binary (debug)
 demo: bins ## Start all services on the embedded defaults and run the CLI story
 	scripts/demo.sh
 
-test-deps: ## Install what the tests need: protoc, etcd (Debian etcd-server), the FerretDB test server (Go)
+test-deps: ## Install what the tests need: protoc, etcd and Prometheus (Debian), the FerretDB test server and Jaeger (Go)
 	@scripts/ensure-protoc.sh >/dev/null
 	@scripts/install-etcd.sh
 	@scripts/build-ferretdb.sh
