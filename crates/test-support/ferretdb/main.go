@@ -149,8 +149,12 @@ func run() int {
 	select {
 	case <-ctx.Done():
 	case <-done:
-		logger.Error("FerretDB stopped unexpectedly")
-		return 1
+		// A signal that came while we were still announcing readiness makes both cases ready,
+		// and select picks one at random: Run ending after a signal is an orderly stop.
+		if ctx.Err() == nil {
+			logger.Error("FerretDB stopped unexpectedly")
+			return 1
+		}
 	}
 
 	return waitShutdown(done, *shutdownTimeout, logger)
