@@ -278,25 +278,7 @@ impl Cluster {
         service: &str,
         extra: &[(&str, &str)],
     ) -> anyhow::Result<ServiceProcess> {
-        self.started += 1;
-        let log = self
-            .dir
-            .path()
-            .join(format!("{service}-{}.log", self.started));
-        let file = fs::File::create(&log)?;
-        let child = self
-            .command(&binary(&format!("shippy-{service}")))
-            .envs(extra.iter().copied())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("starting shippy-{service}"))?;
-        let mut process = ServiceProcess {
-            service: service.to_owned(),
-            instance: ServiceInstance::new(service, "", String::new()),
-            child,
-            log,
-        };
+        let mut process = self.spawn_with(service, extra)?;
         process.instance = self.wait_registered(&mut process).await?;
         probe::wait_serving(process.address(), "", START_TIMEOUT).await?;
         Ok(process)
