@@ -182,6 +182,9 @@ cleanup() {
     for id in $(project_ids --filter health=unhealthy 2>/dev/null); do
       say "$(name_of "$id"): last healthcheck results"
       podman inspect --format '{{range .State.Health.Log}}{{.Start}} exit {{.ExitCode}}: {{.Output}}{{println}}{{end}}' "$id" 2>&1 | tail -n 5 >&2 || true
+      # The tail above may hide why it never became ready: its whole log (bounded).
+      say "$(name_of "$id"): log"
+      podman logs "$id" 2>&1 | tail -n 200 | sed 's/^/  /' >&2 || true
     done
   fi
   if [[ "${SHIPPY_TEST_KEEP:-}" == 1 ]]; then

@@ -26,8 +26,16 @@ pub enum SettingsError {
     #[error("settings file {0} does not exist")]
     MissingFile(PathBuf),
     /// A layer could not be parsed, or a value has the wrong type (the message names the key).
+    /// Not a `#[source]`: the message already says all the cause says, and an error printer that
+    /// follows sources would print it twice.
     #[error("invalid settings: {0}")]
-    Invalid(#[from] config::ConfigError),
+    Invalid(config::ConfigError),
+}
+
+impl From<config::ConfigError> for SettingsError {
+    fn from(error: config::ConfigError) -> Self {
+        Self::Invalid(error)
+    }
 }
 
 /// `SHIPPY_*` environment variables that are not settings (the CLI's and the tools' own), so no

@@ -48,6 +48,15 @@ pub const SUPERVISE_INTERVAL: Duration = Duration::from_secs(1);
 /// Upper bound of one ping, in case a connection hangs beyond the driver's own timeouts.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Upper bound of one run of the service's initialisation: a run that hangs (a lock held by a
+/// dead peer, a connection stuck half-open) is abandoned and tried again instead of keeping the
+/// service NOT_SERVING, silently, forever.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// While the database stays unusable, the supervisor repeats its warning this often (with the
+/// latest error and how long it has waited), so a log shows that it is still trying and why.
+const REMIND_EVERY: Duration = Duration::from_secs(30);
+
 /// Builds a client for `settings` and returns its database. Does not contact the server: the
 /// driver connects on first use, so this succeeds while MongoDB is down.
 ///
@@ -233,9 +242,10 @@ enum Readiness {
 }
 
 /// Spawns a task that reports whether the database can be used: every [`SUPERVISE_INTERVAL`] it
-/// pings `db`; after the first successful ping it runs `init` (indexes, seed data) until that
-/// succeeds once; `true` while the database answers and `init` has succeeded. Warnings are logged
-/// once per change of state. The task ends when every receiver is dropped.
+/// pings `db`; after the first successful ping it runs `init` (indexes, seed data, each run
+/// bounded by [`INIT_TIMEOUT`]) until that succeeds once; `true` while the database answers and
+/// `init` has succeeded. A warning is logged when the state or its error changes, and repeated
+/// every [`REMIND_EVERY`] while it lasts. The task ends when every receiver is dropped.
 pub fn supervise<F, Fut>(db: Database, init: F) -> watch::Receiver<bool>
 where
     F: FnMut() -> Fut + Send + 'static,
@@ -253,12 +263,22 @@ where
 {
     let database = db.name().to_owned();
     let mut initialised = false;
-    let mut last: Option<Readiness> = None;
+    let mut reporter = Reporter::default();
     loop {
         let probe = async {
             ping(&db).await.map_err(|e| (Readiness::Unreachable, e))?;
             if !initialised {
-                init().await.map_err(|e| (Readiness::InitFailing, e))?;
+                match tokio::time::timeout(INIT_TIMEOUT, init()).await {
+                    Ok(outcome) => outcome.map_err(|e| (Readiness::InitFailing, e))?,
+                    Err(_) => {
+                        return Err((
+                            Readiness::InitFailing,
+                            StoreError::Unavailable(format!(
+                                "initialisation did not finish within {INIT_TIMEOUT:?}"
+                            )),
+                        ));
+                    }
+                }
                 initialised = true;
             }
             Ok::<_, (Readiness, StoreError)>(())
@@ -267,33 +287,74 @@ where
             () = ready.closed() => return,
             outcome = probe => outcome,
         };
-        let now = match &outcome {
-            Ok(()) => Readiness::Ready,
-            Err((readiness, _)) => *readiness,
-        };
-        if last != Some(now) {
-            match &outcome {
-                Ok(()) => tracing::info!(%database, "MongoDB is reachable and initialised"),
-                Err((Readiness::InitFailing, error)) => tracing::warn!(
-                    %database, %error,
-                    "MongoDB is reachable but initialisation failed; retrying"
-                ),
-                Err((_, error)) => tracing::warn!(
-                    %database, %error,
-                    "MongoDB is unreachable; waiting until it answers"
-                ),
-            }
-            last = Some(now);
-        }
-        ready.send_if_modified(|current| {
-            let modified = *current != (now == Readiness::Ready);
-            *current = now == Readiness::Ready;
-            modified
-        });
+        reporter.report(&database, &outcome);
+        let now_ready = outcome.is_ok();
+        ready.send_if_modified(|current| std::mem::replace(current, now_ready) != now_ready);
         tokio::select! {
             () = ready.closed() => return,
             () = tokio::time::sleep(SUPERVISE_INTERVAL) => {}
         }
+    }
+}
+
+/// Decides which probe outcomes are worth a log line: a change of state or of error text, and a
+/// reminder every [`REMIND_EVERY`] while the database stays unusable.
+#[derive(Default)]
+struct Reporter {
+    /// The state and error text last logged, and when that state began.
+    last: Option<(Readiness, String, tokio::time::Instant)>,
+    /// When the last line was logged.
+    logged_at: Option<tokio::time::Instant>,
+}
+
+impl Reporter {
+    fn report(&mut self, database: &str, outcome: &Result<(), (Readiness, StoreError)>) {
+        let (state, text) = match outcome {
+            Ok(()) => (Readiness::Ready, String::new()),
+            Err((state, error)) => (*state, error.to_string()),
+        };
+        let Some(waited) = self.observe(state, text, tokio::time::Instant::now()) else {
+            return;
+        };
+        let waited = format!("{waited:.0?}");
+        match outcome {
+            Ok(()) => tracing::info!(%database, "MongoDB is reachable and initialised"),
+            Err((Readiness::InitFailing, error)) => tracing::warn!(
+                %database, %error, %waited,
+                "MongoDB is reachable but initialisation failed; retrying"
+            ),
+            Err((_, error)) => tracing::warn!(
+                %database, %error, %waited,
+                "MongoDB is unreachable; waiting until it answers"
+            ),
+        }
+    }
+
+    /// Records one outcome; returns how long the state has lasted when it is worth logging.
+    fn observe(
+        &mut self,
+        state: Readiness,
+        text: String,
+        now: tokio::time::Instant,
+    ) -> Option<Duration> {
+        let since = match &self.last {
+            Some((last, _, since)) if *last == state => *since,
+            _ => now,
+        };
+        let changed = self
+            .last
+            .as_ref()
+            .is_none_or(|(last, last_text, _)| *last != state || *last_text != text);
+        let remind = state != Readiness::Ready
+            && self
+                .logged_at
+                .is_some_and(|at| now.duration_since(at) >= REMIND_EVERY);
+        self.last = Some((state, text, since));
+        if !(changed || remind) {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(now.duration_since(since))
     }
 }
 
@@ -314,6 +375,48 @@ mod tests {
         Error::from(ErrorKind::Command(from_doc::<CommandError>(
             doc! { "code": code, "codeName": "X", "errmsg": "boom" },
         )))
+    }
+
+    #[test]
+    fn the_supervisor_logs_changes_and_reminds_while_unusable() {
+        let mut reporter = Reporter::default();
+        let t0 = tokio::time::Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let down = |text: &str| text.to_owned();
+        assert_eq!(
+            reporter.observe(Readiness::Unreachable, down("dns"), at(0)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            reporter.observe(Readiness::Unreachable, down("dns"), at(1)),
+            None
+        );
+        // A new error is news, and says how long the outage has lasted.
+        assert_eq!(
+            reporter.observe(Readiness::Unreachable, down("timeout"), at(2)),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            reporter.observe(Readiness::Unreachable, down("timeout"), at(20)),
+            None
+        );
+        assert_eq!(
+            reporter.observe(Readiness::Unreachable, down("timeout"), at(32)),
+            Some(Duration::from_secs(32))
+        );
+        assert_eq!(
+            reporter.observe(Readiness::InitFailing, down("slow"), at(33)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            reporter.observe(Readiness::Ready, String::new(), at(34)),
+            Some(Duration::ZERO)
+        );
+        // Ready is said once, never repeated.
+        assert_eq!(
+            reporter.observe(Readiness::Ready, String::new(), at(100)),
+            None
+        );
     }
 
     #[test]
