@@ -5,13 +5,28 @@ use std::time::{Duration, Instant};
 use shippy_proto::vessel::v1::{
     GetRequest, Specification, vessel_service_client::VesselServiceClient,
 };
-use shippy_test_support::{Cluster, ServiceProcess, etcd::Etcd};
+use shippy_test_support::{Cluster, ServiceProcess, etcd::Etcd, http};
 use tonic::Code;
 
 async fn vessels(process: &ServiceProcess) -> VesselServiceClient<tonic::transport::Channel> {
     VesselServiceClient::connect(format!("http://{}", process.address()))
         .await
         .expect("connect")
+}
+
+/// The value of the config-centre counter with `outcome` on `process`'s admin port (0 if absent).
+fn updates(process: &ServiceProcess, outcome: &str) -> f64 {
+    let admin = process
+        .instance
+        .metadata
+        .get("metrics_address")
+        .expect("metrics_address registered");
+    let (status, text) = http::get(admin, "/metrics", Duration::from_secs(5)).expect("admin port");
+    assert_eq!(status, 200);
+    let series = format!("shippy_config_updates_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
@@ -107,6 +122,9 @@ async fn settings_come_from_etcd_and_changes_apply_live() {
         vessel.log().contains("take effect after a restart")
     })
     .await;
+    // Both changes are counted where Prometheus reads them; none was refused.
+    assert_eq!(updates(&vessel, "applied"), 2.0);
+    assert_eq!(updates(&vessel, "refused"), 0.0);
 }
 
 #[tokio::test]
@@ -160,6 +178,8 @@ async fn bad_documents_are_refused_and_the_last_good_settings_stay() {
         vessel.log().contains("config centre update refused")
     })
     .await;
+    assert_eq!(updates(&vessel, "refused"), 1.0);
+    assert_eq!(updates(&vessel, "applied"), 0.0);
     let mut vessels = vessels(&vessel).await;
     assert_eq!(
         vessels

@@ -160,6 +160,20 @@ async fn prometheus_counts_the_calls_made_and_every_dashboard_query_has_data() {
             r#"sum(grpc_server_handling_seconds_count{grpc_method="CreateConsignment"})"#.to_owned(),
             CREATES,
         ),
+        // Store operations, timed whatever the backend: one user and three consignments stored,
+        // one login's lookup, three vessel searches.
+        (
+            r#"sum(shippy_store_operation_seconds_count{operation="create",outcome="ok"})"#.to_owned(),
+            1 + CREATES,
+        ),
+        (
+            r#"sum(shippy_store_operation_seconds_count{operation="find_by_email",outcome="ok"})"#.to_owned(),
+            1,
+        ),
+        (
+            r#"sum(shippy_store_operation_seconds_count{operation="find_available",outcome="ok"})"#.to_owned(),
+            CREATES,
+        ),
     ];
     for (expr, count) in &expected {
         prometheus
@@ -181,6 +195,19 @@ async fn prometheus_counts_the_calls_made_and_every_dashboard_query_has_data() {
     );
     assert_eq!(value(&prometheus, "sum(shippy_registry_registered)"), 3.0);
     assert_eq!(value(&prometheus, "count(shippy_build_info)"), 3.0);
+    // Every instance's registration is confirmed by heartbeats, well within its TTL.
+    assert_eq!(
+        value(
+            &prometheus,
+            "count(shippy_registry_heartbeat_timestamp_seconds)"
+        ),
+        3.0
+    );
+    let oldest = value(
+        &prometheus,
+        "max(time() - shippy_registry_heartbeat_timestamp_seconds)",
+    );
+    assert!(oldest < 30.0, "a heartbeat {oldest} s old");
 
     // Every query of the dashboard has data after this load (so it cannot drift from the names).
     for (title, expr) in dashboard_queries() {

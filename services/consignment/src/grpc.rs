@@ -12,7 +12,9 @@ use shippy_proto::{
     consignment::v1::{self as pb, shipping_service_server::ShippingService},
     vessel::v1::{Specification, vessel_service_client::VesselServiceClient},
 };
-use shippy_shared::{auth::Authenticator, discovery::balance::BalancedChannel, page::PageRequest};
+use shippy_shared::{
+    auth::Authenticator, discovery::balance::BalancedChannel, page::PageRequest, store::observe,
+};
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
@@ -135,8 +137,7 @@ impl ShippingService for ShippingHandler {
         claims_only_the_caller(&caller, request.get_ref())?;
         let vessel_id = self.find_vessel(&new).await?;
         let consignment = new.assign(vessel_id, &caller);
-        self.store
-            .create(&consignment)
+        observe("create", self.store.create(&consignment))
             .await
             .map_err(|e| status(e.into()))?;
         tracing::info!(consignment = %consignment.id, vessel = %consignment.vessel_id, user = %caller, "consignment created");
@@ -155,11 +156,13 @@ impl ShippingService for ShippingHandler {
         let request = request.into_inner();
         let page = PageRequest::parse(request.page_size, &request.page_token)
             .map_err(|e| status(e.into()))?;
-        let fetched = self
-            .store
-            .list_by_owner(&caller, page.after(), page.fetch_limit())
-            .await
-            .map_err(|e| status(e.into()))?;
+        let fetched = observe(
+            "list_by_owner",
+            self.store
+                .list_by_owner(&caller, page.after(), page.fetch_limit()),
+        )
+        .await
+        .map_err(|e| status(e.into()))?;
         let consignments: Vec<pb::Consignment> = fetched.into_iter().map(Into::into).collect();
         let (consignments, next) = page.cut(consignments, |c| &c.id, prost::Message::encoded_len);
         Ok(Response::new(pb::Response {

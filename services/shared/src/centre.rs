@@ -16,6 +16,11 @@ use crate::{
     etcd::{Etcd, EtcdError, mirror},
 };
 
+/// Counter of config-centre documents this process saw change, by `outcome`: `applied` (now in
+/// force) or `refused` (invalid; the last good settings stay). A document equal to the settings
+/// in force counts as neither.
+const UPDATES_METRIC: &str = "shippy_config_updates_total";
+
 /// Config centre failures.
 #[derive(Debug, thiserror::Error)]
 pub enum CentreError {
@@ -144,6 +149,7 @@ impl ConfigCentre {
                     }
                     Err(error) => {
                         tracing::error!(key = %self.key, %error, "config centre update refused; keeping the last good settings");
+                        metrics::counter!(UPDATES_METRIC, "outcome" => "refused").increment(1);
                         continue;
                     }
                 };
@@ -156,6 +162,7 @@ impl ConfigCentre {
                     tracing::warn!(key = %self.key, changed = ?restart, "these settings changed in the config centre and take effect after a restart");
                 }
                 tracing::info!(key = %self.key, "config centre update applied");
+                metrics::counter!(UPDATES_METRIC, "outcome" => "applied").increment(1);
                 settings.send_replace(Arc::new(next));
             }
         });

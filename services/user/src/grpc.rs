@@ -10,6 +10,7 @@
 use std::{net::IpAddr, sync::Arc, time::Duration, time::SystemTime};
 
 use shippy_proto::user::v1::{self as pb, user_service_server::UserService};
+use shippy_shared::store::observe;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
@@ -49,8 +50,7 @@ impl UserHandler {
     /// The user `token` belongs to: a valid token whose user still exists.
     async fn holder(&self, token: &str) -> Result<User, UserError> {
         let claims = self.tokens.validate(token, SystemTime::now())?;
-        self.store
-            .get(&claims.sub)
+        observe("get", self.store.get(&claims.sub))
             .await?
             .ok_or(UserError::Token(TokenError::UnknownUser))
     }
@@ -136,8 +136,7 @@ impl UserService for UserHandler {
             .await
             .map_err(status)?;
         let user = new.into_user(hash);
-        self.store
-            .create(&user)
+        observe("create", self.store.create(&user))
             .await
             .map_err(|e| status(e.into()))?;
         tracing::info!(user = %user.id, email = %user.email, "user created");
@@ -190,9 +189,7 @@ impl UserService for UserHandler {
             tracing::warn!(%email, "log-in attempts over the limit");
             status(e)
         })?;
-        let user = self
-            .store
-            .find_by_email(&email)
+        let user = observe("find_by_email", self.store.find_by_email(&email))
             .await
             .map_err(|e| status(e.into()))?;
         // An unknown email is checked against a dummy hash: it takes as long as a wrong password.

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use shippy_proto::vessel::v1::{self as pb, vessel_service_server::VesselService};
-use shippy_shared::{auth::Authenticator, page::PageRequest};
+use shippy_shared::{auth::Authenticator, page::PageRequest, store::observe};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -62,9 +62,7 @@ impl VesselService for VesselHandler {
         let request = request.into_inner();
         let spec = Specification::parse(request.capacity.into(), request.max_weight.into())
             .map_err(|e| status(e.into()))?;
-        let vessel = self
-            .store
-            .find_available(&spec)
+        let vessel = observe("find_available", self.store.find_available(&spec))
             .await
             .map_err(|e| status(e.into()))?
             .ok_or_else(|| status(VesselError::NoneFits(spec)))?;
@@ -89,8 +87,7 @@ impl VesselService for VesselHandler {
         )
         .map_err(|e| status(e.into()))?;
         let vessel = new.into_vessel(caller);
-        self.store
-            .create(&vessel)
+        observe("create", self.store.create(&vessel))
             .await
             .map_err(|e| status(e.into()))?;
         tracing::info!(vessel = %vessel.id, name = %vessel.name, "vessel created");
@@ -108,11 +105,12 @@ impl VesselService for VesselHandler {
         let request = request.into_inner();
         let page = PageRequest::parse(request.page_size, &request.page_token)
             .map_err(|e| status(e.into()))?;
-        let fetched = self
-            .store
-            .list_page(page.after(), page.fetch_limit())
-            .await
-            .map_err(|e| status(e.into()))?;
+        let fetched = observe(
+            "list_page",
+            self.store.list_page(page.after(), page.fetch_limit()),
+        )
+        .await
+        .map_err(|e| status(e.into()))?;
         let vessels: Vec<pb::Vessel> = fetched.into_iter().map(Into::into).collect();
         let (vessels, next) = page.cut(vessels, |v| &v.id, prost::Message::encoded_len);
         Ok(Response::new(pb::Response {

@@ -72,6 +72,7 @@ impl EtcdRegistry {
     /// a delete that lands before the watch is set up is still seen.
     async fn keep_alive(
         &self,
+        service: &str,
         key: &str,
         lease: i64,
         put_revision: i64,
@@ -104,7 +105,7 @@ impl EtcdRegistry {
                 }
                 answer = answers.message() => match answer {
                     Ok(Some(answer)) if answer.ttl() <= 0 => return Some("lease expired".into()),
-                    Ok(Some(_)) => {}
+                    Ok(Some(_)) => super::heartbeat_confirmed(service),
                     Ok(None) => return Some("keep-alive stream ended".into()),
                     Err(error) => return Some(format!("keep-alive stream failed: {error}")),
                 },
@@ -131,6 +132,12 @@ impl Registry for EtcdRegistry {
         // The first registration must work, so a misconfigured endpoint fails start-up loudly.
         let first = self.put_instance(&key, &value).await?;
         tracing::info!(%key, lease = first.0, ttl = ?self.ttl, "registered (etcd)");
+        super::heartbeat_confirmed(&instance.name);
+        let service = instance.name.clone();
+        // Whether the registration is in etcd now: the host sets it when serving starts and ends;
+        // here it follows a lost and re-made registration in between.
+        let registered =
+            metrics::gauge!("shippy_registry_registered", "service" => service.clone());
 
         let stop = CancellationToken::new();
         let registry = self.clone();
@@ -146,6 +153,8 @@ impl Registry for EtcdRegistry {
                         None => match registry.put_instance(&key, &value).await {
                             Ok(fresh) => {
                                 tracing::info!(%key, lease = fresh.0, "re-registered (etcd)");
+                                registered.set(1.0);
+                                super::heartbeat_confirmed(&service);
                                 backoff.reset();
                                 lease = Some(fresh);
                                 fresh
@@ -160,11 +169,15 @@ impl Registry for EtcdRegistry {
                             }
                         },
                     };
-                    match registry.keep_alive(&key, current.0, current.1, &stop).await {
+                    match registry
+                        .keep_alive(&service, &key, current.0, current.1, &stop)
+                        .await
+                    {
                         None => break,
                         Some(reason) => {
                             let delay = backoff.next_delay();
                             tracing::warn!(%key, lease = current.0, %reason, retry_in = ?delay, "registration lost; re-registering");
+                            registered.set(0.0);
                             lease = None;
                             tokio::select! {
                                 () = stop.cancelled() => break,

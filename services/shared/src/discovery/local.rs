@@ -425,6 +425,7 @@ impl Registry for LocalRegistry {
             .await?;
         }
         tracing::info!(service = %instance.name, id = %instance.id, address = %instance.address, dir = %self.dir.display(), "registered (local)");
+        super::heartbeat_confirmed(&instance.name);
 
         let stop = CancellationToken::new();
         let heartbeat = (self.ttl / 3).max(Duration::from_millis(100));
@@ -443,8 +444,9 @@ impl Registry for LocalRegistry {
                     let write = off_runtime(&dir, move || write_entry(&d, &e));
                     tokio::select! {
                         () = stop.cancelled() => break,
-                        result = write => if let Err(error) = result {
-                            tracing::warn!("could not refresh local registration: {error}");
+                        result = write => match result {
+                            Ok(()) => super::heartbeat_confirmed(&entry.instance.name),
+                            Err(error) => tracing::warn!("could not refresh local registration: {error}"),
                         }
                     }
                 }

@@ -140,6 +140,19 @@ impl Drop for Registration {
     }
 }
 
+/// Notes that the registry confirmed `service`'s registration just now (a registration, a
+/// refreshed entry or an answered lease keep-alive): the gauge
+/// `shippy_registry_heartbeat_timestamp_seconds{service}` holds the Unix time of the last one, so
+/// `time() - shippy_registry_heartbeat_timestamp_seconds` is the heartbeat's age, which grows past
+/// the TTL only when the instance is about to drop out of discovery.
+fn heartbeat_confirmed(service: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    metrics::gauge!("shippy_registry_heartbeat_timestamp_seconds", "service" => service.to_owned())
+        .set(now);
+}
+
 /// Checks that `name` is safe as a file name and an etcd key segment.
 pub fn validate_name(name: &str) -> Result<(), DiscoveryError> {
     let ok = !name.is_empty()

@@ -5,6 +5,10 @@
 pub mod mongo;
 pub mod sqlite;
 
+use std::future::Future;
+
+use tracing::Instrument;
+
 /// Store failures, classified by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +28,50 @@ impl StoreError {
     pub fn poisoned<T>(_: T) -> Self {
         Self::Internal("memory store lock poisoned".into())
     }
+}
+
+impl StoreError {
+    /// The `outcome` label of this error in the store metrics.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Duplicate(_) => "duplicate",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Runs one store operation named `operation` (e.g. `find_available`) inside a `store` span and
+/// records its latency in the histogram `shippy_store_operation_seconds{operation, outcome}`
+/// (`ok`, `duplicate`, `unavailable` or `internal`). Services wrap each call their edge makes into
+/// the store, whatever the backend, so a dashboard shows which operation is slow or failing.
+pub async fn observe<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let span = tracing::info_span!(
+        "store",
+        otel.name = operation,
+        otel.kind = "client",
+        db.operation.name = operation,
+        otel.status_code = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let result = call.instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => {
+            span.record("otel.status_code", "ERROR");
+            error.outcome()
+        }
+    };
+    metrics::histogram!(
+        "shippy_store_operation_seconds",
+        "operation" => operation,
+        "outcome" => outcome,
+    )
+    .record(started.elapsed().as_secs_f64());
+    result
 }
 
 /// The backend `store.backend` selects, opened; each service puts its own store on it.
