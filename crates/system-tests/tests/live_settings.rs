@@ -35,6 +35,7 @@ fn limited(mut settings: VesselSettings, requests_per_second: u32) -> Arc<Vessel
     settings.common.limits = LimitSettings {
         requests_per_second,
         burst: 1,
+        ..LimitSettings::default()
     };
     Arc::new(settings)
 }

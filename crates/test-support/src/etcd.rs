@@ -207,10 +207,32 @@ impl Etcd {
     /// Stops every member and starts them again on the same ports and data; waits until healthy.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
+        self.start_again().await
+    }
+
+    /// Starts the members that are stopped, on their ports and with whatever data they have
+    /// (after [`Etcd::stop`]: an outage that ends); waits until healthy.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
         for i in 0..self.members.len() {
-            self.spawn_member(i)?;
+            if self.members[i].child.is_none() {
+                self.spawn_member(i)?;
+            }
         }
         self.wait_healthy().await
+    }
+
+    /// Deletes the data of every stopped member, so that [`Etcd::start_again`] starts an empty
+    /// cluster on the same ports (a lost disk, or a cluster rebuilt from nothing): every key
+    /// and lease is gone.
+    pub fn wipe_data(&mut self) -> anyhow::Result<()> {
+        for member in &self.members {
+            anyhow::ensure!(member.child.is_none(), "{} is still running", member.name);
+            if member.data_dir.exists() {
+                std::fs::remove_dir_all(&member.data_dir)
+                    .with_context(|| format!("wiping {}", member.data_dir.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// A client for assertions, connected to the members that are running.

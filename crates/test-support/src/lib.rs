@@ -4,6 +4,7 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`; `make test` does it).
 
+pub mod chaos;
 pub mod etcd;
 pub mod ferretdb;
 pub mod http;
@@ -127,6 +128,35 @@ impl ServiceProcess {
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGSTOP: the process stays registered and its sockets stay open, but it answers nothing
+    /// (a frozen or overloaded host, as clients see it).
+    pub fn freeze(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`ServiceProcess::freeze`].
+    pub fn thaw(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    /// The Prometheus text its admin port serves now (`metrics_address` in its registry entry).
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let admin = self
+            .instance
+            .metadata
+            .get("metrics_address")
+            .with_context(|| format!("{} registered no metrics_address", self.service))?;
+        let (status, text) = self::http::get(admin, "/metrics", Duration::from_secs(5))?;
+        anyhow::ensure!(status == 200, "/metrics answered {status}");
+        Ok(text)
+    }
+
+    /// The sum of the samples of metric `name` on its admin port whose labels include every
+    /// `label="value"` of `labels` (0 when there is none).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
+        Ok(sum_samples(&self.metrics()?, name, labels))
     }
 
     /// SIGKILL, as a crash would.
@@ -616,4 +646,24 @@ pub fn consignment_json(weight: i64, containers: usize) -> String {
         .collect();
     serde_json::json!({ "description": "test cargo", "weight": weight, "containers": containers })
         .to_string()
+}
+
+/// The sum of the samples of `name` in Prometheus `text` whose labels include every
+/// `label="value"` of `labels`.
+pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labelled, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels
+                .iter()
+                .all(|(key, wanted)| labelled.contains(&format!("{key}=\"{wanted}\"")))
+                .then(|| value.trim().parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }

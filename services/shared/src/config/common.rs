@@ -1,7 +1,7 @@
 //! The settings every shippy process shares ([`CommonSettings`]) and their sections. Services
 //! embed them with `#[serde(flatten)]` beside their own sections (see the `services` module).
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,7 @@ impl CommonSettings {
 }
 
 /// `limits.*`: protects a service from overload; changeable at run time.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LimitSettings {
     /// Calls per second the service's API accepts (health checks excepted); 0 = unlimited.
@@ -69,6 +69,21 @@ pub struct LimitSettings {
     pub requests_per_second: u32,
     /// Calls allowed in a burst above the steady rate (at least 1 when limited).
     pub burst: u32,
+    /// Most calls the service's API serves at once (health checks excepted); 0 = no limit. A call
+    /// beyond it is shed at once with UNAVAILABLE (never queued), so callers retry elsewhere. The
+    /// default sits far above the concurrency of normal load (`make bench`), so it only cuts the
+    /// queue of an overloaded instance.
+    pub max_concurrent_calls: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 0,
+            burst: 0,
+            max_concurrent_calls: 512,
+        }
+    }
 }
 
 /// `server.*`: listening and advertised address, and the bounds on connections.
@@ -92,6 +107,9 @@ pub struct ServerSettings {
     pub keepalive_interval_ms: u64,
     /// A connection whose ping is not answered within this long is closed.
     pub keepalive_timeout_ms: u64,
+    /// The version this instance registers in discovery, which routing weights and version pins
+    /// select by (`client.routing`, `x-shippy-route-<service>`); by default the binary's version.
+    pub version: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -104,6 +122,7 @@ impl Default for ServerSettings {
             max_connections: 2_048,
             keepalive_interval_ms: 60_000,
             keepalive_timeout_ms: 20_000,
+            version: None,
         }
     }
 }
@@ -334,14 +353,43 @@ impl Default for LogSettings {
     }
 }
 
-/// `client.*`: calls this process makes to other services.
+/// `client.*`: calls this process makes to other services, through the balanced channel
+/// (`discovery::balance`). Everything but `connect_timeout_ms` applies live, to the next call.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ClientSettings {
-    /// Deadline of every call, including the wait for a connection.
+    /// Deadline of a call when the caller being served sent none (`grpc-timeout`); a caller's
+    /// deadline is passed on instead, minus what is already spent.
     pub timeout_ms: u64,
     /// Timeout for opening a connection to one instance.
     pub connect_timeout_ms: u64,
+    /// Longest wait for one attempt of an idempotent call before it is tried on another instance
+    /// (a frozen instance costs this, not the whole deadline); 0 = the whole deadline.
+    pub attempt_timeout_ms: u64,
+    /// Attempts per call, the first included (retries go to other instances when there are any).
+    pub max_attempts: u32,
+    /// Retry budget: retries may add this share (percent) of the calls of the last 10 s...
+    pub retry_budget_percent: u32,
+    /// ...plus this many retries per second, so a lone failed call can still be retried.
+    pub retry_min_per_second: u32,
+    /// Failures in a row (unreachable, `UNAVAILABLE`, attempt timed out) that eject an instance.
+    pub eject_after_failures: u32,
+    /// First ejection's length; each repeat offence doubles it, up to `eject_max_ms`.
+    pub eject_base_ms: u64,
+    /// Longest ejection.
+    pub eject_max_ms: u64,
+    /// Most instances of a service that may be ejected at once, in percent (never all of them).
+    pub max_ejected_percent: u32,
+    /// Adaptive throttling (Google SRE): once calls to a service fail, reject locally the share
+    /// `(requests - k * accepted) / (requests + 1)` of new ones; `k` in percent (150 = 1.5). Lower
+    /// rejects sooner; 0 turns the breaker off.
+    pub breaker_k_percent: u32,
+    /// An instance that left the registry stays usable for this long by callers that have no
+    /// other instance (it may still be draining, or the registry may have lost its data).
+    pub departed_grace_ms: u64,
+    /// Routing weights per version of a target service, e.g. `client.routing.vessel:
+    /// "0.1.0=90,0.2.0=10"` (or a map); unlisted versions get none. No entry: every version.
+    pub routing: BTreeMap<String, VersionWeights>,
 }
 
 impl Default for ClientSettings {
@@ -349,14 +397,108 @@ impl Default for ClientSettings {
         Self {
             timeout_ms: 5_000,
             connect_timeout_ms: 1_000,
+            attempt_timeout_ms: 1_000,
+            max_attempts: 3,
+            retry_budget_percent: 20,
+            retry_min_per_second: 10,
+            eject_after_failures: 3,
+            eject_base_ms: 2_000,
+            eject_max_ms: 30_000,
+            max_ejected_percent: 50,
+            breaker_k_percent: 150,
+            departed_grace_ms: 5_000,
+            routing: BTreeMap::new(),
         }
     }
 }
 
 impl ClientSettings {
-    /// The per-call deadline.
+    /// The per-call deadline when the caller sent none.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))
+    }
+}
+
+/// Routing weights by version, written `0.1.0=90,0.2.0=10` (what an environment variable can
+/// hold) or as a map `{"0.1.0": 90, "0.2.0": 10}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VersionWeights(BTreeMap<String, u32>);
+
+impl VersionWeights {
+    /// Weights from `(version, weight)` pairs.
+    pub fn new(weights: impl IntoIterator<Item = (String, u32)>) -> Self {
+        Self(weights.into_iter().collect())
+    }
+
+    /// The weight of `version` (0 when unlisted).
+    pub fn of(&self, version: &str) -> u32 {
+        self.0.get(version).copied().unwrap_or(0)
+    }
+
+    /// Whether no version is listed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The listed versions and their weights.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.0
+            .iter()
+            .map(|(version, weight)| (version.as_str(), *weight))
+    }
+}
+
+impl std::str::FromStr for VersionWeights {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut weights = BTreeMap::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (version, weight) = part.split_once('=').ok_or_else(|| {
+                format!("routing weights are `version=weight,...`; {part:?} has no `=`")
+            })?;
+            let version = version.trim();
+            if version.is_empty() || version.len() > 64 || version.chars().any(char::is_control) {
+                return Err(format!("{version:?} is not a version"));
+            }
+            let weight = weight.trim().parse::<u32>().map_err(|_| {
+                format!("the weight of version {version} must be a whole number, not {weight:?}")
+            })?;
+            weights.insert(version.to_owned(), weight);
+        }
+        Ok(Self(weights))
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionWeights {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A weight may arrive as a number (YAML, JSON) or as text (environment variables).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Weight {
+            Number(u32),
+            Text(String),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Map(BTreeMap<String, Weight>),
+        }
+        match Form::deserialize(deserializer)? {
+            Form::Text(text) => text.parse().map_err(serde::de::Error::custom),
+            Form::Map(map) => {
+                let pairs = map.into_iter().map(|(version, weight)| match weight {
+                    Weight::Number(n) => format!("{version}={n}"),
+                    Weight::Text(text) => format!("{version}={text}"),
+                });
+                pairs
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
     }
 }
 
@@ -416,11 +558,24 @@ impl Eq for TelemetrySettings {}
 /// `admin.*`: the admin HTTP port of a service: `/metrics` (Prometheus text), `/livez` and
 /// `/readyz` (plain-HTTP probes). Its address is registered in discovery as the instance's
 /// `metrics_address`, so Prometheus service discovery and tests can find it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct AdminSettings {
     /// Interface to bind; by default `server.host`.
     pub host: Option<IpAddr>,
     /// Port to bind; 0 (the default) picks a free one.
     pub port: u16,
+    /// Whether RPC, client, store and registry metrics are recorded (`/metrics` then serves only
+    /// the process metrics). Off costs nothing per call; it exists to measure what metrics cost.
+    pub metrics: bool,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: 0,
+            metrics: true,
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! subscription into a gRPC transport that spreads calls over the live instances.
 
 pub mod balance;
+pub mod context;
 pub mod etcd;
 pub mod local;
 pub mod trace;

@@ -9,7 +9,11 @@ use tonic::{service::Routes, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use super::{
-    admin, codec_errors::CodecErrorsLayer, connections, limits::RateLimitLayer, net::Bound,
+    admin,
+    codec_errors::CodecErrorsLayer,
+    connections,
+    limits::{GateLayer, Limits},
+    net::Bound,
     tracing_layer::TraceLayer,
 };
 use crate::{
@@ -42,6 +46,10 @@ pub enum HostError {
     /// Reflection could not be built.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The fault switch's signal handler could not be installed (`fault-injection` builds).
+    #[cfg(feature = "fault-injection")]
+    #[error("cannot listen for SIGUSR1 (the fault switch): {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 /// A bound, not yet serving, service: what the service registers as, where it listens, and what
@@ -55,8 +63,8 @@ pub(crate) struct ServiceHost {
     pub(crate) shutdown: ShutdownSettings,
     /// Each must be `true` for the service to report SERVING (e.g. "the database answers").
     pub(crate) gates: Vec<watch::Receiver<bool>>,
-    /// The request rate limit of the service's API.
-    pub(crate) limit: super::limits::RateLimit,
+    /// The limits of the service's API: request rate and calls in flight (`limits.*`, live).
+    pub(crate) limits: Limits,
     /// The connection bounds (`server.*`): handshake timeout, connection cap, HTTP/2 keepalive.
     /// (Its address settings were used when the port was bound.)
     pub(crate) server: ServerSettings,
@@ -101,10 +109,13 @@ impl Application {
             registry,
             shutdown: timing,
             gates,
-            limit,
+            limits,
             server: bounds,
             admin: admin_addr,
         } = host;
+        // Test builds only: the switch's signal handler, before anything is started.
+        #[cfg(feature = "fault-injection")]
+        let fault = super::fault::FaultSwitch::on_sigusr1().map_err(HostError::Signal)?;
         // The admin port first: if it cannot be bound, nothing has been started yet.
         let admin_listener = tokio::net::TcpListener::bind(admin_addr)
             .await
@@ -143,8 +154,15 @@ impl Application {
             .http2_keepalive_timeout(Some(bounds.keepalive_timeout()))
             // Outermost, so refused and unreadable calls get a span and a request id too.
             .layer(TraceLayer::new(bound.advertised.clone()))
-            .layer(CodecErrorsLayer)
-            .layer(RateLimitLayer::new(limit))
+            .layer(CodecErrorsLayer);
+        // Test builds only: a switch that makes every call fail, before any limit counts it.
+        #[cfg(feature = "fault-injection")]
+        let server = server.layer(GateLayer::new(fault));
+        let server = server
+            // The rate first: a call it refuses takes no slot among those in flight.
+            .layer(GateLayer::new(limits.rate))
+            // Innermost, so a slot is held exactly while the handler serves the call.
+            .layer(GateLayer::new(limits.concurrency))
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection)
@@ -153,7 +171,9 @@ impl Application {
             });
         let mut server = tokio::spawn(server);
 
-        let mut instance = ServiceInstance::new(spec.name, version, bound.advertised.clone());
+        let registered_version = bounds.version.as_deref().unwrap_or(version);
+        let mut instance =
+            ServiceInstance::new(spec.name, registered_version, bound.advertised.clone());
         instance
             .metadata
             .insert("grpc_service".into(), spec.grpc_service.into());

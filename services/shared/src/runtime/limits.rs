@@ -1,11 +1,32 @@
-//! Request rate limit of a service's own API (`limits.*`), following the live settings, as a tower
-//! layer of the server stack ([`RateLimitLayer`]). Health checks and reflection are never limited.
+//! Protection of a service's own API from overload (`limits.*`, followed live), as tower layers of
+//! the server stack: a request rate limit ([`RateLimit`]) and a concurrency limit that sheds calls
+//! beyond it ([`ConcurrencyLimit`]). Both are [`Gate`]s: one generic layer ([`GateLayer`]) asks a
+//! gate about each call and either answers the call with the gate's `Status` at once or passes it
+//! on, holding what the gate handed out until the call is answered. Health checks and reflection
+//! pass every gate: probes and tooling must work under load.
+//!
+//! Load shedding: a call that arrives while `limits.max_concurrent_calls` calls are in flight is
+//! refused at once with `UNAVAILABLE` and never queued, so under overload the latency of admitted
+//! calls stays bounded instead of growing with a queue. `UNAVAILABLE` rather than
+//! `RESOURCE_EXHAUSTED` because the refusal says "this instance, now": it is the code gRPC clients
+//! (and our balanced channels) treat as safe to retry on another instance, as it is returned before
+//! the handler ran. The rate limit, a policy about the caller's pace, keeps `RESOURCE_EXHAUSTED`.
+//!
+//! The limit is configured rather than adaptive: the handlers of one service differ in cost by
+//! orders of magnitude (an `Auth` call hashes a password for tens of milliseconds, a
+//! `FindAvailable` takes well under one), so a limit steered by observed latency would follow the
+//! mix of calls rather than the load, and shrink at normal load on a busy 2-core machine. A fixed
+//! ceiling, chosen well above the concurrency of normal load, bounds the queue and never sheds a
+//! healthy service.
 
 use std::{
     future::Future,
     num::NonZeroU32,
     pin::Pin,
-    sync::{Arc, RwLock, Weak},
+    sync::{
+        Arc, RwLock, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -13,39 +34,171 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::config::LimitSettings;
+use crate::{config::LimitSettings, discovery::trace};
+
+/// Start of the message of a call refused by the rate limit (the trace layer counts these).
+const RATE_LIMITED: &str = "rate limit exceeded; slow down and retry";
+/// The message of a call shed by the concurrency limit.
+const SHED: &str = "server overloaded: too many calls in flight; retry on another instance";
+
+/// Decides about each call that reaches a [`GateLayer`]: let it through, holding a guard until it
+/// is answered, or answer it at once with a `Status`.
+pub(super) trait Gate: Clone + Send + Sync + 'static {
+    /// Held while an admitted call is served and dropped when it is answered (or abandoned).
+    type Guard: Send + 'static;
+
+    /// Admits the call to `path` (`/package.Service/Method`) or says why not.
+    fn admit(&self, path: &str) -> Result<Self::Guard, Status>;
+}
+
+/// Puts a [`Gate`] in front of every call of the service it wraps, except health and reflection.
+#[derive(Debug, Clone)]
+pub(super) struct GateLayer<G> {
+    gate: G,
+}
+
+impl<G> GateLayer<G> {
+    /// A layer asking `gate` about every call.
+    pub(super) fn new(gate: G) -> Self {
+        Self { gate }
+    }
+}
+
+impl<S, G: Clone> tower::Layer<S> for GateLayer<G> {
+    type Service = Gated<S, G>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Gated {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The service made by [`GateLayer`].
+#[derive(Debug, Clone)]
+pub(super) struct Gated<S, G> {
+    inner: S,
+    gate: G,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, G, B, R> tower::Service<http::Request<B>> for Gated<S, G>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Default + Send + 'static,
+    S::Error: Send + 'static,
+    G: Gate,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        if exempt(path) {
+            return Box::pin(self.inner.call(request));
+        }
+        match self.gate.admit(path) {
+            Ok(guard) => {
+                let served = self.inner.call(request);
+                Box::pin(async move {
+                    let answer = served.await;
+                    drop(guard);
+                    answer
+                })
+            }
+            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+/// Paths that pass every gate: probes and tooling must work under load.
+pub(super) fn exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+/// The limits of one service's API, following `limits.*`. Each service has its own.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// `limits.requests_per_second` and `limits.burst`.
+    pub(super) rate: RateLimit,
+    /// `limits.max_concurrent_calls`.
+    pub(super) concurrency: ConcurrencyLimit,
+}
+
+impl Limits {
+    /// Limits that follow `settings`: a change applies at once, to calls that arrive after it.
+    pub(crate) fn follow(mut settings: watch::Receiver<LimitSettings>) -> Self {
+        let current = settings.borrow_and_update().clone();
+        let limits = Self {
+            rate: RateLimit::new(&current),
+            concurrency: ConcurrencyLimit::new(current.max_concurrent_calls),
+        };
+        // The task holds only weak references: it ends once both limits are gone with the
+        // service's server stack.
+        let bucket = Arc::downgrade(&limits.rate.bucket);
+        let ceiling = Arc::downgrade(&limits.concurrency.state);
+        tokio::spawn(async move {
+            while settings.changed().await.is_ok() {
+                let limits = settings.borrow_and_update().clone();
+                let (bucket, ceiling) = (Weak::upgrade(&bucket), ceiling.upgrade());
+                if bucket.is_none() && ceiling.is_none() {
+                    return;
+                }
+                if let Some(Ok(mut current)) = bucket.as_ref().map(|b| b.write()) {
+                    *current = self::bucket(&limits);
+                }
+                if let Some(ceiling) = ceiling {
+                    ceiling.set_max(limits.max_concurrent_calls);
+                }
+                tracing::info!(?limits, "limits changed");
+            }
+        });
+        limits
+    }
+}
 
 type Bucket = Option<Arc<DefaultDirectRateLimiter>>;
 
-/// A token bucket shared by every clone; `None` means unlimited. Each service has its own.
+/// A token bucket shared by every clone; `None` means unlimited. A change of the settings replaces
+/// the bucket (a fresh burst).
 #[derive(Debug, Clone)]
-pub(crate) struct RateLimit {
+pub(super) struct RateLimit {
     bucket: Arc<RwLock<Bucket>>,
 }
 
 impl RateLimit {
-    /// A limit that follows `settings`: a change replaces the bucket (a fresh burst) at once.
-    pub(crate) fn follow(mut settings: watch::Receiver<LimitSettings>) -> Self {
-        let bucket = Arc::new(RwLock::new(bucket(&settings.borrow_and_update())));
-        let weak: Weak<RwLock<Bucket>> = Arc::downgrade(&bucket);
-        tokio::spawn(async move {
-            while settings.changed().await.is_ok() {
-                let Some(shared) = weak.upgrade() else { return };
-                let limits = settings.borrow_and_update().clone();
-                if let Ok(mut current) = shared.write() {
-                    *current = self::bucket(&limits);
-                }
-                tracing::info!(?limits, "rate limits changed");
-            }
-        });
-        Self { bucket }
+    fn new(settings: &LimitSettings) -> Self {
+        Self {
+            bucket: Arc::new(RwLock::new(bucket(settings))),
+        }
     }
 
     /// Whether one more call may go through now.
-    pub(crate) fn check(&self) -> bool {
+    fn check(&self) -> bool {
         match self.bucket.read() {
             Ok(bucket) => bucket.as_ref().is_none_or(|b| b.check().is_ok()),
             Err(_) => true,
+        }
+    }
+}
+
+/// Calls over the rate get `RESOURCE_EXHAUSTED` without reaching the handler.
+impl Gate for RateLimit {
+    type Guard = ();
+
+    fn admit(&self, _path: &str) -> Result<(), Status> {
+        if self.check() {
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(RATE_LIMITED))
         }
     }
 }
@@ -59,68 +212,67 @@ fn bucket(settings: &LimitSettings) -> Bucket {
     })
 }
 
-/// Paths that are never limited: probes and tooling must work under load.
-fn exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+/// The calls in flight and the most allowed at once (0 = no limit), shared by every clone.
+#[derive(Debug, Default)]
+struct Concurrency {
+    in_flight: AtomicUsize,
+    max: AtomicUsize,
 }
 
-/// Applies a [`RateLimit`] to every call of the service it wraps, except health and reflection;
-/// calls over the limit get `RESOURCE_EXHAUSTED` without reaching the handler.
+impl Concurrency {
+    fn set_max(&self, max: u32) {
+        self.max.store(
+            usize::try_from(max).unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Takes a slot if one is free; never waits.
+    fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let max = self.max.load(Ordering::Relaxed);
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // Counted first, checked after: two racing calls cannot both take the last slot.
+        let slot = Slot(Arc::clone(self));
+        (max == 0 || before < max).then_some(slot)
+    }
+}
+
+/// One call's place among those in flight, given back when dropped.
+#[derive(Debug)]
+pub(super) struct Slot(Arc<Concurrency>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// At most `limits.max_concurrent_calls` calls in flight; the next one is shed.
 #[derive(Debug, Clone)]
-pub(super) struct RateLimitLayer {
-    limit: RateLimit,
+pub(super) struct ConcurrencyLimit {
+    state: Arc<Concurrency>,
 }
 
-impl RateLimitLayer {
-    /// A layer enforcing `limit`.
-    pub(super) fn new(limit: RateLimit) -> Self {
-        Self { limit }
+impl ConcurrencyLimit {
+    fn new(max: u32) -> Self {
+        let state = Arc::new(Concurrency::default());
+        state.set_max(max);
+        Self { state }
     }
 }
 
-impl<S> tower::Layer<S> for RateLimitLayer {
-    type Service = RateLimited<S>;
+/// A call beyond the limit gets `UNAVAILABLE` at once and is counted in
+/// `shippy_server_shed_total`; an admitted one holds its slot until it is answered.
+impl Gate for ConcurrencyLimit {
+    type Guard = Slot;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimited {
-            inner,
-            limit: self.limit.clone(),
-        }
-    }
-}
-
-/// The service made by [`RateLimitLayer`].
-#[derive(Debug, Clone)]
-pub(super) struct RateLimited<S> {
-    inner: S,
-    limit: RateLimit,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B, R> tower::Service<http::Request<B>> for RateLimited<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    R: Default + Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<R>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if exempt(request.uri().path()) || self.limit.check() {
-            Box::pin(self.inner.call(request))
-        } else {
-            let refused =
-                Status::resource_exhausted("rate limit exceeded; slow down and retry").into_http();
-            Box::pin(std::future::ready(Ok(refused)))
-        }
+    fn admit(&self, path: &str) -> Result<Slot, Status> {
+        self.state.try_acquire().ok_or_else(|| {
+            let (_, grpc_service, grpc_method) = trace::rpc_names(path);
+            metrics::counter!("shippy_server_shed_total", "grpc_service" => grpc_service.to_owned(), "grpc_method" => grpc_method.to_owned()).increment(1);
+            tracing::debug!(path, "call shed: too many in flight");
+            Status::unavailable(SHED)
+        })
     }
 }
 
@@ -128,30 +280,91 @@ where
 mod tests {
     use super::*;
 
+    /// Waits (bounded) until the follower task has applied a change that `applied` can see.
+    async fn until(mut applied: impl FnMut() -> bool) {
+        for _ in 0..1_000 {
+            if applied() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("change not applied");
+    }
+
     #[tokio::test]
-    async fn limit_applies_follows_changes_and_can_be_lifted() {
+    async fn rate_limit_applies_follows_changes_and_can_be_lifted() {
         let (tx, rx) = watch::channel(LimitSettings::default());
-        let limit = RateLimit::follow(rx);
+        let limit = Limits::follow(rx).rate;
         assert!((0..100).all(|_| limit.check()), "unlimited by default");
         tx.send_replace(LimitSettings {
             requests_per_second: 1,
             burst: 2,
+            ..LimitSettings::default()
         });
-        // The follower task applies the change; yield until it has.
-        for _ in 0..100 {
-            if !(0..3).all(|_| limit.check()) {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        until(|| !(0..3).all(|_| limit.check())).await;
         assert!(!limit.check(), "burst of 2 used up, then refused");
+        let refused = limit.admit("/shippy.vessel.v1.VesselService/GetVessels");
+        assert_eq!(
+            refused.expect_err("refused").code(),
+            tonic::Code::ResourceExhausted
+        );
         tx.send_replace(LimitSettings::default());
-        for _ in 0..100 {
-            if limit.check() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        until(|| limit.check()).await;
         assert!((0..100).all(|_| limit.check()), "lifted");
+    }
+
+    #[tokio::test]
+    async fn concurrency_limit_sheds_beyond_the_ceiling_frees_slots_and_follows_changes() {
+        let path = "/shippy.vessel.v1.VesselService/GetVessels";
+        let (tx, rx) = watch::channel(LimitSettings {
+            max_concurrent_calls: 2,
+            ..LimitSettings::default()
+        });
+        let limit = Limits::follow(rx).concurrency;
+        let first = limit.admit(path).expect("first admitted");
+        let second = limit.clone().admit(path).expect("second admitted");
+        let shed = limit.admit(path).expect_err("third shed");
+        assert_eq!(shed.code(), tonic::Code::Unavailable);
+        assert_eq!(shed.message(), SHED);
+        drop(first);
+        let third = limit.admit(path).expect("a freed slot is reused");
+        assert!(limit.admit(path).is_err(), "full again");
+        // Shed calls took no slot: two in flight, as admitted.
+        assert_eq!(limit.state.in_flight.load(Ordering::Relaxed), 2);
+
+        tx.send_replace(LimitSettings {
+            max_concurrent_calls: 3,
+            ..LimitSettings::default()
+        });
+        let mut fourth = None;
+        until(|| {
+            fourth = limit.admit(path).ok();
+            fourth.is_some()
+        })
+        .await;
+        assert!(limit.admit(path).is_err(), "raised to 3, not beyond");
+
+        tx.send_replace(LimitSettings {
+            max_concurrent_calls: 0,
+            ..LimitSettings::default()
+        });
+        let mut many = Vec::new();
+        until(|| limit.admit(path).map(|slot| many.push(slot)).is_ok()).await;
+        for _ in 0..1_000 {
+            many.push(limit.admit(path).expect("0 means no limit"));
+        }
+        drop((second, third, fourth, many));
+        assert_eq!(limit.state.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn health_and_reflection_are_exempt_and_nothing_else() {
+        assert!(exempt("/grpc.health.v1.Health/Check"));
+        assert!(exempt("/grpc.health.v1.Health/Watch"));
+        assert!(exempt(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        ));
+        assert!(!exempt("/shippy.user.v1.UserService/Auth"));
+        assert!(!exempt("/grpc.healthy/Check"));
     }
 }

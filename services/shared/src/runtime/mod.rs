@@ -11,6 +11,9 @@ mod admin;
 mod args;
 mod codec_errors;
 mod connections;
+// Compiled for the unit tests too, so the switch is tested in every `cargo test`.
+#[cfg(any(test, feature = "fault-injection"))]
+mod fault;
 mod host;
 mod limits;
 mod net;
@@ -40,7 +43,7 @@ use crate::{
     store::{self, StoreError, mongo},
 };
 
-use self::{args::ServiceArgs, limits::RateLimit};
+use self::{args::ServiceArgs, limits::Limits};
 
 /// What a service is and how its routes are built; the rest of its life is shared.
 pub trait Service: 'static {
@@ -124,7 +127,7 @@ pub async fn build<Svc: Service>(
             addr: format!("{}:{}", common.server.host, common.server.port),
             source,
         })?;
-    let limit = RateLimit::follow(live::project(&settings, |s| s.common().limits.clone()));
+    let limits = Limits::follow(live::project(&settings, |s| s.common().limits.clone()));
     let mut context = Context {
         settings,
         registry: Arc::clone(&registry),
@@ -138,7 +141,7 @@ pub async fn build<Svc: Service>(
         registry,
         shutdown: common.shutdown.clone(),
         gates: context.gates,
-        limit,
+        limits,
         server: common.server.clone(),
         admin: std::net::SocketAddr::new(
             common.admin.host.unwrap_or(common.server.host),
@@ -206,7 +209,9 @@ async fn run<Svc: Service>() -> anyhow::Result<()> {
         Sampling::Configured,
     )?;
     let log = telemetry::init(&settings.common().log, &tracer)?;
-    admin::install_recorder();
+    if settings.common().admin.metrics {
+        admin::install_recorder();
+    }
     for key in unknown {
         tracing::warn!("{key}");
     }

@@ -7,7 +7,8 @@
 //! RPC conventions (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`,
 //! `server.address`) that records `request_id`, `trace_id` and `span_id` for the log lines inside
 //! it, and serves the call with that request id current, so every call the handler makes passes
-//! it on (see `discovery::trace`).
+//! it on (see `discovery::trace`). The caller's deadline and version pins are made current the
+//! same way (`discovery::context`): the layer that sets up the call's context is this one.
 //!
 //! Every answer, an error's included, carries `x-request-id` in its metadata, so a caller can
 //! quote it; the status message is left as the handler wrote it (clients and tests match on it).
@@ -28,7 +29,10 @@ use tonic::{Code, Status};
 use tracing::{Instrument as _, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::discovery::trace::{self, REQUEST_ID_HEADER, RequestId, code_name};
+use crate::discovery::{
+    context::CallContext,
+    trace::{self, REQUEST_ID_HEADER, RequestId, code_name},
+};
 
 /// The start of the message of a call refused by the rate limit (`limits`).
 const RATE_LIMITED: &str = "rate limit exceeded";
@@ -128,9 +132,11 @@ where
         let _ = span.set_parent(trace::extract(request.headers()));
         trace::record_ids(&span);
         let (grpc_service, grpc_method) = (rpc_service.to_owned(), rpc_method.to_owned());
+        // The caller's deadline and version pins go on to every call made while serving this one.
+        let context = CallContext::from_headers(request.headers(), std::time::Instant::now());
         let served = request_id
             .clone()
-            .scope(self.inner.call(request).instrument(span.clone()));
+            .scope(context.scope(self.inner.call(request).instrument(span.clone())));
         let started = std::time::Instant::now();
         metrics::counter!("grpc_server_started_total", "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone()).increment(1);
         let in_flight = InFlight::start(
