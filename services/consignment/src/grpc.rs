@@ -83,7 +83,7 @@ fn claims_only_the_caller(caller: &str, request: &pb::Consignment) -> Result<(),
     for (i, container) in request.containers.iter().enumerate() {
         shippy_shared::auth::own(
             caller,
-            &format!("containers[{i}].user_id"),
+            || format!("containers[{i}].user_id"),
             &container.user_id,
         )?;
     }

@@ -78,7 +78,7 @@ impl VesselService for VesselHandler {
         // the vessel: nobody may name another user as its owner. The id is always made here.
         let caller = self.auth.caller(request.metadata()).await?;
         let request = request.into_inner();
-        shippy_shared::auth::own(&caller, "owner_id", &request.owner_id)?;
+        shippy_shared::auth::own(&caller, || "owner_id", &request.owner_id)?;
         let new = NewVessel::parse(
             &request.name,
             request.capacity.into(),
