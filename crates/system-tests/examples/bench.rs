@@ -2,7 +2,7 @@
 //!
 //! Starts the release binaries (user, two vessel instances, consignment) on the local registry and
 //! in-memory stores, then sends `CreateConsignment` calls — each one a full trip: consignment →
-//! user (`ValidateToken`) → vessel (`FindAvailable`, balanced over two instances) → store — at a
+//! token verified in place with the user service's cached public keys → vessel (`FindAvailable`, balanced over two instances) → store — at a
 //! fixed concurrency, and prints what it measured. It asserts nothing: numbers on a shared 2-core
 //! machine vary, so they are for reading, not for failing builds.
 //!

@@ -246,10 +246,10 @@ async fn reading_users_needs_a_token_and_the_token_a_user() {
     );
 
     // A well-signed token (the public dev secret these services run with) for a user that does
-    // not exist, as a deleted user's would be: refused by ValidateToken and so by the other
-    // services.
+    // not exist, as a deleted user's would be: the user service's own check refuses it.
     let stray = shippy_user::token::Tokens::new(
         shippy_user::token::DEV_SECRET.as_bytes(),
+        None,
         "shippy.user",
         Duration::from_secs(3600),
     )
@@ -261,7 +261,7 @@ async fn reading_users_needs_a_token_and_the_token_a_user() {
     .expect("sign");
     let refused = user
         .validate_token(Token {
-            token: stray.clone(),
+            token: stray,
             ..Default::default()
         })
         .await
@@ -273,11 +273,21 @@ async fn reading_users_needs_a_token_and_the_token_a_user() {
             "token of a user that does not exist; log in again"
         )
     );
-    cluster.set_env("SHIPPY_TOKEN", &stray);
+    // The other services verify tokens themselves, with the user service's public keys: a token
+    // signed with any other key is refused there, without asking the user service.
+    let forged = shippy_user::token::Tokens::new(
+        b"not the secret these services run with, 0123456789",
+        None,
+        "shippy.user",
+        Duration::from_secs(3600),
+    )
+    .issue(&carol, "carol@example.com", SystemTime::now())
+    .expect("sign");
+    cluster.set_env("SHIPPY_TOKEN", &forged);
     let listed = cluster.cli(["consignment", "list"]);
     assert!(!listed.status.success());
     assert!(
-        stderr(&listed).contains("token of a user that does not exist"),
+        stderr(&listed).contains("invalid token"),
         "{}",
         stderr(&listed)
     );

@@ -428,22 +428,22 @@ async fn a_callers_deadline_bounds_the_calls_made_for_it() {
 
 // Multi-threaded: stopping a process blocks this test's thread while the calls go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarting_the_only_user_instance_costs_no_failed_call() {
+async fn restarting_the_only_vessel_instance_costs_no_failed_call() {
     use shippy_proto::consignment::v1::{
         Consignment, Container, shipping_service_client::ShippingServiceClient,
     };
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     let mut cluster = Cluster::local().expect("cluster");
-    let mut old_user = cluster.start("user").await.expect("user");
-    let _vessel = cluster.start("vessel").await.expect("vessel");
+    let _user = cluster.start("user").await.expect("user");
+    let mut old_vessel = cluster.start("vessel").await.expect("vessel");
     let consignment = cluster.start("consignment").await.expect("consignment");
     let token = cluster.sign_up_and_login("restart@example.com");
     let client = ShippingServiceClient::connect(format!("http://{}", consignment.address()))
         .await
         .expect("connect");
 
-    // Calls flow all along: each needs the user service (ValidateToken).
+    // Calls flow all along: each asks the vessel service (FindAvailable).
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, failed) = (
         Arc::new(AtomicUsize::new(0)),
@@ -493,9 +493,9 @@ async fn restarting_the_only_user_instance_costs_no_failed_call() {
     calls_so_far(10).await;
     // SIGTERM: it deregisters, drains, stops; only then does the new one start.
     let status =
-        tokio::task::block_in_place(|| old_user.stop(Duration::from_secs(20))).expect("stops");
+        tokio::task::block_in_place(|| old_vessel.stop(Duration::from_secs(20))).expect("stops");
     assert!(status.success());
-    let _new_user = cluster.start("user").await.expect("new user");
+    let _new_vessel = cluster.start("vessel").await.expect("new vessel");
     calls_so_far(10).await;
     stop.store(true, Ordering::Relaxed);
     caller.await.expect("caller");

@@ -90,7 +90,9 @@ async fn one_cli_call_is_one_trace_across_cli_consignment_user_and_vessel() {
             "consignment",
             "shippy.consignment.v1.ShippingService/CreateConsignment",
         ),
-        ("user", "shippy.user.v1.UserService/ValidateToken"),
+        // The consignment service's first authenticated call fetches the user service's public
+        // keys (later calls verify with its copy, so no user hop): this is that first call.
+        ("user", "shippy.user.v1.UserService/PublicKeys"),
         ("vessel", "shippy.vessel.v1.VesselService/FindAvailable"),
     ];
     let trace = jaeger

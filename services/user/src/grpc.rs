@@ -227,6 +227,24 @@ impl UserService for UserHandler {
             user_id: user.id,
         }))
     }
+
+    async fn public_keys(&self, _: Request<pb::Request>) -> Result<Response<pb::KeySet>, Status> {
+        let keys = self
+            .tokens
+            .public_keys()
+            .map(|key| pb::PublicKey {
+                kid: key.kid().to_owned(),
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: key.x().to_owned(),
+                alg: "EdDSA".into(),
+            })
+            .collect();
+        Ok(Response::new(pb::KeySet {
+            keys,
+            issuer: self.tokens.issuer().to_owned(),
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -240,7 +258,7 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn tokens() -> Tokens {
-        Tokens::new(SECRET, "shippy.user", Duration::from_secs(60))
+        Tokens::new(SECRET, None, "shippy.user", Duration::from_secs(60))
     }
 
     fn handler_with(limits: LoginLimits) -> UserHandler {

@@ -49,10 +49,16 @@ impl Service for UserApp {
     /// index exists.
     async fn build(context: &mut Context<UserSettings>) -> anyhow::Result<Routes> {
         let auth = context.settings().auth.clone();
+        let previous = auth.previous_jwt_secret.expose_secret();
         let tokens = Tokens::new(
             token::signing_secret(&auth)?.expose_secret().as_bytes(),
+            (!previous.is_empty()).then_some(previous.as_bytes()),
             &auth.issuer,
             Duration::from_secs(auth.token_ttl_secs.max(1)),
+        );
+        tracing::info!(
+            keys = ?tokens.public_keys().map(|k| k.kid()).collect::<Vec<_>>(),
+            "token keys (Ed25519): the first signs, all verify"
         );
         let store: Arc<dyn UserStore> = match context.store().await? {
             Backend::Sqlite(db) => Arc::new(SqliteStore::open(db).await?),

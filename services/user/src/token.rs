@@ -1,17 +1,16 @@
-//! JWTs: HS256, with issuer, subject and expiry, signed with the configured secret
-//! ([`signing_secret`] decides which one, or refuses to start).
-//!
-//! A token is accepted only when its signature, issuer and expiry check out, it names a user
-//! (`sub` not empty), and it was not issued (`iat`) or made valid (`nbf`) in the future beyond
-//! [`FUTURE_LEEWAY_SECS`] of clock skew. Whether its user still exists is the handler's question
-//! (it has the store).
+//! The user service's side of tokens: which secret signs them ([`signing_secret`] decides, or
+//! refuses to start), and [`Tokens`], which issues them with the key derived from it and knows the
+//! public keys every verifier may use (the current one, and during a rotation the previous one).
+//! Token format and checks are shared with every verifying service (`shippy_shared::auth::token`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
-use shippy_shared::config::services::AuthSettings;
+pub use shippy_shared::auth::token::{Claims, FUTURE_LEEWAY_SECS, TokenError};
+use shippy_shared::{
+    auth::token::{self, SigningKeyPair, VerifyingKey},
+    config::services::AuthSettings,
+};
 
 /// Secret used only when `auth.dev_mode` is on and no secret is configured. Public by design (a
 /// test may sign tokens with it); refused outside dev mode.
@@ -66,71 +65,26 @@ pub fn signing_secret(auth: &AuthSettings) -> Result<SecretString, SecretError> 
     Ok(auth.jwt_secret.clone())
 }
 
-/// Why a token was refused. Messages are safe to send to clients.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    /// Past its expiry.
-    #[error("token expired; log in again")]
-    Expired,
-    /// Bad signature, wrong issuer or algorithm, no subject, or not a JWT at all.
-    #[error("invalid token")]
-    Invalid,
-    /// Issued, or valid only from, a time in the future (beyond the clock-skew leeway).
-    #[error("token not valid yet; check the clocks, then log in again")]
-    NotYetValid,
-    /// Names a user that does not exist (any more).
-    #[error("token of a user that does not exist; log in again")]
-    UnknownUser,
-}
-
-/// What a token asserts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// User id.
-    pub sub: String,
-    /// User email.
-    pub email: String,
-    /// Issuer.
-    pub iss: String,
-    /// Issued at (seconds since the epoch).
-    pub iat: u64,
-    /// Expiry (seconds since the epoch).
-    pub exp: u64,
-    /// Not valid before (seconds since the epoch); never issued here, checked when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<u64>,
-}
-
-/// Issues and validates tokens with one secret.
-#[derive(Clone)]
+/// Issues tokens with the current key; knows the current and previous public keys.
+#[derive(Debug, Clone)]
 pub struct Tokens {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    current: SigningKeyPair,
+    previous: Option<VerifyingKey>,
     issuer: String,
     ttl: Duration,
 }
 
-impl std::fmt::Debug for Tokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokens")
-            .field("issuer", &self.issuer)
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Clock skew tolerated on expiry.
-const LEEWAY_SECS: u64 = 5;
-/// Clock skew tolerated on `iat` and `nbf`: instances whose clocks differ by up to a minute still
-/// accept each other's tokens.
-pub const FUTURE_LEEWAY_SECS: u64 = 60;
-
 impl Tokens {
-    /// Tokens signed with `secret`, issued by `issuer`, valid for `ttl`.
-    pub fn new(secret: &[u8], issuer: &str, ttl: Duration) -> Self {
+    /// Tokens signed with the key derived from `secret`, issued by `issuer`, valid for `ttl`;
+    /// tokens of the key derived from `previous` (a secret being rotated out) still verify.
+    pub fn new(secret: &[u8], previous: Option<&[u8]>, issuer: &str, ttl: Duration) -> Self {
+        let current = SigningKeyPair::derive(secret);
+        let previous = previous
+            .map(|secret| SigningKeyPair::derive(secret).public().clone())
+            .filter(|key| key.kid() != current.public().kid());
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            current,
+            previous,
             issuer: issuer.to_owned(),
             ttl,
         }
@@ -143,44 +97,27 @@ impl Tokens {
         email: &str,
         now: SystemTime,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let claims = Claims {
-            sub: id.to_owned(),
-            email: email.to_owned(),
-            iss: self.issuer.clone(),
-            iat,
-            exp: iat + self.ttl.as_secs(),
-            nbf: None,
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        self.current.sign(id, email, &self.issuer, self.ttl, now)
     }
 
-    /// The claims of a valid token, checked at `now`.
+    /// The claims of a valid token, checked at `now` with whichever published key it names.
     pub fn validate(&self, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = LEEWAY_SECS;
-        // `nbf` is checked below with the same leeway as `iat`.
-        validation.validate_nbf = false;
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            })?;
-        if claims.sub.trim().is_empty() {
-            return Err(TokenError::Invalid);
-        }
-        let latest = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            .saturating_add(FUTURE_LEEWAY_SECS);
-        if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+        let kid = token::kid_of(token).ok_or(TokenError::Invalid)?;
+        let key = self
+            .public_keys()
+            .find(|key| key.kid() == kid)
+            .ok_or(TokenError::Invalid)?;
+        token::verify(token, key, &self.issuer, now)
+    }
+
+    /// The keys verifiers may use: the current one first.
+    pub fn public_keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        std::iter::once(self.current.public()).chain(self.previous.as_ref())
+    }
+
+    /// The `iss` of issued tokens.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 }
 
@@ -233,73 +170,48 @@ mod tests {
         assert!(signing_secret(&auth).is_ok());
     }
 
-    /// A token with `claims`, signed like [`Tokens::issue`] with `secret`.
-    fn signed(secret: &str, claims: &Claims) -> String {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .expect("encode")
-    }
-
     #[test]
-    fn tokens_without_a_subject_or_from_the_future_are_refused() {
-        let secret = "0123456789abcdef0123456789abcdef";
-        let t = tokens(secret);
-        let now = SystemTime::now();
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .expect("after 1970")
-            .as_secs();
-        let good = Claims {
-            sub: "u1".into(),
-            email: "a@b.co".into(),
-            iss: "shippy.user".into(),
-            iat: secs,
-            exp: secs + 3600,
-            nbf: None,
-        };
-        assert!(t.validate(&signed(secret, &good), now).is_ok());
-        for sub in ["", "  "] {
-            let claims = Claims {
-                sub: sub.into(),
-                ..good.clone()
-            };
-            assert_eq!(
-                t.validate(&signed(secret, &claims), now),
-                Err(TokenError::Invalid)
-            );
-        }
-        let skewed = Claims {
-            iat: secs + FUTURE_LEEWAY_SECS,
-            nbf: Some(secs + FUTURE_LEEWAY_SECS),
-            ..good.clone()
-        };
+    fn a_rotation_keeps_old_tokens_valid_until_the_old_secret_goes() {
+        let old_secret = b"0123456789abcdef0123456789abcdef";
+        let new_secret = b"fedcba9876543210fedcba9876543210";
+        let before = Tokens::new(old_secret, None, "shippy.user", Duration::from_secs(3600));
+        let old_token = before
+            .issue("u1", "a@b.co", SystemTime::now())
+            .expect("issue");
+        let during = Tokens::new(
+            new_secret,
+            Some(old_secret),
+            "shippy.user",
+            Duration::from_secs(3600),
+        );
+        assert_eq!(during.public_keys().count(), 2);
         assert!(
-            t.validate(&signed(secret, &skewed), now).is_ok(),
-            "a minute of clock skew is tolerated"
+            during.validate(&old_token, SystemTime::now()).is_ok(),
+            "old token still valid"
         );
-        let issued_later = Claims {
-            iat: secs + 3_000,
-            ..good.clone()
-        };
+        let new_token = during
+            .issue("u1", "a@b.co", SystemTime::now())
+            .expect("issue");
+        assert_ne!(
+            token::kid_of(&new_token),
+            token::kid_of(&old_token),
+            "signed with the new key"
+        );
+        let after = Tokens::new(new_secret, None, "shippy.user", Duration::from_secs(3600));
         assert_eq!(
-            t.validate(&signed(secret, &issued_later), now),
-            Err(TokenError::NotYetValid)
+            after.validate(&old_token, SystemTime::now()),
+            Err(TokenError::Invalid)
         );
-        let not_before = Claims {
-            nbf: Some(secs + 600),
-            ..good
-        };
-        assert_eq!(
-            t.validate(&signed(secret, &not_before), now),
-            Err(TokenError::NotYetValid)
-        );
+        assert!(after.validate(&new_token, SystemTime::now()).is_ok());
     }
 
     fn tokens(secret: &str) -> Tokens {
-        Tokens::new(secret.as_bytes(), "shippy.user", Duration::from_secs(3600))
+        Tokens::new(
+            secret.as_bytes(),
+            None,
+            "shippy.user",
+            Duration::from_secs(3600),
+        )
     }
 
     #[test]
@@ -342,6 +254,7 @@ mod tests {
         assert_eq!(t.validate("", SystemTime::now()), Err(TokenError::Invalid));
         let other_issuer = Tokens::new(
             b"0123456789abcdef0123456789abcdef",
+            None,
             "someone.else",
             Duration::from_secs(60),
         )

@@ -93,9 +93,14 @@ impl ServiceSettings for UserSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct AuthSettings {
-    /// HS256 signing secret, at least 32 characters; never logged.
+    /// The secret the token signing key (Ed25519) is derived from, at least 32 characters; only
+    /// the user service needs it, and it is never logged.
     #[serde(serialize_with = "super::layers::redacted")]
     pub jwt_secret: SecretString,
+    /// During a rotation, the secret being replaced: tokens signed with its key still verify
+    /// until it is cleared (which revokes them). Empty = none.
+    #[serde(serialize_with = "super::layers::redacted")]
+    pub previous_jwt_secret: SecretString,
     /// `iss` of issued tokens, checked on validation.
     pub issuer: String,
     /// Token lifetime.
@@ -133,6 +138,7 @@ impl AuthSettings {
 impl PartialEq for AuthSettings {
     fn eq(&self, other: &Self) -> bool {
         self.jwt_secret.expose_secret() == other.jwt_secret.expose_secret()
+            && self.previous_jwt_secret.expose_secret() == other.previous_jwt_secret.expose_secret()
             && self.issuer == other.issuer
             && self.token_ttl_secs == other.token_ttl_secs
             && self.dev_mode == other.dev_mode
@@ -149,6 +155,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             jwt_secret: SecretString::from(""),
+            previous_jwt_secret: SecretString::from(""),
             issuer: "shippy.user".to_owned(),
             token_ttl_secs: 24 * 3600,
             dev_mode: false,

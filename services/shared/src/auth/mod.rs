@@ -1,15 +1,29 @@
-//! Authentication of incoming calls: `authorization: Bearer <jwt>` metadata, checked by the user
-//! service's `ValidateToken` (found through discovery). One implementation, and one mapping of its
-//! errors to a `Status`, for every service that needs a caller; a handler runs it at the edge and
-//! hands the domain only the caller's id.
+//! Authentication of incoming calls: `authorization: Bearer <jwt>` metadata, verified where the
+//! call arrives with the user service's public keys ([`keys`], fetched once and cached; tokens and
+//! keys in [`token`]), so an authenticated call costs no call to the user service. One
+//! implementation, and one mapping of its errors to a `Status`, for every service that needs a
+//! caller; a handler runs it at the edge and hands the domain only the caller's id.
+//!
+//! Revocation: tokens are verified locally, so a token stays valid until it expires
+//! (`auth.token_ttl_secs`) unless its key is withdrawn. Changing `auth.jwt_secret` (keeping the old
+//! one in `auth.previous_jwt_secret` while tokens signed with it should still work) and then
+//! clearing the previous secret revokes every token signed with the old key within a minute (the
+//! verifiers' refresh). `ValidateToken` remains for clients that want the user service's own
+//! answer, which also checks that the user still exists.
 //!
 //! The access model's one rule for what a caller may claim lives here too ([`own`]): a field that
 //! names a user (a container's `user_id`, a vessel's `owner_id`) may be empty (the caller is meant)
 //! or the caller's own id, never another user's.
 
-use shippy_proto::user::v1::{Token, user_service_client::UserServiceClient};
-use tonic::{Code, Status, metadata::MetadataMap};
+mod keys;
+pub mod token;
 
+use std::time::SystemTime;
+
+use shippy_proto::user::v1::user_service_client::UserServiceClient;
+use tonic::{Status, metadata::MetadataMap};
+
+use self::keys::KeyRing;
 use crate::discovery::balance::BalancedChannel;
 
 /// Why a call is not authenticated.
@@ -36,35 +50,30 @@ impl From<AuthError> for Status {
     }
 }
 
-/// Checks bearer tokens with the user service.
+/// Verifies bearer tokens with the user service's public keys. Clones share one key set.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    users: UserServiceClient<BalancedChannel>,
+    keys: std::sync::Arc<KeyRing>,
 }
 
 impl Authenticator {
-    /// Validates tokens through `users`, a balanced channel to the user service.
+    /// Verifies tokens with the keys the user service behind `users` (a balanced channel)
+    /// publishes.
     pub fn new(users: BalancedChannel) -> Self {
         Self {
-            users: UserServiceClient::new(users),
+            keys: std::sync::Arc::new(KeyRing::new(UserServiceClient::new(users))),
         }
     }
 
     /// The caller's user id.
     pub async fn caller(&self, metadata: &MetadataMap) -> Result<String, AuthError> {
         let token = bearer(metadata)?;
-        let request = Token {
-            token: token.to_owned(),
-            ..Default::default()
-        };
-        match self.users.clone().validate_token(request).await {
-            Ok(answer) if answer.get_ref().valid => Ok(answer.into_inner().user_id),
-            Ok(_) => Err(AuthError::Unauthenticated("invalid token".into())),
-            Err(status) if status.code() == Code::Unauthenticated => {
-                Err(AuthError::Unauthenticated(status.message().to_owned()))
-            }
-            Err(status) => Err(AuthError::UserService(status)),
-        }
+        let invalid = || AuthError::Unauthenticated(token::TokenError::Invalid.to_string());
+        let kid = token::kid_of(token).ok_or_else(invalid)?;
+        let (key, issuer) = self.keys.key(&kid).await?;
+        token::verify(token, &key, &issuer, SystemTime::now())
+            .map(|claims| claims.sub)
+            .map_err(|error| AuthError::Unauthenticated(error.to_string()))
     }
 }
 

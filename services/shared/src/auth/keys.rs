@@ -1,0 +1,117 @@
+//! A verifying service's copy of the user service's public keys (`UserService/PublicKeys`).
+//!
+//! Fetched on first use, refreshed when a token names a key id the copy does not hold (a new key
+//! after a rotation) and at least every [`REFRESH_EVERY`], so a key the user service stops
+//! publishing (the end of a rotation, or a revoked secret) stops verifying within that time. A
+//! token with an unknown key id triggers at most one fetch per [`MIN_REFETCH`], so made-up ids
+//! cannot turn into a flood of calls. While the user service is unreachable, the last copy keeps
+//! working: verifying a token never needs the user service once its key is known.
+
+use std::{
+    collections::HashMap,
+    sync::RwLock,
+    time::{Duration, Instant},
+};
+
+use shippy_proto::user::v1::{Request, user_service_client::UserServiceClient};
+
+use super::{
+    AuthError,
+    token::{TokenError, VerifyingKey},
+};
+use crate::discovery::balance::BalancedChannel;
+
+/// Longest time a copy is used without asking for a fresh one.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// Shortest time between two fetches caused by unknown key ids.
+const MIN_REFETCH: Duration = Duration::from_secs(1);
+
+/// The keys and the issuer they sign for, as last fetched.
+#[derive(Debug)]
+struct Copy {
+    keys: HashMap<String, VerifyingKey>,
+    issuer: String,
+    fetched: Instant,
+}
+
+/// The key set, kept fresh.
+#[derive(Debug)]
+pub(super) struct KeyRing {
+    users: UserServiceClient<BalancedChannel>,
+    copy: RwLock<Option<Copy>>,
+    /// One fetch at a time; holds when the last one started.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl KeyRing {
+    pub(super) fn new(users: UserServiceClient<BalancedChannel>) -> Self {
+        Self {
+            users,
+            copy: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The key with id `kid` and the issuer its tokens must carry.
+    pub(super) async fn key(&self, kid: &str) -> Result<(VerifyingKey, String), AuthError> {
+        let now = Instant::now();
+        if let Some(found) = self.lookup(kid, |fetched| now.duration_since(fetched) < REFRESH_EVERY)
+        {
+            return Ok(found);
+        }
+        self.refresh(now).await?;
+        self.lookup(kid, |_| true)
+            .ok_or_else(|| AuthError::Unauthenticated(TokenError::Invalid.to_string()))
+    }
+
+    fn lookup(&self, kid: &str, fresh: impl Fn(Instant) -> bool) -> Option<(VerifyingKey, String)> {
+        let copy = self.copy.read().ok()?;
+        let copy = copy.as_ref().filter(|copy| fresh(copy.fetched))?;
+        copy.keys
+            .get(kid)
+            .map(|key| (key.clone(), copy.issuer.clone()))
+    }
+
+    /// Fetches the key set unless a fetch started within [`MIN_REFETCH`] (including one that
+    /// finished while this call waited for it). Keeps the old copy when the fetch fails, and says
+    /// so only when there is no copy at all.
+    async fn refresh(&self, asked: Instant) -> Result<(), AuthError> {
+        let mut last = self.fetching.lock().await;
+        if last
+            .is_some_and(|started| started >= asked || asked.duration_since(started) < MIN_REFETCH)
+        {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        match self.users.clone().public_keys(Request::default()).await {
+            Ok(answer) => {
+                let set = answer.into_inner();
+                let keys: HashMap<String, VerifyingKey> = set
+                    .keys
+                    .iter()
+                    .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && k.alg == "EdDSA")
+                    .filter_map(|k| VerifyingKey::from_x(&k.x))
+                    .map(|key| (key.kid().to_owned(), key))
+                    .collect();
+                tracing::debug!(keys = keys.len(), issuer = %set.issuer, "token keys fetched");
+                if let Ok(mut copy) = self.copy.write() {
+                    *copy = Some(Copy {
+                        keys,
+                        issuer: set.issuer,
+                        fetched: Instant::now(),
+                    });
+                }
+                Ok(())
+            }
+            Err(status) => {
+                let have = self.copy.read().map(|c| c.is_some()).unwrap_or(false);
+                tracing::warn!(%status, keep_old = have, "could not fetch the token keys");
+                if have {
+                    Ok(())
+                } else {
+                    Err(AuthError::UserService(status))
+                }
+            }
+        }
+    }
+}
