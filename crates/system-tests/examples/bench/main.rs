@@ -12,12 +12,18 @@
 //! service's peak RSS and its RSS 2 s after the burst. The peak is bounded by
 //! `auth.max_concurrent_hashes` × 19 MiB of argon2 working memory plus the idle process.
 //!
+//! It also prints the server CPU per call of each process (from /proc), and measures one hop
+//! against its ceiling in the same run: the same `FindAvailable` load on a shippy vessel and on a
+//! bare tonic server (`hop.rs`), so CPU, throughput and p99 read as ratios to a bare hop.
+//!
 //! A third part measures what telemetry costs: the same load with telemetry off, metrics only, and
 //! metrics plus traces exported to a real Jaeger at 10 % and 100 % sampling, interleaved over a few
 //! rounds and printed as ratios to "off".
 //!
 //! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32), `BENCH_LOGINS` (default
-//! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3).
+//! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3), `BENCH_HOP_CALLS` (default 20000).
+
+mod hop;
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +94,9 @@ fn request(token: &str, i: usize) -> Request<Consignment> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(hop::BARE_SERVER_ARG) {
+        return hop::serve_bare().await;
+    }
     let calls = env_usize("BENCH_CALLS", 5_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 32).max(1);
     println!(
@@ -125,11 +134,20 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
 
+    let cpu_before: Vec<f64> = processes
+        .iter()
+        .map(|p| hop::cpu_seconds(p.pid()).unwrap_or(0.0))
+        .collect();
     let Load {
         elapsed,
         latencies,
         failures,
     } = load(&client, &token, calls, concurrency).await?;
+    let cpu_per_call: Vec<f64> = processes
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, before)| (hop::cpu_seconds(p.pid()).unwrap_or(0.0) - before) / calls as f64)
+        .collect();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "load       {calls} CreateConsignment calls, concurrency {concurrency}: {:.0} calls/s, {failures} failed",
@@ -143,6 +161,49 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&latencies, 1.0))
     );
     println!("loaded RSS {}", memory(&processes));
+    let us = |seconds: f64| seconds * 1e6;
+    let per_process: Vec<String> = processes
+        .iter()
+        .zip(&cpu_per_call)
+        .map(|(p, cpu)| format!("{} {:.0} µs", p.service, us(*cpu)))
+        .collect();
+    let flow_cpu: f64 = cpu_per_call.iter().sum();
+    println!(
+        "flow CPU   per CreateConsignment: {} = {:.0} µs",
+        per_process.join(", "),
+        us(flow_cpu)
+    );
+
+    // One hop against its ceiling, measured now: the same FindAvailable load on a shippy vessel
+    // and on a bare tonic server.
+    let hop_calls = env_usize("BENCH_HOP_CALLS", 20_000);
+    let bare = hop::BareServer::start()?;
+    let bare_hop = hop_load(&bare.address, bare.pid(), hop_calls, concurrency).await?;
+    let shippy_hop = hop_load(
+        processes[1].address(),
+        processes[1].pid(),
+        hop_calls,
+        concurrency,
+    )
+    .await?;
+    drop(bare);
+    println!(
+        "one hop    FindAvailable x {hop_calls}, concurrency {concurrency}: bare tonic {:.0} calls/s, p99 {:.2} ms, {:.0} µs CPU/call; shippy vessel {:.0} calls/s ({:.2} of bare), p99 {:.2} ms ({:.2}x), {:.0} µs CPU/call ({:.2} bare hops)",
+        bare_hop.rps,
+        ms(bare_hop.p99),
+        us(bare_hop.cpu_per_call),
+        shippy_hop.rps,
+        shippy_hop.rps / bare_hop.rps,
+        ms(shippy_hop.p99),
+        shippy_hop.p99.as_secs_f64() / bare_hop.p99.as_secs_f64(),
+        us(shippy_hop.cpu_per_call),
+        shippy_hop.cpu_per_call / bare_hop.cpu_per_call
+    );
+    println!(
+        "ratios     CreateConsignment: server CPU per call {:.1} bare hops, p99 {:.2}x a bare hop's",
+        flow_cpu / bare_hop.cpu_per_call,
+        percentile(&latencies, 0.99).as_secs_f64() / bare_hop.p99.as_secs_f64()
+    );
 
     for process in &mut processes {
         let start = Instant::now();
@@ -158,6 +219,63 @@ async fn main() -> anyhow::Result<()> {
 
     telemetry_overhead(&mut cluster, concurrency).await?;
     login_burst(&mut cluster, env_usize("BENCH_LOGINS", 256)).await
+}
+
+/// What a one-hop load measured.
+struct Hop {
+    rps: f64,
+    p99: Duration,
+    cpu_per_call: f64,
+}
+
+/// `calls` FindAvailable calls from `concurrency` workers to the server at `address` (process
+/// `pid`, whose CPU is read before and after).
+async fn hop_load(
+    address: &str,
+    pid: u32,
+    calls: usize,
+    concurrency: usize,
+) -> anyhow::Result<Hop> {
+    use shippy_proto::vessel::v1::{Specification, vessel_service_client::VesselServiceClient};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    let client = VesselServiceClient::new(channel);
+    let spec = || Specification {
+        capacity: 1,
+        max_weight: 1,
+    };
+    for _ in 0..500 {
+        client.clone().find_available(spec()).await?;
+    }
+    let cpu_before = hop::cpu_seconds(pid).unwrap_or(0.0);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let client = client.clone();
+        let share = calls / concurrency + usize::from(worker < calls % concurrency);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(share);
+            for _ in 0..share {
+                let sent = Instant::now();
+                let _ = client.clone().find_available(spec()).await;
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::with_capacity(calls);
+    for worker in workers {
+        latencies.append(&mut worker.await?);
+    }
+    let elapsed = started.elapsed();
+    let cpu = hop::cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
+    latencies.sort_unstable();
+    Ok(Hop {
+        rps: calls as f64 / elapsed.as_secs_f64(),
+        p99: percentile(&latencies, 0.99),
+        cpu_per_call: cpu / calls as f64,
+    })
 }
 
 /// What one closed-loop load measured.
