@@ -60,8 +60,19 @@ impl KeyRing {
             return Ok(found);
         }
         self.refresh(now).await?;
-        self.lookup(kid, |_| true)
-            .ok_or_else(|| AuthError::Unauthenticated(TokenError::Invalid.to_string()))
+        if let Some(found) = self.lookup(kid, |_| true) {
+            return Ok(found);
+        }
+        let have = self.copy.read().map(|c| c.is_some()).unwrap_or(false);
+        if have {
+            Err(AuthError::Unauthenticated(TokenError::Invalid.to_string()))
+        } else {
+            // No key set yet (the fetch failed, and another just failed): the user service is
+            // unreachable, which says nothing about the token.
+            Err(AuthError::UserService(tonic::Status::unavailable(
+                "the user service's token keys could not be fetched yet",
+            )))
+        }
     }
 
     fn lookup(&self, kid: &str, fresh: impl Fn(Instant) -> bool) -> Option<(VerifyingKey, String)> {
