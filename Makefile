@@ -49,7 +49,7 @@ chaos: ## Failed calls, p99 and recovery under restarts, kills, freezes, faults,
 	cp target/release/shippy-vessel $(CHAOS_BIN)/shippy-vessel
 	$(WITH_PROTOC) $(CARGO) build --release --workspace --bins
 	for bin in shippy shippy-user shippy-consignment; do ln -sf ../$$bin $(CHAOS_BIN)/$$bin; done
-	SHIPPY_BIN_DIR=$(CHAOS_BIN) CHAOS_LOG_DIR=target/chaos-logs $(WITH_PROTOC) $(CARGO) run --release -q -p shippy-system-tests --example chaos
+	SHIPPY_BIN_DIR=$(CURDIR)/$(CHAOS_BIN) CHAOS_LOG_DIR=target/chaos-logs $(WITH_PROTOC) $(CARGO) run --release -q -p shippy-system-tests --example chaos
 
 check: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all --check

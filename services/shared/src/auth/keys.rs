@@ -6,6 +6,11 @@
 //! token with an unknown key id triggers at most one fetch per [`MIN_REFETCH`], so made-up ids
 //! cannot turn into a flood of calls. While the user service is unreachable, the last copy keeps
 //! working: verifying a token never needs the user service once its key is known.
+//!
+//! Tokens that verified are remembered (their subject and expiry) so the same token on the next
+//! call costs a map lookup instead of an Ed25519 verification: a client sends one token with every
+//! call. The memory is bounded ([`MAX_REMEMBERED`]) and forgotten with every new key set, so a
+//! withdrawn key's tokens are refused as soon as the key set no longer holds it.
 
 use std::{
     collections::HashMap,
@@ -25,6 +30,8 @@ use crate::discovery::balance::BalancedChannel;
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// Shortest time between two fetches caused by unknown key ids.
 const MIN_REFETCH: Duration = Duration::from_secs(1);
+/// Most verified tokens remembered; when full, the memory starts afresh.
+const MAX_REMEMBERED: usize = 10_000;
 
 /// The keys and the issuer they sign for, as last fetched.
 #[derive(Debug)]
@@ -39,6 +46,8 @@ struct Copy {
 pub(super) struct KeyRing {
     users: UserServiceClient<BalancedChannel>,
     copy: RwLock<Option<Copy>>,
+    /// Tokens that verified with the current copy: token → (subject, expiry in Unix seconds).
+    verified: RwLock<HashMap<Box<str>, (String, u64)>>,
     /// One fetch at a time; holds when the last one started.
     fetching: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -48,7 +57,26 @@ impl KeyRing {
         Self {
             users,
             copy: RwLock::new(None),
+            verified: RwLock::new(HashMap::new()),
             fetching: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The subject of `token` if it verified before with the current key set and has not expired
+    /// by `now` (Unix seconds).
+    pub(super) fn remembered(&self, token: &str, now: u64) -> Option<String> {
+        let verified = self.verified.read().ok()?;
+        let (subject, expiry) = verified.get(token)?;
+        (now <= *expiry).then(|| subject.clone())
+    }
+
+    /// Remembers that `token` verified, naming `subject`, valid until `expiry`.
+    pub(super) fn remember(&self, token: &str, subject: &str, expiry: u64) {
+        if let Ok(mut verified) = self.verified.write() {
+            if verified.len() >= MAX_REMEMBERED {
+                verified.clear();
+            }
+            verified.insert(token.into(), (subject.to_owned(), expiry));
         }
     }
 
@@ -105,6 +133,10 @@ impl KeyRing {
                     .map(|key| (key.kid().to_owned(), key))
                     .collect();
                 tracing::debug!(keys = keys.len(), issuer = %set.issuer, "token keys fetched");
+                // Tokens are vouched for by the key set they verified with.
+                if let Ok(mut verified) = self.verified.write() {
+                    verified.clear();
+                }
                 if let Ok(mut copy) = self.copy.write() {
                     *copy = Some(Copy {
                         keys,

@@ -68,12 +68,21 @@ impl Authenticator {
     /// The caller's user id.
     pub async fn caller(&self, metadata: &MetadataMap) -> Result<String, AuthError> {
         let token = bearer(metadata)?;
+        let now = SystemTime::now();
+        let seconds = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if let Some(subject) = self.keys.remembered(token, seconds) {
+            return Ok(subject);
+        }
         let invalid = || AuthError::Unauthenticated(token::TokenError::Invalid.to_string());
         let kid = token::kid_of(token).ok_or_else(invalid)?;
         let (key, issuer) = self.keys.key(&kid).await?;
-        token::verify(token, &key, &issuer, SystemTime::now())
-            .map(|claims| claims.sub)
-            .map_err(|error| AuthError::Unauthenticated(error.to_string()))
+        let claims = token::verify(token, &key, &issuer, now)
+            .map_err(|error| AuthError::Unauthenticated(error.to_string()))?;
+        self.keys.remember(token, &claims.sub, claims.exp);
+        Ok(claims.sub)
     }
 }
 
@@ -143,5 +152,42 @@ mod tests {
         assert!(bearer(&metadata).is_err());
         metadata.insert("authorization", "Bearer  abc ".parse().expect("value"));
         assert_eq!(bearer(&metadata).expect("token"), "abc");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_user_service_is_unavailable_and_garbage_is_unauthenticated() {
+        let nobody = crate::config::live::fixed(crate::config::ClientSettings {
+            timeout_ms: 500,
+            ..Default::default()
+        });
+        let auth = Authenticator::new(BalancedChannel::fixed(
+            "user",
+            vec!["127.0.0.1:1".into()],
+            nobody,
+        ));
+        let with = |token: &str| {
+            let mut metadata = MetadataMap::new();
+            metadata.insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("value"),
+            );
+            metadata
+        };
+        let garbage = auth.caller(&with("not-a-jwt")).await.expect_err("garbage");
+        assert_eq!(Status::from(garbage).code(), Code::Unauthenticated);
+        let pair = token::SigningKeyPair::derive(b"0123456789abcdef0123456789abcdef");
+        let real = pair
+            .sign(
+                "u1",
+                "e",
+                "shippy.user",
+                std::time::Duration::from_secs(60),
+                SystemTime::now(),
+            )
+            .expect("sign");
+        for _ in 0..2 {
+            let unknown = Status::from(auth.caller(&with(&real)).await.expect_err("no keys"));
+            assert_eq!(unknown.code(), Code::Unavailable, "{unknown:?}");
+        }
     }
 }
