@@ -284,9 +284,7 @@ enum Target {
 impl Target {
     fn of(event: &str) -> Self {
         match event {
-            "rolling-restart" | "routing-shift" | "etcd-restart" | "etcd-outage" => {
-                Self::NoFailure
-            }
+            "rolling-restart" | "routing-shift" | "etcd-restart" | "etcd-outage" => Self::NoFailure,
             "sigkill" | "sigstop" => Self::QuickRecovery,
             "overload" => Self::Overload,
             _ => Self::NoneSet,
@@ -337,10 +335,16 @@ struct Row {
 fn policy_counters(consignment: &ServiceProcess) -> BTreeMap<&'static str, f64> {
     const NAMES: [(&str, &str); 6] = [
         ("retries", "shippy_client_retries_total"),
-        ("budget exhausted", "shippy_client_retry_budget_exhausted_total"),
+        (
+            "budget exhausted",
+            "shippy_client_retry_budget_exhausted_total",
+        ),
         ("ejections", "shippy_balancer_ejections_total"),
         ("breaker rejected", "shippy_client_breaker_rejected_total"),
-        ("deadline exhausted", "shippy_client_deadline_exhausted_total"),
+        (
+            "deadline exhausted",
+            "shippy_client_deadline_exhausted_total",
+        ),
         ("shed", "shippy_server_shed_total"),
     ];
     let text = tokio::task::block_in_place(|| consignment.metrics()).unwrap_or_default();
@@ -407,8 +411,10 @@ impl Rig {
             .filter(|v| v.version == version)
             .map(|v| {
                 tokio::task::block_in_place(|| {
-                    v.process
-                        .metric("grpc_server_handled_total", &[("grpc_method", "FindAvailable")])
+                    v.process.metric(
+                        "grpc_server_handled_total",
+                        &[("grpc_method", "FindAvailable")],
+                    )
                 })
                 .unwrap_or(0.0)
             })
@@ -625,10 +631,7 @@ impl Rig {
                 let shed = chaos::window(samples, marks.start, during_end)
                     .iter()
                     .filter(|s| {
-                        matches!(
-                            s.failure,
-                            Some(Code::Unavailable | Code::ResourceExhausted)
-                        )
+                        matches!(s.failure, Some(Code::Unavailable | Code::ResourceExhausted))
                     })
                     .count();
                 let admitted_ratio = match (during.p99_ok, before.p99) {
@@ -771,7 +774,10 @@ async fn main() -> anyhow::Result<()> {
     // so the clients' own ejection is what keeps calls off it.
     let mut cluster = Cluster::on_etcd(&etcd, 10).await?;
     cluster.set_env("SHIPPY_CONFIG_CENTRE__ENABLED", "true");
-    cluster.set_env("SHIPPY_LOG__LEVEL", "info");
+    // Warnings only, as in `make bench`: at `info` every call is a log line in two services, which
+    // on 2 cores costs more than half the throughput. Ejections, broken connections and
+    // registry trouble are warnings, so the logs still tell what happened.
+    cluster.set_env("SHIPPY_LOG__LEVEL", "warn");
     // Users in the cluster's shared SQLite file, so both user instances know the caller; vessels
     // and consignments in memory (no fsync per write), as in `make bench`.
     let mut users = Vec::new();
@@ -846,7 +852,10 @@ async fn main() -> anyhow::Result<()> {
 
     let mut timelines = Vec::new();
     for event in wanted {
-        println!("event      {event} ({:.0} s into the load)", rig.now().as_secs_f64());
+        println!(
+            "event      {event} ({:.0} s into the load)",
+            rig.now().as_secs_f64()
+        );
         match rig.measure(event).await {
             Ok(timeline) => timelines.push(timeline),
             Err(error) => println!("           {event}: {error:#}"),
@@ -856,8 +865,7 @@ async fn main() -> anyhow::Result<()> {
     rig.load.stop.store(true, Ordering::Relaxed);
     let _ = load_task.await;
     let drained = Instant::now();
-    while recorder.in_flight.load(Ordering::Relaxed) > 0 && drained.elapsed() < CALL_DEADLINE * 2
-    {
+    while recorder.in_flight.load(Ordering::Relaxed) > 0 && drained.elapsed() < CALL_DEADLINE * 2 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut samples = recorder.samples.lock().expect("lock").clone();

@@ -1,6 +1,6 @@
 //! In-process store: the default, for demos and tests; lost when the process stops.
 
-use std::sync::RwLock;
+use std::{collections::BTreeMap, ops::Bound, sync::RwLock};
 
 use async_trait::async_trait;
 use shippy_shared::store::StoreError;
@@ -8,10 +8,11 @@ use shippy_shared::store::StoreError;
 use super::ConsignmentStore;
 use crate::domain::Consignment;
 
-/// Consignments in arrival order.
+/// Consignments by id. A map, not a list: a unique-id check and a page after an id must not cost
+/// a scan of everything stored (a busy in-memory service holds hundreds of thousands).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    consignments: RwLock<Vec<Consignment>>,
+    consignments: RwLock<BTreeMap<String, Consignment>>,
 }
 
 #[async_trait]
@@ -19,25 +20,25 @@ impl ConsignmentStore for MemoryStore {
     async fn create(&self, consignment: &Consignment) -> Result<(), StoreError> {
         let mut all = self.consignments.write().map_err(StoreError::poisoned)?;
         // The same contract as the other backends: an id is unique.
-        if all.iter().any(|c| c.id == consignment.id) {
+        if all.contains_key(&consignment.id) {
             return Err(StoreError::Duplicate(format!(
                 "consignment {}",
                 consignment.id
             )));
         }
-        all.push(consignment.clone());
+        all.insert(consignment.id.clone(), consignment.clone());
         Ok(())
     }
 
     async fn list(&self) -> Result<Vec<Consignment>, StoreError> {
-        // Oldest first, as every backend: ids are time-ordered, insertion order may not be.
-        let mut all = self
+        // Oldest first, as every backend: ids are time-ordered, and the map is ordered by id.
+        Ok(self
             .consignments
             .read()
             .map_err(StoreError::poisoned)?
-            .clone();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(all)
+            .values()
+            .cloned()
+            .collect())
     }
 
     async fn list_by_owner(
@@ -46,16 +47,14 @@ impl ConsignmentStore for MemoryStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Consignment>, StoreError> {
-        let mut page: Vec<Consignment> = self
-            .consignments
-            .read()
-            .map_err(StoreError::poisoned)?
-            .iter()
-            .filter(|c| c.owner_id == owner_id && after.is_none_or(|after| c.id.as_str() > after))
+        let all = self.consignments.read().map_err(StoreError::poisoned)?;
+        let from = after.map_or(Bound::Unbounded, |after| Bound::Excluded(after.to_owned()));
+        Ok(all
+            .range((from, Bound::Unbounded))
+            .map(|(_, c)| c)
+            .filter(|c| c.owner_id == owner_id)
+            .take(limit)
             .cloned()
-            .collect();
-        page.sort_by(|a, b| a.id.cmp(&b.id));
-        page.truncate(limit);
-        Ok(page)
+            .collect())
     }
 }
