@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use etcd_client::{EventType, PutOptions, WatchOptions};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{DiscoveryError, InstanceSet, Registration, Registry, ServiceInstance, validate_name};
 use crate::etcd::{Backoff, Etcd, mirror};
@@ -125,6 +126,11 @@ impl EtcdRegistry {
 
 #[async_trait]
 impl Registry for EtcdRegistry {
+    #[tracing::instrument(
+        name = "registry.register",
+        skip_all,
+        fields(otel.name = "registry register", registry = "etcd", service = %instance.name)
+    )]
     async fn register(&self, instance: ServiceInstance) -> Result<Registration, DiscoveryError> {
         validate_name(&instance.name)?;
         let key = format!("{}{}", self.service_prefix(&instance.name), instance.id);
@@ -150,7 +156,16 @@ impl Registry for EtcdRegistry {
                 loop {
                     let current = match lease {
                         Some(current) => current,
-                        None => match registry.put_instance(&key, &value).await {
+                        None => match registry
+                            .put_instance(&key, &value)
+                            .instrument(tracing::info_span!(
+                                "registry.register",
+                                otel.name = "registry re-register",
+                                registry = "etcd",
+                                %key
+                            ))
+                            .await
+                        {
                             Ok(fresh) => {
                                 tracing::info!(%key, lease = fresh.0, "re-registered (etcd)");
                                 registered.set(1.0);

@@ -408,6 +408,11 @@ impl Scanner {
 
 #[async_trait]
 impl Registry for LocalRegistry {
+    #[tracing::instrument(
+        name = "registry.register",
+        skip_all,
+        fields(otel.name = "registry register", registry = "local", service = %instance.name)
+    )]
     async fn register(&self, instance: ServiceInstance) -> Result<Registration, DiscoveryError> {
         validate_name(&instance.name)?;
         let dir = self.service_dir(&instance.name);

@@ -124,6 +124,11 @@ impl Registration {
     }
 
     /// Removes the entry now and waits until it is gone.
+    #[tracing::instrument(
+        name = "registry.deregister",
+        skip_all,
+        fields(otel.name = "registry deregister", service = %self.instance.name)
+    )]
     pub async fn deregister(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take()
