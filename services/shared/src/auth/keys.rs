@@ -87,10 +87,13 @@ impl KeyRing {
         {
             return Ok(found);
         }
-        self.refresh(now).await?;
+        let refreshed = self.refresh(now).await;
         if let Some(found) = self.lookup(kid, |_| true) {
             return Ok(found);
         }
+        // The key is unknown and the user service could not be asked: that says nothing about
+        // the token, so the caller hears that the user service is unavailable.
+        refreshed?;
         let have = self.copy.read().map(|c| c.is_some()).unwrap_or(false);
         if have {
             Err(AuthError::Unauthenticated(TokenError::Invalid.to_string()))
@@ -112,8 +115,8 @@ impl KeyRing {
     }
 
     /// Fetches the key set unless a fetch started within [`MIN_REFETCH`] (including one that
-    /// finished while this call waited for it). Keeps the old copy when the fetch fails, and says
-    /// so only when there is no copy at all.
+    /// finished while this call waited for it). Keeps the old copy when the fetch fails (the
+    /// caller still verifies with it) and says why it failed.
     async fn refresh(&self, asked: Instant) -> Result<(), AuthError> {
         let mut last = self.fetching.lock().await;
         if last
@@ -149,11 +152,7 @@ impl KeyRing {
             Err(status) => {
                 let have = self.copy.read().map(|c| c.is_some()).unwrap_or(false);
                 tracing::warn!(%status, keep_old = have, "could not fetch the token keys");
-                if have {
-                    Ok(())
-                } else {
-                    Err(AuthError::UserService(status))
-                }
+                Err(AuthError::UserService(status))
             }
         }
     }
