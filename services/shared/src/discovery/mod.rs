@@ -159,6 +159,24 @@ fn heartbeat_confirmed(service: &str) {
         .set(now);
 }
 
+/// Counts a call in an in-flight gauge until dropped, however the call ends (a caller may drop
+/// the call's future): the one guard of both the server's and the balanced channel's gauges.
+pub(crate) struct InFlightGauge(metrics::Gauge);
+
+impl InFlightGauge {
+    /// Counts one call in `gauge` from now on.
+    pub(crate) fn start(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Checks that `name` is safe as a file name and an etcd key segment.
 pub fn validate_name(name: &str) -> Result<(), DiscoveryError> {
     let ok = !name.is_empty()

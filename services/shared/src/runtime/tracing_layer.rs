@@ -30,28 +30,13 @@ use tracing::{Instrument as _, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::discovery::{
+    InFlightGauge,
     context::CallContext,
     trace::{self, REQUEST_ID_HEADER, RequestId, code_name},
 };
 
 /// The start of the message of a call refused by the rate limit (`limits`).
 const RATE_LIMITED: &str = "rate limit exceeded";
-
-/// Counts a call in flight until dropped (however the call ends).
-struct InFlight(metrics::Gauge);
-
-impl InFlight {
-    fn start(gauge: metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
 
 /// Paths that get no span: probes and tooling would drown the traces of real calls.
 fn untraced(path: &str) -> bool {
@@ -139,7 +124,7 @@ where
             .scope(context.scope(self.inner.call(request).instrument(span.clone())));
         let started = std::time::Instant::now();
         metrics::counter!("grpc_server_started_total", "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone()).increment(1);
-        let in_flight = InFlight::start(
+        let in_flight = InFlightGauge::start(
             metrics::gauge!("shippy_server_in_flight_calls", "grpc_service" => grpc_service.clone()),
         );
         Box::pin(async move {

@@ -101,7 +101,8 @@ impl Backend {
         }
     }
 
-    /// Records an attempt that got no answer within `limit`: a peak, taking over at once.
+    /// Records an attempt that got no answer within `limit` (it timed out, or its connection
+    /// broke after that long): a peak, taking over at once.
     pub(super) fn observe_timeout(&self, limit: Duration, now: Instant) {
         self.observe(limit, now, true);
     }

@@ -70,7 +70,7 @@ use tracing::{Instrument as _, field::Empty};
 
 use self::{backend::Backend, breaker::Breaker, retry::RetryBudget};
 use super::{
-    DiscoveryError, InstanceSet, Registry, ServiceInstance,
+    DiscoveryError, InFlightGauge, InstanceSet, Registry, ServiceInstance,
     context::{self, CallContext, GRPC_TIMEOUT_HEADER},
     trace::{self, REQUEST_ID_HEADER, RequestId},
 };
@@ -97,23 +97,6 @@ impl Set {
             .iter()
             .filter(move |(_, until)| *until > now)
             .map(|(backend, _)| backend)
-    }
-}
-
-/// Counts a call in the `shippy_client_in_flight_calls` gauge until dropped, however it ends
-/// (a caller may drop the call's future).
-struct CallInFlight(metrics::Gauge);
-
-impl CallInFlight {
-    fn start(gauge: metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        Self(gauge)
-    }
-}
-
-impl Drop for CallInFlight {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
     }
 }
 
@@ -339,7 +322,7 @@ impl Inner {
             .into());
         }
         self.budget.deposit(settings);
-        let in_flight = CallInFlight::start(metrics::gauge!(
+        let in_flight = InFlightGauge::start(metrics::gauge!(
             "shippy_client_in_flight_calls",
             "target" => target
         ));
@@ -502,6 +485,9 @@ impl Inner {
                 Attempt::Broken(error) => {
                     span.record("otel.status_code", "ERROR");
                     attempt_counter("broken");
+                    // No answer after this long: as for a timeout, a peak in its latency, so a
+                    // frozen instance whose connection broke is not picked again at once.
+                    backend.observe_timeout(now - started, now);
                     self.failed(&backend, settings, now, false);
                     tracing::warn!(parent: &span, service = %self.service, address = %backend.address, %error, "connection broke during the call");
                     let status = Status::unavailable(format!(
