@@ -261,7 +261,7 @@ async fn reading_users_needs_a_token_and_the_token_a_user() {
     .expect("sign");
     let refused = user
         .validate_token(Token {
-            token: stray,
+            token: stray.clone(),
             ..Default::default()
         })
         .await
@@ -272,6 +272,16 @@ async fn reading_users_needs_a_token_and_the_token_a_user() {
             Code::Unauthenticated,
             "token of a user that does not exist; log in again"
         )
+    );
+    // The other services verify the signature themselves and ask the user service once per token
+    // whether its user exists: the ghost's token is refused there too, with the same sentence.
+    cluster.set_env("SHIPPY_TOKEN", &stray);
+    let ghost = cluster.cli(["consignment", "list"]);
+    assert!(!ghost.status.success());
+    assert!(
+        stderr(&ghost).contains("token of a user that does not exist; log in again"),
+        "{}",
+        stderr(&ghost)
     );
     // The other services verify tokens themselves, with the user service's public keys: a token
     // signed with any other key is refused there, without asking the user service.

@@ -136,7 +136,7 @@ async fn prometheus_counts_the_calls_made_and_every_dashboard_query_has_data() {
         (server("Auth", "OK"), 1),
         (server("CreateConsignment", "OK"), CREATES),
         // Tokens are verified where they arrive: the consignment service fetched the user
-        // service's public keys once, and called it for nothing else.
+        // service's public keys once.
         (server("PublicKeys", "OK"), 1),
         (server("FindAvailable", "OK"), CREATES),
         (server("GetVessels", "OK"), answered),
@@ -188,13 +188,22 @@ async fn prometheus_counts_the_calls_made_and_every_dashboard_query_has_data() {
         value(&prometheus, "sum(shippy_server_in_flight_calls)"),
         0.0
     );
+    // One question per token (does its user still exist?), not one per call: the three calls
+    // carried the same token.
     assert_eq!(
         value(
             &prometheus,
             r#"sum(grpc_server_handled_total{grpc_method="ValidateToken"})"#
         ),
-        0.0,
-        "no call to the user service per authenticated call"
+        1.0,
+        "one call to the user service per token, not per authenticated call"
+    );
+    assert_eq!(
+        value(
+            &prometheus,
+            r#"sum(shippy_auth_user_checks_total{outcome="confirmed"})"#
+        ),
+        1.0
     );
     assert_eq!(
         value(

@@ -18,7 +18,7 @@ use std::{
 
 use argon2::{
     Algorithm, Argon2, Block, Params, Version,
-    password_hash::{Output, ParamsString, PasswordHash as Phc, SaltString, rand_core::OsRng},
+    password_hash::{Output, ParamsString, PasswordHash as Phc, SaltString},
 };
 use tokio::sync::Semaphore;
 
@@ -69,7 +69,7 @@ impl Hasher {
     ) -> Result<PasswordHash, UserError> {
         let password = password.clone();
         self.run(wait, move |blocks| {
-            let salt = SaltString::generate(&mut OsRng);
+            let salt = new_salt();
             let params = Params::default();
             let output = compute(
                 Algorithm::Argon2id,
@@ -209,6 +209,13 @@ fn internal<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> UserError
     move |e| UserError::Internal(format!("{what}: {e}"))
 }
 
+/// A fresh random salt of 16 bytes (the PHC string format's recommendation) from `rand`'s
+/// thread-local CSPRNG, which the operating system seeds.
+fn new_salt() -> SaltString {
+    let bytes: [u8; 16] = rand::random();
+    SaltString::encode_b64(&bytes).expect("16 bytes are a valid salt length")
+}
+
 #[cfg(test)]
 mod tests {
     use argon2::PasswordVerifier;
@@ -265,7 +272,7 @@ mod tests {
                 .is_ok()
         );
         // ...and made by the crate (other parameters too), checked here.
-        let salt = SaltString::generate(&mut OsRng);
+        let salt = new_salt();
         let theirs = argon2::PasswordHasher::hash_password(
             &Argon2::new(
                 Algorithm::Argon2id,

@@ -96,7 +96,7 @@ impl Tokens {
         id: &str,
         email: &str,
         now: SystemTime,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
+    ) -> Result<String, serde_json::Error> {
         self.current.sign(id, email, &self.issuer, self.ttl, now)
     }
 

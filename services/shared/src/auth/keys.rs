@@ -8,9 +8,12 @@
 //! working: verifying a token never needs the user service once its key is known.
 //!
 //! Tokens that verified are remembered (their subject and expiry) so the same token on the next
-//! call costs a map lookup instead of an Ed25519 verification: a client sends one token with every
-//! call. The memory is bounded ([`MAX_REMEMBERED`]) and forgotten with every new key set, so a
-//! withdrawn key's tokens are refused as soon as the key set no longer holds it.
+//! call costs a map lookup instead of an Ed25519 verification and a call to the user service: a
+//! client sends one token with every call. The memory is bounded ([`MAX_REMEMBERED`]), forgotten
+//! with every new key set, and each entry is trusted for a limited time (at most
+//! [`REFRESH_EVERY`]), after which the token is verified again against a fresh key set: so a
+//! withdrawn key's tokens, and a deleted user's, stop working within a minute even while a client
+//! keeps using them.
 
 use std::{
     collections::HashMap,
@@ -27,7 +30,7 @@ use super::{
 use crate::discovery::balance::BalancedChannel;
 
 /// Longest time a copy is used without asking for a fresh one.
-const REFRESH_EVERY: Duration = Duration::from_secs(60);
+pub(super) const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// Shortest time between two fetches caused by unknown key ids.
 const MIN_REFETCH: Duration = Duration::from_secs(1);
 /// Most verified tokens remembered; when full, the memory starts afresh.
@@ -41,13 +44,23 @@ struct Copy {
     fetched: Instant,
 }
 
+/// What is remembered of a token that verified.
+#[derive(Debug)]
+struct Remembered {
+    subject: String,
+    /// The token's expiry, Unix seconds.
+    expiry: u64,
+    /// Until when it is taken on the memory's word.
+    trusted_until: Instant,
+}
+
 /// The key set, kept fresh.
 #[derive(Debug)]
 pub(super) struct KeyRing {
     users: UserServiceClient<BalancedChannel>,
     copy: RwLock<Option<Copy>>,
-    /// Tokens that verified with the current copy: token → (subject, expiry in Unix seconds).
-    verified: RwLock<HashMap<Box<str>, (String, u64)>>,
+    /// Tokens that verified with the current copy.
+    verified: RwLock<HashMap<Box<str>, Remembered>>,
     /// One fetch at a time; holds when the last one started.
     fetching: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -62,21 +75,27 @@ impl KeyRing {
         }
     }
 
-    /// The subject of `token` if it verified before with the current key set and has not expired
-    /// by `now` (Unix seconds).
-    pub(super) fn remembered(&self, token: &str, now: u64) -> Option<String> {
+    /// The subject of `token` if it verified before with the current key set, has not expired by
+    /// `now` (Unix seconds) and is still trusted at `at`.
+    pub(super) fn remembered(&self, token: &str, now: u64, at: Instant) -> Option<String> {
         let verified = self.verified.read().ok()?;
-        let (subject, expiry) = verified.get(token)?;
-        (now <= *expiry).then(|| subject.clone())
+        let entry = verified.get(token)?;
+        (now <= entry.expiry && at < entry.trusted_until).then(|| entry.subject.clone())
     }
 
-    /// Remembers that `token` verified, naming `subject`, valid until `expiry`.
-    pub(super) fn remember(&self, token: &str, subject: &str, expiry: u64) {
+    /// Remembers that `token` verified, naming `subject`, valid until `expiry` (Unix seconds), to be
+    /// taken on the memory's word for `trust` (at most [`REFRESH_EVERY`]).
+    pub(super) fn remember(&self, token: &str, subject: &str, expiry: u64, trust: Duration) {
         if let Ok(mut verified) = self.verified.write() {
             if verified.len() >= MAX_REMEMBERED {
                 verified.clear();
             }
-            verified.insert(token.into(), (subject.to_owned(), expiry));
+            let entry = Remembered {
+                subject: subject.to_owned(),
+                expiry,
+                trusted_until: Instant::now() + trust.min(REFRESH_EVERY),
+            };
+            verified.insert(token.into(), entry);
         }
     }
 

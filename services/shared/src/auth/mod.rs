@@ -4,12 +4,18 @@
 //! implementation, and one mapping of its errors to a `Status`, for every service that needs a
 //! caller; a handler runs it at the edge and hands the domain only the caller's id.
 //!
-//! Revocation: tokens are verified locally, so a token stays valid until it expires
-//! (`auth.token_ttl_secs`) unless its key is withdrawn. Changing `auth.jwt_secret` (keeping the old
-//! one in `auth.previous_jwt_secret` while tokens signed with it should still work) and then
-//! clearing the previous secret revokes every token signed with the old key within a minute (the
-//! verifiers' refresh). `ValidateToken` remains for clients that want the user service's own
-//! answer, which also checks that the user still exists.
+//! A token that verifies is taken on the memory's word for a minute. The first time (and then
+//! once a minute while it is used) the user service is also asked, with `ValidateToken`, whether
+//! its user still exists: one call per token per minute, not per call. When the user service
+//! cannot answer, the signature alone vouches for the token (it proves the user service issued
+//! it) and the question is asked again a few seconds later: the user service's outage does not
+//! become every service's outage, and a deleted user is refused once it answers.
+//!
+//! Revocation: a token stays valid until it expires (`auth.token_ttl_secs`) unless its user is
+//! deleted or its key is withdrawn; either is seen everywhere within a minute. Changing
+//! `auth.jwt_secret` (keeping the old one in `auth.previous_jwt_secret` while tokens signed with it
+//! should still work) and then clearing the previous secret revokes every token signed with the
+//! old key.
 //!
 //! The access model's one rule for what a caller may claim lives here too ([`own`]): a field that
 //! names a user (a container's `user_id`, a vessel's `owner_id`) may be empty (the caller is meant)
@@ -18,9 +24,9 @@
 mod keys;
 pub mod token;
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use shippy_proto::user::v1::user_service_client::UserServiceClient;
+use shippy_proto::user::v1::{Token, user_service_client::UserServiceClient};
 use tonic::{Status, metadata::MetadataMap};
 
 use self::keys::KeyRing;
@@ -50,18 +56,25 @@ impl From<AuthError> for Status {
     }
 }
 
+/// How long a token whose user could not be confirmed (the user service did not answer) is taken
+/// on its signature alone before the user service is asked again.
+const UNCONFIRMED_TRUST: Duration = Duration::from_secs(5);
+
 /// Verifies bearer tokens with the user service's public keys. Clones share one key set.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     keys: std::sync::Arc<KeyRing>,
+    users: UserServiceClient<BalancedChannel>,
 }
 
 impl Authenticator {
     /// Verifies tokens with the keys the user service behind `users` (a balanced channel)
     /// publishes.
     pub fn new(users: BalancedChannel) -> Self {
+        let users = UserServiceClient::new(users);
         Self {
-            keys: std::sync::Arc::new(KeyRing::new(UserServiceClient::new(users))),
+            keys: std::sync::Arc::new(KeyRing::new(users.clone())),
+            users,
         }
     }
 
@@ -73,7 +86,7 @@ impl Authenticator {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        if let Some(subject) = self.keys.remembered(token, seconds) {
+        if let Some(subject) = self.keys.remembered(token, seconds, Instant::now()) {
             return Ok(subject);
         }
         let invalid = || AuthError::Unauthenticated(token::TokenError::Invalid.to_string());
@@ -81,8 +94,40 @@ impl Authenticator {
         let (key, issuer) = self.keys.key(&kid).await?;
         let claims = token::verify(token, &key, &issuer, now)
             .map_err(|error| AuthError::Unauthenticated(error.to_string()))?;
-        self.keys.remember(token, &claims.sub, claims.exp);
+        let trust = if self.user_exists(token).await? {
+            keys::REFRESH_EVERY
+        } else {
+            UNCONFIRMED_TRUST
+        };
+        self.keys.remember(token, &claims.sub, claims.exp, trust);
         Ok(claims.sub)
+    }
+
+    /// Asks the user service whether the user of `token` (which verified) still exists: `true`
+    /// when it says so, `false` when it could not answer, and the user service's own refusal
+    /// (a deleted user, a revoked key) when it refuses the token.
+    async fn user_exists(&self, token: &str) -> Result<bool, AuthError> {
+        let asked = Token {
+            token: token.to_owned(),
+            ..Token::default()
+        };
+        let outcome = match self.users.clone().validate_token(asked).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                Err(AuthError::Unauthenticated(status.message().to_owned()))
+            }
+            Err(status) => {
+                tracing::debug!(%status, "user not confirmed: the user service did not answer");
+                Ok(false)
+            }
+        };
+        let label = match &outcome {
+            Ok(true) => "confirmed",
+            Ok(false) => "unconfirmed",
+            Err(_) => "refused",
+        };
+        metrics::counter!("shippy_auth_user_checks_total", "outcome" => label).increment(1);
+        outcome
     }
 }
 

@@ -1,19 +1,26 @@
-//! Tokens: JWTs signed with Ed25519 (`EdDSA`), one implementation for the service that signs them
-//! (user) and every service that verifies them.
+//! Tokens: JWTs signed with Ed25519 (`EdDSA`, RFC 8037), one implementation for the service that
+//! signs them (user) and every service that verifies them.
 //!
 //! - **Keys** are derived from the configured secret (`auth.jwt_secret`): SHA-256 of a
 //!   domain-separated secret is the Ed25519 seed. Deployments keep one random secret, as before,
 //!   and only the user service holds it; every other service verifies with the public key alone.
 //!   A key's id (`kid`) is the start of the SHA-256 of its public key.
-//! - **Verification** accepts a token only when its header names a known `kid` with `EdDSA`, its
-//!   signature, issuer and expiry check out, it names a user (`sub` not empty), and it was not
-//!   issued (`iat`) or made valid (`nbf`) in the future beyond [`FUTURE_LEEWAY_SECS`].
+//! - **Verification** accepts a token only when its header names `EdDSA` and no extension it
+//!   would have to understand (`crit`), its signature verifies strictly with the key it names,
+//!   its issuer and expiry check out, it names a user (`sub` not empty), and it was not issued
+//!   (`iat`) or made valid (`nbf`) in the future beyond [`FUTURE_LEEWAY_SECS`].
+//!
+//! Why the JWS framing is written here rather than taken from a JWT crate: the services accept
+//! exactly one algorithm, and the general crates (jsonwebtoken with its pure-Rust backend) link
+//! RSA and NIST-curve code into every image for algorithms a shippy token can never carry, and
+//! choose the algorithm from the token's header at run time. The framing is a few lines of
+//! base64url and JSON; the cryptography stays in `ed25519-dalek` (`verify_strict`, which also
+//! refuses malleable signatures and weak keys).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use ed25519_dalek::SigningKey;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -24,10 +31,11 @@ const LEEWAY_SECS: u64 = 5;
 pub const FUTURE_LEEWAY_SECS: u64 = 60;
 /// Separates this use of the secret from any other.
 const DERIVATION_CONTEXT: &[u8] = b"shippy token signing key v1\0";
-/// The fixed PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410); the 32-byte seed follows.
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
+/// The longest token looked at: far above any token shippy issues (about 400 bytes), so a hostile
+/// header costs no decoding work.
+const MAX_TOKEN_BYTES: usize = 4096;
+/// The one algorithm tokens are signed with.
+const ALGORITHM: &str = "EdDSA";
 
 /// Why a token was refused. Messages are safe to send to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,12 +72,54 @@ pub struct Claims {
     pub nbf: Option<u64>,
 }
 
+/// A token's JOSE header: what is issued, and what verification reads.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    typ: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
+    /// Extensions the verifier must understand (RFC 7515 §4.1.11): none are, so any is refused.
+    #[serde(default, skip_serializing)]
+    crit: Option<serde_json::Value>,
+}
+
+/// A token split into its parts, each still encoded; `signed` is the header and payload with
+/// their dot, the bytes the signature covers.
+struct Parts<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    signed: &'a str,
+}
+
+impl<'a> Parts<'a> {
+    fn split(token: &'a str) -> Option<Self> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        let (signed, signature) = token.rsplit_once('.')?;
+        let (header, payload) = signed.split_once('.')?;
+        (!payload.contains('.')).then_some(Self {
+            header,
+            payload,
+            signature,
+            signed,
+        })
+    }
+
+    fn header(&self) -> Option<Header> {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(self.header).ok()?).ok()
+    }
+}
+
 /// A public key that verifies tokens, with its id.
 #[derive(Clone)]
 pub struct VerifyingKey {
     kid: String,
     x: String,
-    decoding: DecodingKey,
+    key: ed25519_dalek::VerifyingKey,
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -86,17 +136,21 @@ impl VerifyingKey {
     pub fn from_x(x: &str) -> Option<Self> {
         let bytes = URL_SAFE_NO_PAD.decode(x).ok()?;
         let public: [u8; 32] = bytes.try_into().ok()?;
-        ed25519_dalek::VerifyingKey::from_bytes(&public).ok()?;
-        Some(Self::from_public(&public))
+        Self::from_public(ed25519_dalek::VerifyingKey::from_bytes(&public).ok()?)
     }
 
-    fn from_public(public: &[u8; 32]) -> Self {
+    fn from_public(key: ed25519_dalek::VerifyingKey) -> Option<Self> {
+        // A weak (small-order) key would verify forged signatures: never accept one.
+        if key.is_weak() {
+            return None;
+        }
+        let public = key.to_bytes();
         let digest = Sha256::digest(public);
-        Self {
+        Some(Self {
             kid: hex(&digest[..8]),
             x: URL_SAFE_NO_PAD.encode(public),
-            decoding: DecodingKey::from_ed_der(public),
-        }
+            key,
+        })
     }
 
     /// The key id.
@@ -113,7 +167,7 @@ impl VerifyingKey {
 /// The key that signs tokens, derived from a secret. Never logged.
 #[derive(Clone)]
 pub struct SigningKeyPair {
-    encoding: EncodingKey,
+    signing: SigningKey,
     public: VerifyingKey,
 }
 
@@ -133,14 +187,10 @@ impl SigningKeyPair {
             .chain_update(secret)
             .finalize()
             .into();
-        let public = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
-        let mut pkcs8 = Vec::with_capacity(48);
-        pkcs8.extend_from_slice(&PKCS8_ED25519_PREFIX);
-        pkcs8.extend_from_slice(&seed);
-        Self {
-            encoding: EncodingKey::from_ed_der(&pkcs8),
-            public: VerifyingKey::from_public(&public),
-        }
+        let signing = SigningKey::from_bytes(&seed);
+        let public = VerifyingKey::from_public(signing.verifying_key())
+            .expect("a key derived from a seed is never a small-order point");
+        Self { signing, public }
     }
 
     /// Its public half.
@@ -156,7 +206,7 @@ impl SigningKeyPair {
         issuer: &str,
         ttl: Duration,
         now: SystemTime,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
+    ) -> Result<String, serde_json::Error> {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let claims = Claims {
             sub: id.to_owned(),
@@ -166,15 +216,25 @@ impl SigningKeyPair {
             exp: iat + ttl.as_secs(),
             nbf: None,
         };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.public.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.encoding)
+        let header = Header {
+            alg: ALGORITHM.to_owned(),
+            typ: Some("JWT".to_owned()),
+            kid: Some(self.public.kid.clone()),
+            crit: None,
+        };
+        let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&claims)?, &mut token);
+        let signature = self.signing.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+        Ok(token)
     }
 }
 
 /// The `kid` a token's header names, if it parses.
 pub fn kid_of(token: &str) -> Option<String> {
-    jsonwebtoken::decode_header(token).ok()?.kid
+    Parts::split(token)?.header()?.kid
 }
 
 /// The claims of `token` if it verifies with `key` and was issued by `issuer`, checked at `now`.
@@ -184,30 +244,42 @@ pub fn verify(
     issuer: &str,
     now: SystemTime,
 ) -> Result<Claims, TokenError> {
-    let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.set_issuer(&[issuer]);
-    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-    validation.leeway = LEEWAY_SECS;
-    // `nbf` is checked below with the same leeway as `iat`.
-    validation.validate_nbf = false;
-    let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
-        .map(|data| data.claims)
-        .map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            _ => TokenError::Invalid,
-        })?;
-    if claims.sub.trim().is_empty() {
+    let payload = verified_payload(token, key)?;
+    // Only a payload whose signature verified is parsed.
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Invalid)?;
+    if claims.iss != issuer || claims.sub.trim().is_empty() {
         return Err(TokenError::Invalid);
     }
-    let latest = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-        .saturating_add(FUTURE_LEEWAY_SECS);
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    if claims.exp.saturating_add(LEEWAY_SECS) < now {
+        return Err(TokenError::Expired);
+    }
+    let latest = now.saturating_add(FUTURE_LEEWAY_SECS);
     if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
         return Err(TokenError::NotYetValid);
     }
     Ok(claims)
+}
+
+/// The decoded payload of `token` if it is a compact JWS with an `EdDSA` header, no critical
+/// extension and a signature that verifies strictly with `key`.
+fn verified_payload(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, TokenError> {
+    let parts = Parts::split(token).ok_or(TokenError::Invalid)?;
+    let header = parts.header().ok_or(TokenError::Invalid)?;
+    if header.alg != ALGORITHM || header.crit.is_some() {
+        return Err(TokenError::Invalid);
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(parts.signature)
+        .ok()
+        .and_then(|bytes| Signature::from_slice(&bytes).ok())
+        .ok_or(TokenError::Invalid)?;
+    key.key
+        .verify_strict(parts.signed.as_bytes(), &signature)
+        .map_err(|_| TokenError::Invalid)?;
+    URL_SAFE_NO_PAD
+        .decode(parts.payload)
+        .map_err(|_| TokenError::Invalid)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -219,6 +291,10 @@ mod tests {
     use super::*;
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    fn b64(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
 
     #[test]
     fn tokens_verify_with_the_public_key_alone() {
@@ -241,6 +317,28 @@ mod tests {
             (claims.sub.as_str(), claims.email.as_str()),
             ("u1", "a@b.c")
         );
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').next().expect("header"))
+                .expect("base64url"),
+        )
+        .expect("JSON");
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header["typ"], "JWT");
+    }
+
+    /// RFC 8037, appendix A.4: the framing and signature check agree with the standard's example.
+    #[test]
+    fn the_rfc_8037_example_verifies() {
+        let key = VerifyingKey::from_x("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").expect("key");
+        let jws = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc.hgyY0il_MGCjP0JzlnLWG1P\
+                   POt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";
+        assert_eq!(
+            verified_payload(jws, &key).as_deref(),
+            Ok(&b"Example of Ed25519 signing"[..])
+        );
+        let tampered = jws.replace("RXhhbXBsZSBvZi", "RXhhbXBsZSBvZj");
+        assert_eq!(verified_payload(&tampered, &key), Err(TokenError::Invalid));
     }
 
     #[test]
@@ -283,33 +381,42 @@ mod tests {
             verify(&nobody, pair.public(), "shippy.user", now),
             Err(TokenError::Invalid)
         );
-        // A tampered payload, and an HS256 token made with the public key as its secret.
-        let mut parts: Vec<&str> = token.split('.').collect();
-        let forged_payload = URL_SAFE_NO_PAD.encode(
-            br#"{"sub":"admin","email":"e","iss":"shippy.user","iat":1,"exp":99999999999}"#,
-        );
-        parts[1] = &forged_payload;
-        assert_eq!(
-            verify(&parts.join("."), pair.public(), "shippy.user", now),
-            Err(TokenError::Invalid)
-        );
-        let hs = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &Claims {
-                sub: "admin".into(),
-                email: "e".into(),
-                iss: "shippy.user".into(),
-                iat: 1,
-                exp: 99_999_999_999,
-                nbf: None,
-            },
-            &EncodingKey::from_secret(pair.public().x().as_bytes()),
-        )
-        .expect("encode");
-        assert_eq!(
-            verify(&hs, pair.public(), "shippy.user", now),
-            Err(TokenError::Invalid)
-        );
         assert!(VerifyingKey::from_x("not a key").is_none());
+    }
+
+    #[test]
+    fn forged_and_malformed_tokens_are_refused() {
+        let pair = SigningKeyPair::derive(b"0123456789abcdef0123456789abcdef");
+        let now = SystemTime::now();
+        let token = pair.sign("u1", "e", "shippy.user", DAY, now).expect("sign");
+        let parts: Vec<&str> = token.split('.').collect();
+        let refused = |token: &str| {
+            assert_eq!(
+                verify(token, pair.public(), "shippy.user", now),
+                Err(TokenError::Invalid),
+                "{token}"
+            );
+        };
+        // A payload swapped under a valid signature.
+        let admin =
+            b64(r#"{"sub":"admin","email":"e","iss":"shippy.user","iat":1,"exp":99999999999}"#);
+        refused(&[parts[0], &admin, parts[2]].join("."));
+        // Another algorithm named in the header, with or without a signature: `none`, and HS256
+        // "signed" with the public key as the secret (the classic confusion attack).
+        for alg in [r#"{"alg":"none"}"#, r#"{"alg":"HS256","typ":"JWT"}"#] {
+            refused(&[&b64(alg), parts[1], ""].join("."));
+            refused(&[&b64(alg), parts[1], parts[2]].join("."));
+        }
+        // An extension the verifier would have to understand.
+        let crit = b64(r#"{"alg":"EdDSA","crit":["exp"],"exp":1}"#);
+        refused(&[&crit, parts[1], parts[2]].join("."));
+        // Not three parts, not base64url, not JSON, oversized.
+        refused(&parts[..2].join("."));
+        refused(&format!("{token}.x"));
+        refused(&token.replacen('.', ".!", 1));
+        refused(&[&b64("not json"), parts[1], parts[2]].join("."));
+        refused(&format!("{}{}", token, "A".repeat(MAX_TOKEN_BYTES)));
+        refused("");
+        assert_eq!(kid_of("a.b"), None);
     }
 }
