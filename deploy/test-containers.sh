@@ -289,11 +289,19 @@ build_standins() {
 }
 
 # ------------------------------------------------------------------------------ images
-# port_of SERVICE [DEFAULT]: the gRPC port of docs/CONVENTIONS.md (DEFAULT, or empty, for cli).
-port_of() {
-  case "$1" in consignment) echo 50051 ;; vessel) echo 50052 ;; user) echo 50053 ;; *) echo "${2:-}" ;; esac
-}
-declare -A PORT_SUFFIX=([consignment]="/tcp " [vessel]="/tcp " [user]="/tcp " [cli]="")
+# The gRPC port of each service, from services/catalog.toml (the one table of services), read
+# with the same awk as deploy/make/docker.mk (`name:port` rows); cli is no service and has none.
+declare -A CATALOG_PORT=()
+while IFS=: read -r name port; do
+  CATALOG_PORT[$name]="$port"
+done < <(awk '/^name *=/ { n = $0; sub(/^name *= *"/, "", n); sub(/".*$/, "", n) } /^port *=/ { p = $0; sub(/^port *= */, "", p); sub(/[^0-9].*$/, "", p); print n ":" p }' services/catalog.toml)
+for svc in "${IMAGES[@]}"; do
+  [[ "$svc" == cli || "${CATALOG_PORT[$svc]:-}" =~ ^[0-9]+$ ]] || die "services/catalog.toml gives no port for $svc"
+done
+# port_of SERVICE [DEFAULT]: the service's gRPC port from the catalog (DEFAULT, or empty, for cli).
+port_of() { echo "${CATALOG_PORT[$1]:-${2:-}}"; }
+# port_suffix SERVICE: how an image's EXPOSE of that port reads ("50051/tcp "; nothing for cli).
+port_suffix() { if [[ -n "$(port_of "$1")" ]]; then echo "/tcp "; fi; }
 bin_of() { if [[ "$1" == cli ]]; then echo shippy; else echo "shippy-$1"; fi; }
 
 check_image() {
@@ -308,7 +316,7 @@ check_image() {
   ports="$(podman image inspect --format '{{range $p, $v := .Config.ExposedPorts}}{{$p}} {{end}}' "$image")"
   env_port="$(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$image" | sed -n 's/^SHIPPY_SERVER__PORT=//p')"
   check "image $image: EXPOSE '${ports}', SHIPPY_SERVER__PORT=$env_port" \
-    test "$ports|$env_port" = "$(port_of "$svc")${PORT_SUFFIX[$svc]}|$(port_of "$svc" 0)"
+    test "$ports|$env_port" = "$(port_of "$svc")$(port_suffix "$svc")|$(port_of "$svc" 0)"
   hc="$(podman image inspect --format '{{if .HealthCheck}}{{range .HealthCheck.Test}}{{.}} {{end}}{{end}}' "$image")"
   check "image $image keeps its HEALTHCHECK ($hc)" test "$hc" = "CMD /usr/local/bin/app healthcheck "
   mnt="$(podman image mount "$image")"
@@ -444,8 +452,8 @@ fi
 # The same CLI binary, taken out of the cli image (static), on the host against consignment's
 # published loopback port, with the token `cli login` saved in the cli-home volume.
 TOKEN_FILE="$(podman volume inspect --format '{{.Mountpoint}}' "${PROJECT}_cli-home")/.config/shippy/token"
-CONSIGNMENT_ADDR="$(compose port consignment 50051)"
-check "consignment publishes 50051 on loopback only ($CONSIGNMENT_ADDR)" grep -q '^127\.0\.0\.1:[0-9]\+$' <<<"$CONSIGNMENT_ADDR"
+CONSIGNMENT_ADDR="$(compose port consignment "$(port_of consignment)")"
+check "consignment publishes $(port_of consignment) on loopback only ($CONSIGNMENT_ADDR)" grep -q '^127\.0\.0\.1:[0-9]\+$' <<<"$CONSIGNMENT_ADDR"
 check "cli login saved a token in the cli-home volume" test -s "$TOKEN_FILE"
 book() { host_cli consignment create consignment.json >/dev/null 2>&1; }
 check "host CLI -> consignment on $CONSIGNMENT_ADDR" book

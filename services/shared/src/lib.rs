@@ -10,7 +10,7 @@
 //! | [`centre`] | the etcd config centre | |
 //! | [`discovery`] | registries (local files, etcd), the balanced channel, request ids and trace context | |
 //! | [`probe`] | the gRPC health client | |
-//! | `store` | store errors and MongoDB plumbing | `server` |
+//! | `store` | store errors, the MongoDB and SQLite plumbing | `server` |
 //! | `status` | how foreign errors become a client's `Status` | `server` |
 //! | `auth` | bearer-token checks of incoming calls | `server` |
 //! | `runtime` | the service skeleton: `Service`, `main`, host, the server layers (trace, rate limit, codec errors), connection bounds, admin port (metrics, probes), telemetry | `server` |

@@ -1,6 +1,7 @@
 //! What every service's store shares: the error every backend reports, whatever the backend, and
-//! the MongoDB plumbing ([`mongo`]). Each service defines its own store trait and backends; how a
-//! [`StoreError`] reaches a client is decided at the edge (the `status` module, above this one).
+//! the plumbing of the database backends ([`mongo`], [`sqlite`]). Each service defines its own
+//! store trait and backends; how a [`StoreError`] reaches a client is decided at the edge (the
+//! `status` module, above this one).
 
 pub mod mongo;
 pub mod sqlite;
