@@ -40,6 +40,9 @@ impl Service for UserApp {
     const SPEC: &'static ServiceSpec = &catalog::USER;
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     type Settings = UserSettings;
+    /// Both hash a password: the hasher bounds them itself (`auth.hash_concurrency`) and answers
+    /// `RESOURCE_EXHAUSTED` when a caller would wait too long.
+    const SELF_LIMITED: &'static [&'static str] = &["Auth", "Create"];
 
     /// Checks the signing secret (refusing to start without a real one outside dev mode), opens
     /// the store, and sizes the password hashing and log-in limits. `auth.*` is read once:

@@ -74,6 +74,10 @@ pub struct LimitSettings {
     /// default sits far above the concurrency of normal load (`make bench`), so it only cuts the
     /// queue of an overloaded instance.
     pub max_concurrent_calls: u32,
+    /// Below that ceiling, shed a method's calls while it is overloaded (its recent calls queue),
+    /// at the calls in flight it has shown it can serve (`runtime::adaptive`); off = only the
+    /// ceiling.
+    pub adaptive: bool,
 }
 
 impl Default for LimitSettings {
@@ -82,6 +86,7 @@ impl Default for LimitSettings {
             requests_per_second: 0,
             burst: 0,
             max_concurrent_calls: 512,
+            adaptive: true,
         }
     }
 }

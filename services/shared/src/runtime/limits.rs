@@ -1,6 +1,7 @@
 //! Protection of a service's own API from overload (`limits.*`, followed live), as tower layers of
 //! the server stack: a request rate limit ([`RateLimit`]) and a concurrency limit that sheds calls
-//! beyond it ([`ConcurrencyLimit`]). Both are [`Gate`]s: one generic layer ([`GateLayer`]) asks a
+//! beyond it ([`ConcurrencyLimit`]: a fixed ceiling for the whole service, and below it an adaptive
+//! limit per method, [`super::adaptive`]). Both are [`Gate`]s: one generic layer ([`GateLayer`]) asks a
 //! gate about each call and either answers the call with the gate's `Status` at once or passes it
 //! on, holding what the gate handed out until the call is answered. Health checks and reflection
 //! pass every gate: probes and tooling must work under load.
@@ -12,12 +13,9 @@
 //! (and our balanced channels) treat as safe to retry on another instance, as it is returned before
 //! the handler ran. The rate limit, a policy about the caller's pace, keeps `RESOURCE_EXHAUSTED`.
 //!
-//! The limit is configured rather than adaptive: the handlers of one service differ in cost by
-//! orders of magnitude (an `Auth` call hashes a password for tens of milliseconds, a
-//! `FindAvailable` takes well under one), so a limit steered by observed latency would follow the
-//! mix of calls rather than the load, and shrink at normal load on a busy 2-core machine. A fixed
-//! ceiling, chosen well above the concurrency of normal load, bounds the queue and never sheds a
-//! healthy service.
+//! The ceiling (`limits.max_concurrent_calls`) is configured: it bounds memory whatever happens.
+//! Within it, the adaptive limit (`limits.adaptive`) sheds a method's calls only while that method
+//! is queueing, at what it has shown it can serve; see [`super::adaptive`] for how and why.
 
 use std::{
     future::Future,
@@ -34,6 +32,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::watch;
 use tonic::Status;
 
+use super::adaptive::{Adaptive, Admitted};
 use crate::{config::LimitSettings, discovery::trace};
 
 /// Start of the message of a call refused by the rate limit (the trace layer counts these).
@@ -135,21 +134,33 @@ pub(crate) struct Limits {
 
 impl Limits {
     /// Limits that follow `settings`: a change applies at once, to calls that arrive after it.
-    pub(crate) fn follow(mut settings: watch::Receiver<LimitSettings>) -> Self {
+    /// `methods` are the paths that get an adaptive limit (see [`super::adaptive::methods_of`]).
+    pub(crate) fn follow(
+        mut settings: watch::Receiver<LimitSettings>,
+        methods: Vec<String>,
+    ) -> Self {
         let current = settings.borrow_and_update().clone();
         let limits = Self {
             rate: RateLimit::new(&current),
-            concurrency: ConcurrencyLimit::new(current.max_concurrent_calls),
+            concurrency: ConcurrencyLimit::new(
+                current.max_concurrent_calls,
+                Adaptive::new(methods, current.adaptive),
+            ),
         };
-        // The task holds only weak references: it ends once both limits are gone with the
+        // The task holds only weak references: it ends once the limits are gone with the
         // service's server stack.
         let bucket = Arc::downgrade(&limits.rate.bucket);
         let ceiling = Arc::downgrade(&limits.concurrency.state);
+        let adaptive = limits.concurrency.adaptive.switch();
         tokio::spawn(async move {
             while settings.changed().await.is_ok() {
                 let limits = settings.borrow_and_update().clone();
-                let (bucket, ceiling) = (Weak::upgrade(&bucket), ceiling.upgrade());
-                if bucket.is_none() && ceiling.is_none() {
+                let (bucket, ceiling, adaptive) = (
+                    Weak::upgrade(&bucket),
+                    ceiling.upgrade(),
+                    adaptive.upgrade(),
+                );
+                if bucket.is_none() && ceiling.is_none() && adaptive.is_none() {
                     return;
                 }
                 if let Some(Ok(mut current)) = bucket.as_ref().map(|b| b.write()) {
@@ -157,6 +168,9 @@ impl Limits {
                 }
                 if let Some(ceiling) = ceiling {
                     ceiling.set_max(limits.max_concurrent_calls);
+                }
+                if let Some(adaptive) = adaptive {
+                    adaptive.store(limits.adaptive, Ordering::Relaxed);
                 }
                 tracing::info!(?limits, "limits changed");
             }
@@ -247,32 +261,40 @@ impl Drop for Slot {
     }
 }
 
-/// At most `limits.max_concurrent_calls` calls in flight; the next one is shed.
+/// At most `limits.max_concurrent_calls` calls in flight, and within that each method's adaptive
+/// limit while it is overloaded; the next call is shed.
 #[derive(Debug, Clone)]
 pub(super) struct ConcurrencyLimit {
     state: Arc<Concurrency>,
+    adaptive: Adaptive,
 }
 
 impl ConcurrencyLimit {
-    fn new(max: u32) -> Self {
+    fn new(max: u32, adaptive: Adaptive) -> Self {
         let state = Arc::new(Concurrency::default());
         state.set_max(max);
-        Self { state }
+        Self { state, adaptive }
     }
 }
 
-/// A call beyond the limit gets `UNAVAILABLE` at once and is counted in
-/// `shippy_server_shed_total`; an admitted one holds its slot until it is answered.
+/// A call beyond a limit gets `UNAVAILABLE` at once and is counted in `shippy_server_shed_total`
+/// (`reason`: `ceiling` or `adaptive`); an admitted one holds its places until it is answered.
 impl Gate for ConcurrencyLimit {
-    type Guard = Slot;
+    type Guard = (Slot, Admitted);
 
-    fn admit(&self, path: &str) -> Result<Slot, Status> {
-        self.state.try_acquire().ok_or_else(|| {
+    fn admit(&self, path: &str) -> Result<(Slot, Admitted), Status> {
+        let shed = |reason: &'static str| {
             let (_, grpc_service, grpc_method) = trace::rpc_names(path);
-            metrics::counter!("shippy_server_shed_total", "grpc_service" => grpc_service.to_owned(), "grpc_method" => grpc_method.to_owned()).increment(1);
-            tracing::debug!(path, "call shed: too many in flight");
+            metrics::counter!("shippy_server_shed_total", "grpc_service" => grpc_service.to_owned(), "grpc_method" => grpc_method.to_owned(), "reason" => reason).increment(1);
+            tracing::debug!(path, reason, "call shed: too many in flight");
             Status::unavailable(SHED)
-        })
+        };
+        let slot = self.state.try_acquire().ok_or_else(|| shed("ceiling"))?;
+        let admitted = self
+            .adaptive
+            .admit(path, std::time::Instant::now())
+            .ok_or_else(|| shed("adaptive"))?;
+        Ok((slot, admitted))
     }
 }
 
@@ -294,7 +316,7 @@ mod tests {
     #[tokio::test]
     async fn rate_limit_applies_follows_changes_and_can_be_lifted() {
         let (tx, rx) = watch::channel(LimitSettings::default());
-        let limit = Limits::follow(rx).rate;
+        let limit = Limits::follow(rx, Vec::new()).rate;
         assert!((0..100).all(|_| limit.check()), "unlimited by default");
         tx.send_replace(LimitSettings {
             requests_per_second: 1,
@@ -320,7 +342,7 @@ mod tests {
             max_concurrent_calls: 2,
             ..LimitSettings::default()
         });
-        let limit = Limits::follow(rx).concurrency;
+        let limit = Limits::follow(rx, Vec::new()).concurrency;
         let first = limit.admit(path).expect("first admitted");
         let second = limit.clone().admit(path).expect("second admitted");
         let shed = limit.admit(path).expect_err("third shed");

@@ -10,9 +10,10 @@
 use std::{fmt, io::IsTerminal, sync::Arc};
 
 use tokio::sync::watch;
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::{
     EnvFilter, Layer as _,
+    filter::{FilterExt as _, filter_fn},
     fmt::{
         FmtContext, FormatEvent, FormatFields, FormattedFields,
         format::{self, JsonFields, Writer},
@@ -31,6 +32,10 @@ use crate::{
 /// What spans the OpenTelemetry layer records: ours and other crates' at info and above (the
 /// HTTP/2 and gRPC libraries' own debug spans would only add noise to every trace).
 const TRACE_FILTER: &str = "info";
+/// The events the OpenTelemetry layer attaches to spans: warnings and errors. Info events (one or
+/// two per call) would cost an attribute list per call on every span, sampled or not, for lines
+/// the logs already hold.
+const TRACE_EVENTS: Level = Level::WARN;
 
 /// Why logging could not be set up or changed.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +109,14 @@ pub(super) fn init(settings: &LogSettings, tracing: &Tracing) -> Result<LogHandl
     let reload: Arc<Reload> = Arc::new(move |new| handle.modify(|current| *current = new));
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracing.tracer("shippy"))
-        .with_filter(EnvFilter::new(TRACE_FILTER));
+        // Busy/idle timing reads the clock on every poll of every instrumented future, and thread
+        // attributes allocate per span; a trace is read for its call tree and durations, which
+        // stay. (Measured with `make bench`: see the README's hot-path figures.)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_filter(EnvFilter::new(TRACE_FILTER).and(filter_fn(|meta| {
+            meta.is_span() || *meta.level() <= TRACE_EVENTS
+        })));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(true)

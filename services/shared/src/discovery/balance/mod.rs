@@ -141,6 +141,9 @@ enum Attempt {
 #[derive(Debug)]
 struct Inner {
     service: String,
+    /// `x-shippy-route-<service>`: the header that pins a call to a version of this service (made
+    /// once, not per call); `None` if the name cannot be a header's.
+    pin_header: Option<http::HeaderName>,
     set: watch::Receiver<Arc<Set>>,
     cursor: AtomicUsize,
     settings: watch::Receiver<ClientSettings>,
@@ -356,10 +359,10 @@ impl Inner {
         let body: Bytes = body.collect().await?.to_bytes();
         // A pin on the request itself (set by the client code, or passed on from the call being
         // served by `call`) says which version this call must reach.
-        let pin_header = format!("{}{}", context::ROUTE_HEADER_PREFIX, self.service);
-        let pinned = parts
-            .headers
-            .get(pin_header.as_str())
+        let pinned = self
+            .pin_header
+            .as_ref()
+            .and_then(|header| parts.headers.get(header))
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         let version = match &pinned {
@@ -625,6 +628,11 @@ impl BalancedChannel {
         let (tx, rx) = watch::channel(Arc::new(initial));
         let inner = Arc::new(Inner {
             service: service.to_owned(),
+            pin_header: http::HeaderName::try_from(format!(
+                "{}{service}",
+                context::ROUTE_HEADER_PREFIX
+            ))
+            .ok(),
             set: rx,
             cursor: AtomicUsize::new(0),
             settings: settings.clone(),

@@ -1,0 +1,426 @@
+//! Adaptive load shedding (`limits.adaptive`): each method of a service gets a limit of calls in
+//! flight that follows what the method can actually do, measured as it serves, and applies it only
+//! while the method is overloaded.
+//!
+//! The idea is the one go-zero's shedder and TCP BBR use, the bandwidth-delay product: a method
+//! that completes at most `X` calls a second and takes `r` seconds per call when nothing queues
+//! needs `X × r` calls in flight to be fully busy; anything beyond waits in a queue and only adds
+//! latency. So, per method, over a sliding window of [`BUCKETS`] × [`BUCKET`]:
+//!
+//! - **throughput** `X` is the most calls completed in one bucket;
+//! - **latency without a queue** `r` is the lowest mean latency of a bucket, taken only from
+//!   buckets in which nothing was shed (while shedding, the latency of admitted calls is the
+//!   limit's doing, and learning from it would let the limit creep up);
+//! - **overload** starts when the mean latency of the last bucket reaches [`QUEUEING_FACTOR`] ×
+//!   `r`: calls are queueing. From then on a call that finds `HEADROOM × X × r` calls (at least
+//!   [`FLOOR`]) of its method in flight is shed with `UNAVAILABLE`, and shedding lasts until
+//!   [`COOL_DOWN`] has passed without a shed call. The headroom keeps goodput at the maximum
+//!   while latency jitters; Little's law then bounds an admitted call's latency near
+//!   `HEADROOM × r`.
+//!
+//! Why not CPU usage as go-zero does (shed only above 90 % CPU): on a shared or small machine the
+//! CPU is busy for reasons that say nothing about this service's queue (the bench saturates both
+//! cores on purpose, and go-zero's own shedder must be switched off there). Why per method: one
+//! service's methods differ in cost by orders of magnitude (a password hash against a map
+//! lookup), so one limit for all would follow the mix of calls rather than the load. Methods whose
+//! handlers already bound their own concurrency and answer `RESOURCE_EXHAUSTED` (the user
+//! service's password hashing) are left out by the service ([`crate::runtime::Service`]'s
+//! `SELF_LIMITED`). Why not a crate: tower's `ConcurrencyLimit` is fixed and queues, and no
+//! well-kept crate offers an adaptive limit for tower servers.
+//!
+//! Only the methods the service serves get state (read once from the descriptors), so hostile
+//! paths cannot grow it; any other path passes untouched and meets `UNIMPLEMENTED`.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use prost::Message as _;
+use prost_types::FileDescriptorSet;
+
+/// One bucket of the window.
+pub(super) const BUCKET: Duration = Duration::from_millis(100);
+/// Buckets in the window (2 s).
+const BUCKETS: usize = 20;
+/// Calls of a method always admitted, however small its estimate.
+const FLOOR: usize = 8;
+/// A method is queueing when the last bucket's mean latency is this many times its latency
+/// without a queue.
+const QUEUEING_FACTOR: u64 = 2;
+/// How far above the bandwidth-delay product the limit sits.
+const HEADROOM: u64 = 2;
+/// Shedding ends once this long has passed without a shed call.
+const COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// `/package.Service/Method` of every method of `grpc_service` (fully qualified) in the
+/// descriptor set, except the `self_limited` method names.
+pub(super) fn methods_of(grpc_service: &str, self_limited: &[&str]) -> Vec<String> {
+    let Ok(set) = FileDescriptorSet::decode(shippy_proto::FILE_DESCRIPTOR_SET) else {
+        tracing::warn!("the proto descriptors do not decode; no method has an adaptive limit");
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            if format!("{}.{}", file.package(), service.name()) != grpc_service {
+                continue;
+            }
+            for method in &service.method {
+                if !self_limited.contains(&method.name()) {
+                    paths.push(format!("/{grpc_service}/{}", method.name()));
+                }
+            }
+        }
+    }
+    paths
+}
+
+/// The adaptive limits of one service's methods; clones share them.
+#[derive(Debug, Clone)]
+pub(super) struct Adaptive {
+    enabled: Arc<AtomicBool>,
+    methods: Arc<HashMap<Box<str>, Arc<MethodLoad>>>,
+}
+
+impl Adaptive {
+    /// Limits for `paths`, on or off as `enabled` says.
+    pub(super) fn new(paths: Vec<String>, enabled: bool) -> Self {
+        let epoch = Instant::now();
+        let methods = paths
+            .into_iter()
+            .map(|path| (path.into(), Arc::new(MethodLoad::new(epoch))))
+            .collect();
+        Self {
+            enabled: Arc::new(AtomicBool::new(enabled)),
+            methods: Arc::new(methods),
+        }
+    }
+
+    /// Turns the limits on or off (`limits.adaptive`, live).
+    #[cfg(test)]
+    fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// The on/off switch, for a follower of the settings that must not keep the limits alive.
+    pub(super) fn switch(&self) -> std::sync::Weak<AtomicBool> {
+        Arc::downgrade(&self.enabled)
+    }
+
+    /// A place for a call to `path` among those in flight, or `None` when it must be shed. Paths
+    /// without a limit (other services', self-limited methods, or limits turned off) always get
+    /// one.
+    pub(super) fn admit(&self, path: &str, now: Instant) -> Option<Admitted> {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return Some(Admitted(None));
+        }
+        let Some(load) = self.methods.get(path) else {
+            return Some(Admitted(None));
+        };
+        load.admit(now)
+            .map(|()| Admitted(Some((Arc::clone(load), now))))
+    }
+
+    #[cfg(test)]
+    fn load(&self, path: &str) -> &MethodLoad {
+        self.methods.get(path).expect("a limited method")
+    }
+}
+
+/// An admitted call's place; when dropped (the call answered or abandoned) its latency is recorded.
+#[derive(Debug)]
+pub(super) struct Admitted(Option<(Arc<MethodLoad>, Instant)>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((load, started)) = self.0.take() {
+            let now = Instant::now();
+            load.complete(now, now.saturating_duration_since(started));
+        }
+    }
+}
+
+/// One method's calls in flight, its window and the limit derived from it.
+#[derive(Debug)]
+struct MethodLoad {
+    epoch: Instant,
+    in_flight: AtomicUsize,
+    /// Calls in flight beyond which new ones are shed; `usize::MAX` while not shedding.
+    limit: AtomicUsize,
+    /// While shedding: until when (microseconds since `epoch`); pushed on by every shed call.
+    shedding_until_us: AtomicU64,
+    window: Mutex<Window>,
+}
+
+impl MethodLoad {
+    fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            in_flight: AtomicUsize::new(0),
+            limit: AtomicUsize::new(usize::MAX),
+            shedding_until_us: AtomicU64::new(0),
+            window: Mutex::new(Window::new(epoch)),
+        }
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn admit(&self, now: Instant) -> Option<()> {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before < self.limit.load(Ordering::Relaxed) {
+            return Some(());
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let until = self.micros(now + COOL_DOWN);
+        self.shedding_until_us.fetch_max(until, Ordering::Relaxed);
+        if let Ok(mut window) = self.window.lock() {
+            window.shed(now);
+        }
+        None
+    }
+
+    fn complete(&self, now: Instant, latency: Duration) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let Ok(mut window) = self.window.lock() else {
+            return;
+        };
+        if !window.record(now, latency) {
+            return;
+        }
+        // A bucket ended: decide whether the method is overloaded, and its limit.
+        let shedding = self.micros(now) < self.shedding_until_us.load(Ordering::Relaxed);
+        let limit = match window.estimate() {
+            Some(estimate) if shedding || estimate.queueing => {
+                if !shedding {
+                    let until = self.micros(now + COOL_DOWN);
+                    self.shedding_until_us.fetch_max(until, Ordering::Relaxed);
+                }
+                estimate.limit
+            }
+            _ => usize::MAX,
+        };
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+}
+
+/// Calls completed and their summed latency in one bucket, and whether any call was shed in it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    completed: u64,
+    latency_us: u64,
+    shed: bool,
+}
+
+impl Bucket {
+    fn mean_us(&self) -> Option<u64> {
+        (self.completed > 0).then(|| self.latency_us / self.completed)
+    }
+}
+
+/// What a full window says about a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Estimate {
+    /// The limit to apply while overloaded.
+    limit: usize,
+    /// Whether the last bucket's calls queued.
+    queueing: bool,
+}
+
+/// The sliding window of buckets; `current` is being filled.
+#[derive(Debug)]
+struct Window {
+    buckets: [Bucket; BUCKETS],
+    current: usize,
+    current_started: Instant,
+    /// The last latency without a queue seen, kept while every bucket of the window shed.
+    base_us: Option<u64>,
+}
+
+impl Window {
+    fn new(now: Instant) -> Self {
+        Self {
+            buckets: [Bucket::default(); BUCKETS],
+            current: 0,
+            current_started: now,
+            base_us: None,
+        }
+    }
+
+    /// Moves the window on to `now`; whether a bucket ended.
+    fn advance(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.current_started);
+        if elapsed < BUCKET {
+            return false;
+        }
+        let steps = (elapsed.as_micros() / BUCKET.as_micros()).min(BUCKETS as u128 + 1);
+        for _ in 0..steps {
+            self.current = (self.current + 1) % BUCKETS;
+            self.buckets[self.current] = Bucket::default();
+        }
+        // `steps` is at most BUCKETS + 1, so the multiplication cannot overflow.
+        self.current_started += BUCKET * u32::try_from(steps).unwrap_or(u32::MAX);
+        if now.saturating_duration_since(self.current_started) >= BUCKET {
+            // Idle for longer than the window: start afresh from now.
+            self.current_started = now;
+        }
+        true
+    }
+
+    /// Records a call completed at `now` after `latency`; whether a bucket ended before it.
+    fn record(&mut self, now: Instant, latency: Duration) -> bool {
+        let ended = self.advance(now);
+        let bucket = &mut self.buckets[self.current];
+        bucket.completed += 1;
+        bucket.latency_us += u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        ended
+    }
+
+    /// Marks the bucket of `now` as one in which a call was shed.
+    fn shed(&mut self, now: Instant) {
+        self.advance(now);
+        self.buckets[self.current].shed = true;
+    }
+
+    /// The estimate from the completed buckets (all but the current one); `None` before any
+    /// bucket without shedding has completed calls.
+    fn estimate(&mut self) -> Option<Estimate> {
+        let previous = self.buckets[(self.current + BUCKETS - 1) % BUCKETS];
+        let completed = || {
+            (0..BUCKETS)
+                .filter(|&i| i != self.current)
+                .map(|i| self.buckets[i])
+        };
+        let most = completed().map(|b| b.completed).max().unwrap_or(0);
+        if let Some(base) = completed()
+            .filter(|b| !b.shed)
+            .filter_map(|b| b.mean_us())
+            .min()
+        {
+            self.base_us = Some(base);
+        }
+        let base = self.base_us?.max(1);
+        let bucket_us = u64::try_from(BUCKET.as_micros()).unwrap_or(u64::MAX);
+        let product = (HEADROOM * most * base).div_ceil(bucket_us);
+        Some(Estimate {
+            limit: usize::try_from(product).unwrap_or(usize::MAX).max(FLOOR),
+            queueing: previous
+                .mean_us()
+                .is_some_and(|mean| mean >= QUEUEING_FACTOR * base),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/shippy.vessel.v1.VesselService/FindAvailable";
+
+    /// Completes `calls` calls of `latency` spread over the bucket starting at `at`.
+    fn serve(limits: &Adaptive, at: Instant, calls: u32, latency: Duration) {
+        let load = limits.load(PATH);
+        for i in 0..calls {
+            let now = at + BUCKET * i / calls;
+            let admitted = load.admit(now);
+            assert!(admitted.is_some(), "call {i} admitted");
+            load.complete(now + latency, latency);
+        }
+    }
+
+    #[test]
+    fn only_the_services_methods_get_limits_and_self_limited_ones_do_not() {
+        let methods = methods_of("shippy.user.v1.UserService", &["Auth", "Create"]);
+        assert!(methods.contains(&"/shippy.user.v1.UserService/GetAll".to_owned()));
+        assert!(
+            !methods
+                .iter()
+                .any(|m| m.ends_with("/Auth") || m.ends_with("/Create"))
+        );
+        assert!(
+            methods
+                .iter()
+                .all(|m| m.starts_with("/shippy.user.v1.UserService/"))
+        );
+        let limits = Adaptive::new(methods, true);
+        let other = limits.admit("/shippy.vessel.v1.VesselService/GetVessels", Instant::now());
+        assert!(matches!(other, Some(Admitted(None))), "no state for others");
+    }
+
+    #[test]
+    fn steady_load_is_never_shed() {
+        let limits = Adaptive::new(vec![PATH.to_owned()], true);
+        let start = Instant::now();
+        for bucket in 0..50_u32 {
+            // 100 calls a bucket of 2 ms each, jitter within 1.5x.
+            let latency = Duration::from_micros(2_000 + u64::from(bucket % 3) * 500);
+            serve(&limits, start + BUCKET * bucket, 100, latency);
+        }
+        assert_eq!(limits.load(PATH).limit.load(Ordering::Relaxed), usize::MAX);
+    }
+
+    #[test]
+    fn queueing_starts_shedding_at_the_bandwidth_delay_product_and_it_ends_after_a_quiet_second() {
+        let limits = Adaptive::new(vec![PATH.to_owned()], true);
+        let load = limits.load(PATH);
+        let start = Instant::now();
+        // 2 s at 100 calls per bucket of 2 ms: base 2 ms, 1000 calls/s.
+        for bucket in 0..20 {
+            serve(
+                &limits,
+                start + BUCKET * bucket,
+                100,
+                Duration::from_millis(2),
+            );
+        }
+        // Then calls queue: 10 ms each.
+        serve(&limits, start + BUCKET * 20, 100, Duration::from_millis(10));
+        serve(&limits, start + BUCKET * 21, 1, Duration::from_millis(10));
+        // 2 × 100 calls per 100 ms × 2 ms = 4, raised to the floor.
+        assert_eq!(load.limit.load(Ordering::Relaxed), FLOOR);
+        let now = start + BUCKET * 22;
+        let held: Vec<_> = (0..FLOOR)
+            .map(|_| limits.admit(PATH, now).expect("within"))
+            .collect();
+        assert!(limits.admit(PATH, now).is_none(), "one more is shed");
+        drop(held);
+        // While shedding, the latency of admitted calls does not move the base, and shedding
+        // goes on while calls are shed.
+        for bucket in 23..30 {
+            let at = start + BUCKET * bucket;
+            serve(&limits, at, 100, Duration::from_millis(3));
+            let held: Vec<_> = (0..FLOOR).filter_map(|_| limits.admit(PATH, at)).collect();
+            assert_eq!(held.len(), FLOOR);
+            assert!(
+                limits.admit(PATH, at).is_none(),
+                "still shedding in bucket {bucket}"
+            );
+        }
+        // A quiet second later, without a shed call: the limit is lifted.
+        for bucket in 30..45 {
+            serve(
+                &limits,
+                start + BUCKET * bucket,
+                100,
+                Duration::from_millis(2),
+            );
+        }
+        assert_eq!(load.limit.load(Ordering::Relaxed), usize::MAX);
+        assert_eq!(load.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn turned_off_nothing_is_shed() {
+        let limits = Adaptive::new(vec![PATH.to_owned()], true);
+        limits.load(PATH).limit.store(0, Ordering::Relaxed);
+        assert!(limits.admit(PATH, Instant::now()).is_none());
+        limits.set_enabled(false);
+        assert!(limits.admit(PATH, Instant::now()).is_some());
+    }
+}
