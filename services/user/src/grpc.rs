@@ -228,6 +228,15 @@ impl UserService for UserHandler {
         }))
     }
 
+    async fn exchange_token(
+        &self,
+        _request: Request<pb::Token>,
+    ) -> Result<Response<pb::Token>, Status> {
+        Err(Status::failed_precondition(
+            "no OpenID Connect provider is configured (user.oidc.issuer)",
+        ))
+    }
+
     async fn public_keys(&self, _: Request<pb::Request>) -> Result<Response<pb::KeySet>, Status> {
         let keys = self
             .tokens
