@@ -2,8 +2,6 @@
 
 use std::{env, fs, path::PathBuf};
 
-use prost::Message;
-
 const PROTOS: &[&str] = &[
     "shippy/consignment/v1/consignment.proto",
     "shippy/vessel/v1/vessel.proto",
@@ -14,10 +12,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     println!("cargo:rerun-if-changed={}", root.display());
 
-    let fds = protox::compile(PROTOS, [&root])?;
-    // Kept for server reflection (see `FILE_DESCRIPTOR_SET`).
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(PROTOS)?;
+    // Kept for server reflection and the REST gateway (see `FILE_DESCRIPTOR_SET`). Encoded by
+    // protox itself: `prost_types` would drop the options' extensions (`google.api.http`), which
+    // the gateway's routes are read from.
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out.join("shippy_descriptor.bin"), fds.encode_to_vec())?;
+    fs::write(
+        out.join("shippy_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    let fds = compiler.file_descriptor_set();
 
     tonic_prost_build::configure()
         .build_client(true)

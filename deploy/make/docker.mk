@@ -5,8 +5,8 @@
 # Defines: build, up, down, lint (listed by the root `help` through their `## ` comments),
 # plus the helper pattern target image-<service>. It does not define demo, test or help.
 #
-#   make build                      # shippy/{consignment,vessel,user,cli}:$(VERSION)
-#   make build SERVICE=vessel       # one image
+#   make build                      # shippy/{consignment,vessel,user,gateway,cli}:$(VERSION)
+#   make build SERVICE=gateway      # one image
 #   make build VERSION=dev          # the tags deploy/k8s/overlays/local expects
 #   make build DOCKER=podman        # engine: docker if its engine answers, else podman
 #   make up                         # docker compose up -d --wait (needs SHIPPY_JWT_SECRET)
@@ -30,10 +30,13 @@ RUST_IMAGE ?=
 IMAGE_PREFIX ?= shippy
 
 # Images and their gRPC ports come from services/catalog.toml, the one table of services (`name:port`
-# rows), plus the cli image, which has no port. deploy/Dockerfile refuses a port that disagrees.
+# rows), plus the cli image, which has no port; the optional `http_port` of a service that also
+# serves HTTP (the gateway) as `name:http_port` rows. deploy/Dockerfile refuses ports that disagree.
 docker_catalog_rows := $(shell awk '/^name *=/ { n = $$0; sub(/^name *= *"/, "", n); sub(/".*$$/, "", n) } /^port *=/ { p = $$0; sub(/^port *= */, "", p); sub(/[^0-9].*$$/, "", p); print n ":" p }' '$(DOCKER_MK_ROOT)/services/catalog.toml')
+docker_catalog_http_rows := $(shell awk '/^name *=/ { n = $$0; sub(/^name *= *"/, "", n); sub(/".*$$/, "", n) } /^http_port *=/ { p = $$0; sub(/^http_port *= */, "", p); sub(/[^0-9].*$$/, "", p); print n ":" p }' '$(DOCKER_MK_ROOT)/services/catalog.toml')
 DOCKER_SERVICES := $(foreach row,$(docker_catalog_rows),$(firstword $(subst :, ,$(row)))) cli
 $(foreach row,$(docker_catalog_rows),$(eval DOCKER_PORT_$(firstword $(subst :, ,$(row))) := $(lastword $(subst :, ,$(row)))))
+$(foreach row,$(docker_catalog_http_rows),$(eval DOCKER_HTTP_PORT_$(firstword $(subst :, ,$(row))) := $(lastword $(subst :, ,$(row)))))
 DOCKER_PORT_cli :=
 SERVICE ?= $(DOCKER_SERVICES)
 
@@ -67,7 +70,7 @@ docker_need_compose = test -n "$(COMPOSE)" || { echo "make $(1) needs Docker Com
 
 # podman builds OCI images by default, and the OCI image format has no HEALTHCHECK: podman would
 # drop it (with a warning); --format docker keeps it, as `docker build` does.
-build: $(addprefix image-,$(SERVICE)) ## Build images shippy/<svc>:<VERSION> from deploy/Dockerfile (all four, or SERVICE=vessel)
+build: $(addprefix image-,$(SERVICE)) ## Build images shippy/<svc>:<VERSION> from deploy/Dockerfile (all five, or SERVICE=vessel)
 
 image-%:
 	@case ' $(DOCKER_SERVICES) ' in *' $* '*) ;; *) echo "make build: unknown SERVICE '$*'; use one of: $(DOCKER_SERVICES)." >&2; exit 2 ;; esac
@@ -75,6 +78,7 @@ image-%:
 	cd '$(DOCKER_MK_ROOT)' && DOCKER_BUILDKIT=1 $(DOCKER) build -f deploy/Dockerfile \
 	  --build-arg SERVICE=$* \
 	  --build-arg PORT=$(DOCKER_PORT_$*) \
+	  $(if $(DOCKER_HTTP_PORT_$*),--build-arg HTTP_PORT=$(DOCKER_HTTP_PORT_$*)) \
 	  --build-arg VERSION=$(VERSION) \
 	  --build-arg REVISION=$(DOCKER_REVISION) \
 	  $(if $(RUST_IMAGE),--build-arg RUST_IMAGE=$(RUST_IMAGE)) \
@@ -83,7 +87,7 @@ image-%:
 	  $(if $(filter podman,$(notdir $(DOCKER))),--format docker) \
 	  -t $(IMAGE_PREFIX)/$*:$(VERSION) $(DOCKER_BUILD_FLAGS) .
 
-up: ## Start etcd, MongoDB and the services with Docker Compose (ETCD_CLUSTER=1: 3-node etcd)
+up: ## Start etcd, MongoDB, the services and the gateway (http://localhost:8080) with Docker Compose (ETCD_CLUSTER=1: 3-node etcd)
 	@$(call docker_need_engine,up)
 	@$(call docker_need_compose,up)
 	$(call docker_compose) up $(COMPOSE_UP_FLAGS)

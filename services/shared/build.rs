@@ -18,6 +18,8 @@ struct Entry {
     grpc_service: String,
     binary: String,
     port: u16,
+    #[serde(default)]
+    http_port: Option<u16>,
 }
 
 fn main() {
@@ -44,11 +46,12 @@ fn main() {
         writeln!(
             out,
             "/// The `{name}` service (`{grpc}`, binary `{binary}`, port {port}).\n\
-             pub const {constant}: ServiceSpec = ServiceSpec {{ name: {name:?}, grpc_service: {grpc:?}, binary: {binary:?}, port: {port} }};",
+             pub const {constant}: ServiceSpec = ServiceSpec {{ name: {name:?}, grpc_service: {grpc:?}, binary: {binary:?}, port: {port}, http_port: {http_port:?} }};",
             name = entry.name,
             grpc = entry.grpc_service,
             binary = entry.binary,
             port = entry.port,
+            http_port = entry.http_port,
         )
         .expect("write to a String");
         names.push(constant);

@@ -4,11 +4,13 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`; `make test` does it).
 
+pub mod browser;
 pub mod chaos;
 pub mod etcd;
 pub mod ferretdb;
 pub mod http;
 pub mod jaeger;
+pub mod oidc;
 pub mod prometheus;
 pub mod store_contract;
 
@@ -78,6 +80,14 @@ impl ServiceProcess {
     /// The address it serves on.
     pub fn address(&self) -> &str {
         &self.instance.address
+    }
+
+    /// `http://host:port` of its HTTP listener (the gateway's), from its registry entry.
+    pub fn http_url(&self) -> Option<String> {
+        self.instance
+            .metadata
+            .get("http_address")
+            .map(|address| format!("http://{address}"))
     }
 
     /// OS process id.
@@ -219,6 +229,8 @@ impl Cluster {
             dir.path().join("token").display().to_string(),
         );
         env.insert("SHIPPY_LOG__LEVEL".into(), "info".into());
+        // The gateway's HTTP port: a free one, like every gRPC port here (its default is 8080).
+        env.insert("SHIPPY_GATEWAY__HTTP__PORT".into(), "0".into());
         // The default store, SQLite, in this cluster's own file: shared by its processes like the
         // instances on one host, and by nothing else.
         env.insert(

@@ -13,11 +13,13 @@
 //   - it has a CPU and a memory limit and a restart policy;
 //   - its image is pinned (a tag other than "latest"; our own images may use a variable tag);
 //   - services built from deploy/Dockerfile publish no fixed host port (so --scale works),
-//     have a SERVICE build arg, and wait for their dependencies to be healthy.
+//     except their catalog `http_port` (services/catalog.toml: the REST gateway's public HTTP
+//     port, the one way in from the host); have a SERVICE build arg, and wait for their
+//     dependencies to be healthy.
 //
 // Usage:
 //
-//	composecheck [-env KEY=VALUE]... [-json OUT] [-expect-error TEXT] -f FILE [-f FILE]...
+//	composecheck [-env KEY=VALUE]... [-json OUT] [-expect-error TEXT] [-catalog FILE] -f FILE [-f FILE]...
 //
 // Prints one line and exits 0 when the project is valid (or, with -expect-error, when loading
 // fails with an error containing TEXT); prints the problems and exits 1 otherwise.
@@ -30,7 +32,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/cli"
@@ -44,14 +48,41 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 const ownDockerfile = "deploy/Dockerfile"
 
+var (
+	catalogName     = regexp.MustCompile(`(?m)^name\s*=\s*"([^"]+)"`)
+	catalogHTTPPort = regexp.MustCompile(`(?m)^http_port\s*=\s*(\d+)`)
+)
+
+// httpPorts reads the optional `http_port` of each [[service]] of services/catalog.toml.
+func httpPorts(file string) (map[string]uint32, error) {
+	table, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint32{}
+	for _, block := range strings.Split(string(table), "[[service]]")[1:] {
+		name, http := catalogName.FindStringSubmatch(block), catalogHTTPPort.FindStringSubmatch(block)
+		if name == nil || http == nil {
+			continue
+		}
+		port, err := strconv.ParseUint(http[1], 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: http_port %q: %v", file, name[1], http[1], err)
+		}
+		out[name[1]] = uint32(port)
+	}
+	return out, nil
+}
+
 func main() {
 	var files, envs listFlag
-	var jsonOut, expectErr, workdir string
+	var jsonOut, expectErr, workdir, catalog string
 	flag.Var(&files, "f", "compose file (repeatable, in override order)")
 	flag.Var(&envs, "env", "KEY=VALUE for interpolation (repeatable); the process environment is not used")
 	flag.StringVar(&jsonOut, "json", "", "write the resolved project as JSON to this file")
 	flag.StringVar(&expectErr, "expect-error", "", "succeed only if loading fails with an error containing this text")
 	flag.StringVar(&workdir, "workdir", ".", "project directory (relative paths are resolved from here)")
+	flag.StringVar(&catalog, "catalog", "services/catalog.toml", "the table of services (its http_port may be published)")
 	flag.Parse()
 	if len(files) == 0 {
 		fail("composecheck: no -f FILE given")
@@ -83,7 +114,11 @@ func main() {
 		fail("FAIL compose %s: %v", label, err)
 	}
 
-	problems := check(project)
+	public, err := httpPorts(catalog)
+	if err != nil {
+		fail("composecheck: %v", err)
+	}
+	problems := check(project, public)
 	if len(problems) > 0 {
 		fmt.Printf("FAIL compose %s: %d problem(s)\n", label, len(problems))
 		for _, p := range problems {
@@ -106,7 +141,9 @@ func main() {
 		label, strings.Join(names, " "))
 }
 
-func check(p *types.Project) []string {
+// check applies shippy's rules; public holds the catalog's http_port per SERVICE, the one container
+// port our images may publish on a fixed host port.
+func check(p *types.Project, public map[string]uint32) []string {
 	var out []string
 	add := func(svc, format string, args ...any) {
 		out = append(out, svc+": "+fmt.Sprintf(format, args...))
@@ -163,6 +200,9 @@ func check(p *types.Project) []string {
 
 		if own {
 			for _, port := range s.Ports {
+				if want, ok := public[service]; ok && port.Target == want {
+					continue // the gateway's public HTTP port (check-drift.py checks its number)
+				}
 				if port.Published != "" {
 					add(name, "publishes fixed host port %s:%d (breaks `docker compose up --scale`); use an ephemeral one", port.Published, port.Target)
 				}

@@ -4,7 +4,8 @@
 // resolver answers with an empty image config, so the check covers the Dockerfile itself.
 //
 // For each image it then checks the final image config that BuildKit would write: exposed
-// port, SHIPPY_SERVER__* env, numeric non-root USER, exec-form ENTRYPOINT and HEALTHCHECK, and
+// port(s) (the gRPC port, plus the HTTP port of a catalog row with `http_port`), SHIPPY_SERVER__*
+// env (and SHIPPY_GATEWAY__HTTP__* for the HTTP port), numeric non-root USER, exec-form ENTRYPOINT and HEALTHCHECK, and
 // the OCI labels. (The select step's own shell logic, which rejects bad SERVICE/PORT values at
 // build time, is exercised by deploy/check-drift.py --mode select.)
 //
@@ -38,13 +39,17 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// catalogName and catalogPort read services/catalog.toml, the one table of services, whose rows
-// the Dockerfile's select stage reads at build time; cli is the one image that is not a service.
+// catalogName, catalogPort and catalogHTTPPort read services/catalog.toml, the one table of
+// services, whose rows the Dockerfile's select stage reads at build time; cli is the one image
+// that is not a service. `http_port` is optional (the gateway's).
 var (
-	catalogName = regexp.MustCompile(`(?m)^name\s*=\s*"([^"]+)"`)
-	catalogPort = regexp.MustCompile(`(?m)^port\s*=\s*(\d+)`)
+	catalogName     = regexp.MustCompile(`(?m)^name\s*=\s*"([^"]+)"`)
+	catalogPort     = regexp.MustCompile(`(?m)^port\s*=\s*(\d+)`)
+	catalogHTTPPort = regexp.MustCompile(`(?m)^http_port\s*=\s*(\d+)`)
 )
 
+// catalogRow is one image: its gRPC port and optional HTTP port ("" when none).
+type catalogRow struct{ port, httpPort string }
 
 // offlineResolver stands in for the registry: every base image has an empty config.
 type offlineResolver struct{}
@@ -96,21 +101,28 @@ func main() {
 	}
 
 	// 2. Convert for every SERVICE of the select table and inspect the final image config.
-	images := map[string]string{}
+	images := map[string]catalogRow{}
 	if table, err := os.ReadFile(*catalog); err != nil {
 		add("catalog: %v", err)
 	} else {
-		names := catalogName.FindAllStringSubmatch(string(table), -1)
-		ports := catalogPort.FindAllStringSubmatch(string(table), -1)
-		if len(names) == 0 || len(names) != len(ports) {
-			add("%s: expected one name and one port per [[service]]", *catalog)
+		blocks := strings.Split(string(table), "[[service]]")[1:]
+		if len(blocks) == 0 {
+			add("%s: no [[service]] rows", *catalog)
 		}
-		for i := range names {
-			if i < len(ports) {
-				images[names[i][1]] = ports[i][1]
+		for _, block := range blocks {
+			name := catalogName.FindStringSubmatch(block)
+			port := catalogPort.FindStringSubmatch(block)
+			if name == nil || port == nil {
+				add("%s: expected one name and one port per [[service]]", *catalog)
+				continue
 			}
+			row := catalogRow{port: port[1]}
+			if http := catalogHTTPPort.FindStringSubmatch(block); http != nil {
+				row.httpPort = http[1]
+			}
+			images[name[1]] = row
 		}
-		images["cli"] = ""
+		images["cli"] = catalogRow{}
 	}
 	names := make([]string, 0, len(images))
 	for name := range images {
@@ -118,10 +130,13 @@ func main() {
 	}
 	sort.Strings(names)
 	for _, svc := range names {
-		port := images[svc]
+		port, httpPort := images[svc].port, images[svc].httpPort
 		args := map[string]string{"SERVICE": svc, "VERSION": "1.2.3", "REVISION": "abc1234"}
 		if port != "" {
 			args["PORT"] = port
+		}
+		if httpPort != "" {
+			args["HTTP_PORT"] = httpPort
 		}
 		// Warnings were reported once, by step 1.
 		_, img, _, _, err := dockerfile2llb.Dockerfile2LLB(ctx, dt, dockerfile2llb.ConvertOpt{
@@ -139,8 +154,12 @@ func main() {
 		}
 		wantExposed := []string{}
 		if port != "" {
-			wantExposed = []string{port + "/tcp"}
+			wantExposed = append(wantExposed, port+"/tcp")
 		}
+		if httpPort != "" {
+			wantExposed = append(wantExposed, httpPort+"/tcp")
+		}
+		sort.Strings(wantExposed)
 		if !slices.Equal(sortCopy(exposed), wantExposed) {
 			add("SERVICE=%s: EXPOSE %v, want %v", svc, exposed, wantExposed)
 		}
@@ -155,6 +174,14 @@ func main() {
 		}
 		if env["SHIPPY_SERVER__HOST"] != "0.0.0.0" || env["SHIPPY_SERVER__PORT"] != wantPort {
 			add("SERVICE=%s: env SHIPPY_SERVER__HOST=%q SHIPPY_SERVER__PORT=%q, want 0.0.0.0 and %s", svc, env["SHIPPY_SERVER__HOST"], env["SHIPPY_SERVER__PORT"], wantPort)
+		}
+		// The HTTP listener, where there is one, binds every interface on the catalog's port, as
+		// the gRPC one does; other images carry no gateway settings.
+		if httpPort != "" && (env["SHIPPY_GATEWAY__HTTP__HOST"] != "0.0.0.0" || env["SHIPPY_GATEWAY__HTTP__PORT"] != httpPort) {
+			add("SERVICE=%s: env SHIPPY_GATEWAY__HTTP__HOST=%q SHIPPY_GATEWAY__HTTP__PORT=%q, want 0.0.0.0 and %s", svc, env["SHIPPY_GATEWAY__HTTP__HOST"], env["SHIPPY_GATEWAY__HTTP__PORT"], httpPort)
+		}
+		if _, set := env["SHIPPY_GATEWAY__HTTP__PORT"]; httpPort == "" && set {
+			add("SERVICE=%s: env SHIPPY_GATEWAY__HTTP__PORT is set, but the catalog gives it no http_port", svc)
 		}
 		if c.WorkingDir != "/home/shippy" || env["HOME"] != "/home/shippy" {
 			add("SERVICE=%s: WORKDIR %q, HOME %q, want /home/shippy (the one directory owned by 10001)", svc, c.WorkingDir, env["HOME"])

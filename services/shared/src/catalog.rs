@@ -12,6 +12,9 @@ pub struct ServiceSpec {
     pub binary: &'static str,
     /// Fixed port in containers and Kubernetes (outside them the default is a free port).
     pub port: u16,
+    /// Fixed HTTP port in containers and Kubernetes, for a service that also serves HTTP (the
+    /// REST gateway); `None` for gRPC-only services.
+    pub http_port: Option<u16>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/catalog.rs"));

@@ -9,7 +9,7 @@ use shippy_shared::{
     validate::{self, FieldError, Presence},
 };
 
-use crate::token::TokenError;
+use crate::token::{OidcError, TokenError};
 
 /// Shortest accepted password.
 pub const MIN_PASSWORD: usize = 8;
@@ -278,6 +278,13 @@ pub enum UserError {
     /// The token is forged, expired or malformed.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// An external ID token was not accepted, or no provider is configured.
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    /// An external ID token verified, but no user is registered with its email (users are not
+    /// created from ID tokens: they register first).
+    #[error("no shippy user has the email address of this token; register first")]
+    NotRegistered,
     /// No such user.
     #[error("user not found")]
     NotFound,

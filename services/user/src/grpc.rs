@@ -5,12 +5,24 @@
 //! `Create` and `Auth` are open (they are how one gets a token), but hashing runs in the bounded
 //! [`Hasher`] and log-ins are rate-limited per client address and per email ([`LoginLimits`]);
 //! `Get` and `GetAll` need the caller's own token and answer only the caller's own record;
-//! `ValidateToken` is open to the other services and accepts a token only while its user exists.
+//! `ValidateToken` is open to the other services and accepts a token only while its user exists;
+//! `ExchangeToken` is open too: what it takes, an ID token of the configured OpenID Connect
+//! provider (`user.oidc.*`), is itself the proof of identity, and it answers with a shippy token
+//! for the registered user with that token's verified email.
+//!
+//! An exchanged token lives as long as `auth.token_ttl_secs` or as the ID token had left,
+//! whichever is shorter: shippy does not stretch a session the provider granted (ID tokens are
+//! short-lived, an hour at most providers), and whoever holds the provider's session signs in
+//! again there and exchanges the new ID token.
 
-use std::{net::IpAddr, sync::Arc, time::Duration, time::SystemTime};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use shippy_proto::user::v1::{self as pb, user_service_server::UserService};
-use shippy_shared::store::observe;
+use shippy_shared::{auth::oidc::OidcVerifier, store::observe};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
@@ -18,7 +30,7 @@ use crate::{
     limits::LoginLimits,
     password::Hasher,
     store::UserStore,
-    token::{TokenError, Tokens},
+    token::{OidcError, TokenError, Tokens},
 };
 
 /// Serves `shippy.user.v1.UserService`.
@@ -28,6 +40,8 @@ pub struct UserHandler {
     tokens: Tokens,
     hasher: Hasher,
     limits: LoginLimits,
+    /// The external provider whose ID tokens `ExchangeToken` takes; `None`: exchange is off.
+    oidc: Option<Arc<OidcVerifier>>,
 }
 
 impl UserHandler {
@@ -44,7 +58,43 @@ impl UserHandler {
             tokens,
             hasher,
             limits,
+            oidc: None,
         }
+    }
+
+    /// This handler, exchanging ID tokens that `oidc` verifies (`ExchangeToken`).
+    pub fn with_oidc(mut self, oidc: Option<Arc<OidcVerifier>>) -> Self {
+        self.oidc = oidc;
+        self
+    }
+
+    /// A shippy token for the registered user whose verified email the ID token `token` carries.
+    async fn exchange(&self, token: &str) -> Result<pb::Token, UserError> {
+        let verifier = self.oidc.as_ref().ok_or(OidcError::NotConfigured)?;
+        let identity = verifier.verify(token).await?;
+        // A malformed address cannot be any user's.
+        let email = Email::parse(&identity.email).map_err(|_| UserError::NotRegistered)?;
+        let user = observe("find_by_email", self.store.find_by_email(&email))
+            .await?
+            .ok_or(UserError::NotRegistered)?;
+        let now = SystemTime::now();
+        let seconds = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let left = Duration::from_secs(identity.expires_at.saturating_sub(seconds));
+        let token = self
+            .tokens
+            .issue_within(&user.id, user.email.as_str(), now, left)
+            .map_err(|e| UserError::Internal(format!("signing failed: {e}")))?;
+        tracing::info!(
+            user = %user.id,
+            issuer = verifier.issuer(),
+            subject = %identity.subject,
+            "ID token exchanged for a token"
+        );
+        Ok(pb::Token {
+            token,
+            valid: true,
+            user_id: user.id,
+        })
     }
 
     /// The user `token` belongs to: a valid token whose user still exists.
@@ -66,9 +116,12 @@ impl UserHandler {
 fn status(error: UserError) -> Status {
     match &error {
         UserError::Invalid(_) => Status::invalid_argument(error.to_string()),
-        UserError::InvalidCredentials | UserError::Token(_) => {
+        UserError::InvalidCredentials | UserError::Token(_) | UserError::NotRegistered => {
             Status::unauthenticated(error.to_string())
         }
+        UserError::Oidc(OidcError::NotConfigured) => Status::failed_precondition(error.to_string()),
+        UserError::Oidc(OidcError::Unavailable { .. }) => Status::unavailable(error.to_string()),
+        UserError::Oidc(_) => Status::unauthenticated(error.to_string()),
         UserError::NotFound => Status::not_found(error.to_string()),
         UserError::NotYours => Status::permission_denied(error.to_string()),
         UserError::Busy | UserError::TooManyAttempts { .. } => {
@@ -230,11 +283,20 @@ impl UserService for UserHandler {
 
     async fn exchange_token(
         &self,
-        _request: Request<pb::Token>,
+        request: Request<pb::Token>,
     ) -> Result<Response<pb::Token>, Status> {
-        Err(Status::failed_precondition(
-            "no OpenID Connect provider is configured (user.oidc.issuer)",
-        ))
+        let answer = self.exchange(&request.into_inner().token).await;
+        let outcome = match &answer {
+            Ok(_) => "exchanged",
+            Err(UserError::Oidc(error)) => error.outcome(),
+            Err(UserError::NotRegistered) => "unknown_email",
+            Err(_) => "error",
+        };
+        metrics::counter!("shippy_auth_exchanges_total", "outcome" => outcome).increment(1);
+        if let Err(error) = &answer {
+            tracing::info!(outcome, %error, "ID token not exchanged");
+        }
+        answer.map(Response::new).map_err(status)
     }
 
     async fn public_keys(&self, _: Request<pb::Request>) -> Result<Response<pb::KeySet>, Status> {

@@ -1,5 +1,6 @@
-//! The user service: registration with argon2-hashed passwords, authentication issuing HS256 JWTs,
-//! and token validation for the other services.
+//! The user service: registration with argon2-hashed passwords, authentication issuing Ed25519
+//! JWTs, token validation for the other services, and the exchange of an external OpenID Connect
+//! provider's ID tokens for its own tokens (`user.oidc.*`).
 //!
 //! For readers: [`UserApp::build`] wires the store and the gRPC handler; the rules are in
 //! [`domain`] (with [`password`] hashing and [`token`] signing), the edge (requests in, statuses
@@ -18,6 +19,7 @@ use std::{sync::Arc, time::Duration};
 use secrecy::ExposeSecret;
 use shippy_proto::user::v1::user_service_server::UserServiceServer;
 use shippy_shared::{
+    auth::oidc::OidcVerifier,
     catalog::{self, ServiceSpec},
     config::services::UserSettings,
     runtime::{Context, Service},
@@ -44,14 +46,23 @@ impl Service for UserApp {
     /// `RESOURCE_EXHAUSTED` when a caller would wait too long.
     const SELF_LIMITED: &'static [&'static str] = &["Auth", "Create"];
 
-    /// Checks the signing secret (refusing to start without a real one outside dev mode), opens
-    /// the store, and sizes the password hashing and log-in limits. `auth.*` is read once:
-    /// changing it needs a restart.
+    /// Checks the signing secret (refusing to start without a real one outside dev mode) and the
+    /// OpenID Connect settings, opens the store, and sizes the password hashing and log-in
+    /// limits. `auth.*` and `user.oidc.*` are read once: changing them needs a restart.
     ///
     /// With MongoDB the service is NOT_SERVING until the database answers and the unique email
     /// index exists.
     async fn build(context: &mut Context<UserSettings>) -> anyhow::Result<Routes> {
         let auth = context.settings().auth.clone();
+        // Checked now, so a wrong setting stops the start; the provider itself is asked on the
+        // first exchange, so its outage does not.
+        let oidc = OidcVerifier::new(&context.settings().user.oidc)?.map(Arc::new);
+        if let Some(oidc) = &oidc {
+            tracing::info!(
+                issuer = oidc.issuer(),
+                "ExchangeToken takes ID tokens of this OpenID Connect provider"
+            );
+        }
         let previous = auth.previous_jwt_secret.expose_secret();
         let tokens = Tokens::new(
             token::signing_secret(&auth)?.expose_secret().as_bytes(),
@@ -91,7 +102,7 @@ impl Service for UserApp {
             auth.login_per_client_per_minute,
             auth.login_per_email_per_minute,
         );
-        let handler = grpc::UserHandler::new(store, tokens, hasher, limits);
+        let handler = grpc::UserHandler::new(store, tokens, hasher, limits).with_oidc(oidc);
         Ok(Routes::new(UserServiceServer::new(handler)))
     }
 }

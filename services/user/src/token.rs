@@ -6,7 +6,10 @@
 use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
-pub use shippy_shared::auth::token::{Claims, FUTURE_LEEWAY_SECS, TokenError};
+pub use shippy_shared::auth::{
+    oidc::OidcError,
+    token::{Claims, FUTURE_LEEWAY_SECS, TokenError},
+};
 use shippy_shared::{
     auth::token::{self, SigningKeyPair, VerifyingKey},
     config::services::AuthSettings,
@@ -98,6 +101,20 @@ impl Tokens {
         now: SystemTime,
     ) -> Result<String, serde_json::Error> {
         self.current.sign(id, email, &self.issuer, self.ttl, now)
+    }
+
+    /// A token for user `id` issued at `now`, valid for the configured lifetime or `at_most`,
+    /// whichever is shorter (at least a second): a token exchanged for an external ID token lives
+    /// no longer than that ID token would have.
+    pub fn issue_within(
+        &self,
+        id: &str,
+        email: &str,
+        now: SystemTime,
+        at_most: Duration,
+    ) -> Result<String, serde_json::Error> {
+        let ttl = self.ttl.min(at_most).max(Duration::from_secs(1));
+        self.current.sign(id, email, &self.issuer, ttl, now)
     }
 
     /// The claims of a valid token, checked at `now` with whichever published key it names.
@@ -224,6 +241,32 @@ mod tests {
             ("u1", "shippy.user")
         );
         assert_eq!(claims.exp - claims.iat, 3600);
+    }
+
+    #[test]
+    fn exchanged_tokens_live_no_longer_than_what_they_were_exchanged_for() {
+        let t = tokens("0123456789abcdef0123456789abcdef");
+        let now = SystemTime::now();
+        let lifetime = |token: &str| {
+            let claims = t.validate(token, now).expect("valid");
+            claims.exp - claims.iat
+        };
+        let short = t
+            .issue_within("u1", "a@b.co", now, Duration::from_secs(90))
+            .expect("issue");
+        assert_eq!(lifetime(&short), 90);
+        let long = t
+            .issue_within("u1", "a@b.co", now, Duration::from_secs(86_400))
+            .expect("issue");
+        assert_eq!(
+            lifetime(&long),
+            3600,
+            "never longer than auth.token_ttl_secs"
+        );
+        let none_left = t
+            .issue_within("u1", "a@b.co", now, Duration::ZERO)
+            .expect("issue");
+        assert_eq!(lifetime(&none_left), 1);
     }
 
     #[test]

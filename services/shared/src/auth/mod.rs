@@ -17,11 +17,15 @@
 //! should still work) and then clearing the previous secret revokes every token signed with the
 //! old key.
 //!
+//! ID tokens of an external OpenID Connect provider are verified in [`oidc`], for the user
+//! service's `ExchangeToken` only: every other service sees just the shippy token it issues.
+//!
 //! The access model's one rule for what a caller may claim lives here too ([`own`]): a field that
 //! names a user (a container's `user_id`, a vessel's `owner_id`) may be empty (the caller is meant)
 //! or the caller's own id, never another user's.
 
 mod keys;
+pub mod oidc;
 pub mod token;
 
 use std::time::{Duration, Instant, SystemTime};

@@ -72,31 +72,34 @@ pub struct Claims {
     pub nbf: Option<u64>,
 }
 
-/// A token's JOSE header: what is issued, and what verification reads.
+/// A compact JWS's JOSE header: what is issued, and what verification reads (here and in
+/// [`super::oidc`]).
 #[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    alg: String,
+pub(super) struct Header {
+    pub(super) alg: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    typ: Option<String>,
+    pub(super) typ: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    kid: Option<String>,
+    pub(super) kid: Option<String>,
     /// Extensions the verifier must understand (RFC 7515 §4.1.11): none are, so any is refused.
     #[serde(default, skip_serializing)]
-    crit: Option<serde_json::Value>,
+    pub(super) crit: Option<serde_json::Value>,
 }
 
-/// A token split into its parts, each still encoded; `signed` is the header and payload with
-/// their dot, the bytes the signature covers.
-struct Parts<'a> {
+/// A compact JWS split into its parts, each still encoded; `signed` is the header and payload
+/// with their dot, the bytes the signature covers. Shared with [`super::oidc`].
+pub(super) struct Parts<'a> {
     header: &'a str,
     payload: &'a str,
     signature: &'a str,
-    signed: &'a str,
+    pub(super) signed: &'a str,
 }
 
 impl<'a> Parts<'a> {
-    fn split(token: &'a str) -> Option<Self> {
-        if token.len() > MAX_TOKEN_BYTES {
+    /// The three parts of `token`, or `None` when it is longer than `max_bytes` (checked before
+    /// any decoding, so a hostile token costs no work) or not three dot-separated parts.
+    pub(super) fn split(token: &'a str, max_bytes: usize) -> Option<Self> {
+        if token.len() > max_bytes {
             return None;
         }
         let (signed, signature) = token.rsplit_once('.')?;
@@ -109,8 +112,19 @@ impl<'a> Parts<'a> {
         })
     }
 
-    fn header(&self) -> Option<Header> {
+    /// The decoded header, if it is base64url JSON.
+    pub(super) fn header(&self) -> Option<Header> {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(self.header).ok()?).ok()
+    }
+
+    /// The decoded signature bytes, if base64url.
+    pub(super) fn signature(&self) -> Option<Vec<u8>> {
+        URL_SAFE_NO_PAD.decode(self.signature).ok()
+    }
+
+    /// The decoded payload bytes, if base64url. Parse them only once the signature verified.
+    pub(super) fn payload(&self) -> Option<Vec<u8>> {
+        URL_SAFE_NO_PAD.decode(self.payload).ok()
     }
 }
 
@@ -234,7 +248,7 @@ impl SigningKeyPair {
 
 /// The `kid` a token's header names, if it parses.
 pub fn kid_of(token: &str) -> Option<String> {
-    Parts::split(token)?.header()?.kid
+    Parts::split(token, MAX_TOKEN_BYTES)?.header()?.kid
 }
 
 /// The claims of `token` if it verifies with `key` and was issued by `issuer`, checked at `now`.
@@ -264,22 +278,19 @@ pub fn verify(
 /// The decoded payload of `token` if it is a compact JWS with an `EdDSA` header, no critical
 /// extension and a signature that verifies strictly with `key`.
 fn verified_payload(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, TokenError> {
-    let parts = Parts::split(token).ok_or(TokenError::Invalid)?;
+    let parts = Parts::split(token, MAX_TOKEN_BYTES).ok_or(TokenError::Invalid)?;
     let header = parts.header().ok_or(TokenError::Invalid)?;
     if header.alg != ALGORITHM || header.crit.is_some() {
         return Err(TokenError::Invalid);
     }
-    let signature = URL_SAFE_NO_PAD
-        .decode(parts.signature)
-        .ok()
+    let signature = parts
+        .signature()
         .and_then(|bytes| Signature::from_slice(&bytes).ok())
         .ok_or(TokenError::Invalid)?;
     key.key
         .verify_strict(parts.signed.as_bytes(), &signature)
         .map_err(|_| TokenError::Invalid)?;
-    URL_SAFE_NO_PAD
-        .decode(parts.payload)
-        .map_err(|_| TokenError::Invalid)
+    parts.payload().ok_or(TokenError::Invalid)
 }
 
 fn hex(bytes: &[u8]) -> String {

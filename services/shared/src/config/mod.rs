@@ -1,11 +1,13 @@
 //! Typed settings, parsed once and layered (defaults < file < config centre < `SHIPPY_` env), and
 //! how live changes reach the components that can apply them.
 //!
-//! - [`common`]: the sections every process shares; [`services`]: each service's settings type.
+//! - [`common`]: the sections every process shares; [`services`]: each service's settings type;
+//!   [`gateway`]: the REST gateway's.
 //! - [`layers`]: builds a settings value from its layers and names the key of a bad value.
 //! - [`live`]: settings as a watch channel; components subscribe to their part.
 
 pub mod common;
+pub mod gateway;
 pub mod layers;
 pub mod live;
 pub mod services;

@@ -14,6 +14,9 @@ pub(crate) fn every_service_key() -> Vec<String> {
     let mut keys = super::layers::known_keys(&ConsignmentSettings::default());
     keys.extend(super::layers::known_keys(&VesselSettings::default()));
     keys.extend(super::layers::known_keys(&UserSettings::default()));
+    keys.extend(super::layers::known_keys(
+        &super::gateway::GatewaySettings::default(),
+    ));
     keys
 }
 
@@ -73,6 +76,8 @@ pub struct UserSettings {
     pub common: CommonSettings,
     /// `auth.*`.
     pub auth: AuthSettings,
+    /// `user.*`.
+    pub user: UserSection,
 }
 
 impl ServiceSettings for UserSettings {
@@ -85,7 +90,48 @@ impl ServiceSettings for UserSettings {
         if self.auth != new.auth {
             changed.push("auth");
         }
+        if self.user.oidc != new.user.oidc {
+            changed.push("user.oidc");
+        }
         changed
+    }
+}
+
+/// `user.*`: the user service's own sections beside `auth.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct UserSection {
+    /// `user.oidc.*`.
+    pub oidc: OidcSettings,
+}
+
+/// `user.oidc.*`: the external OpenID Connect provider whose ID tokens `ExchangeToken` turns into
+/// shippy tokens. Off unless `issuer` is set; read once at start-up. Nothing here is secret: the
+/// provider's keys are public and shippy never sees a client secret (the client that signed the
+/// user in holds it).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct OidcSettings {
+    /// The provider's issuer URL, exactly as its discovery document and its tokens' `iss` spell
+    /// it (`https://accounts.example.com`); `https` unless on a loopback address. Empty = off.
+    pub issuer: String,
+    /// The client id registered at the provider for shippy: the `aud` an ID token must carry.
+    /// Required when `issuer` is set.
+    pub audience: String,
+    /// Clock skew tolerated between the provider and this service on `exp`, `nbf` and `iat`.
+    pub leeway_secs: u64,
+    /// Longest one request to the provider (discovery document, key set) may take.
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for OidcSettings {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_secs: 30,
+            fetch_timeout_ms: 5_000,
+        }
     }
 }
 

@@ -63,6 +63,8 @@ pub(crate) struct ServiceHost {
     pub(crate) shutdown: ShutdownSettings,
     /// Each must be `true` for the service to report SERVING (e.g. "the database answers").
     pub(crate) gates: Vec<watch::Receiver<bool>>,
+    /// An HTTP listener served beside the gRPC port, if the service has one.
+    pub(crate) http: Option<super::http::HttpSite>,
     /// The limits of the service's API: request rate and calls in flight (`limits.*`, live).
     pub(crate) limits: Limits,
     /// The connection bounds (`server.*`): handshake timeout, connection cap, HTTP/2 keepalive.
@@ -109,6 +111,7 @@ impl Application {
             registry,
             shutdown: timing,
             gates,
+            http,
             limits,
             server: bounds,
             admin: admin_addr,
@@ -170,6 +173,11 @@ impl Application {
                 let _ = stop_rx.await;
             });
         let mut server = tokio::spawn(server);
+        let http_stop = tokio_util::sync::CancellationToken::new();
+        let http_address = http.as_ref().map(|site| site.advertised.clone());
+        let grace = Duration::from_millis(timing.grace_ms);
+        let http_server =
+            http.map(|site| tokio::spawn(super::http::serve(site, http_stop.clone(), grace)));
 
         let registered_version = bounds.version.as_deref().unwrap_or(version);
         let mut instance =
@@ -184,10 +192,14 @@ impl Application {
             "metrics_address".into(),
             admin::advertised(&bound.advertised, admin_local),
         );
+        if let Some(address) = http_address {
+            instance.metadata.insert("http_address".into(), address);
+        }
         let registration = match registry.register(instance).await {
             Ok(registration) => registration,
             Err(error) => {
                 server.abort();
+                http_stop.cancel();
                 readiness.abort();
                 admin_server.abort();
                 return Err(error.into());
@@ -200,6 +212,7 @@ impl Application {
         tokio::select! {
             () = shutdown => {}
             result = &mut server => {
+                http_stop.cancel();
                 readiness.abort();
                 registration.deregister().await;
                 registered.set(0.0);
@@ -222,7 +235,9 @@ impl Application {
             "draining: no new connections, finishing in-flight calls"
         );
         let _ = stop_tx.send(());
-        match tokio::time::timeout(Duration::from_millis(timing.grace_ms), &mut server).await {
+        // The HTTP listener stops accepting at the same moment and finishes its own requests.
+        http_stop.cancel();
+        match tokio::time::timeout(grace, &mut server).await {
             Ok(result) => result??,
             Err(_) => {
                 tracing::warn!(
@@ -231,6 +246,9 @@ impl Application {
                 );
                 server.abort();
             }
+        }
+        if let Some(http_server) = http_server {
+            let _ = http_server.await;
         }
         admin_server.abort();
         tracing::info!(service = spec.name, "stopped");

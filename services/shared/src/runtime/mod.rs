@@ -16,6 +16,7 @@ mod connections;
 #[cfg(any(test, feature = "fault-injection"))]
 mod fault;
 mod host;
+pub mod http;
 mod limits;
 mod net;
 mod telemetry;
@@ -33,7 +34,7 @@ pub use host::{Application, HostError, shutdown_signal};
 use crate::{
     catalog::ServiceSpec,
     centre::ConfigCentre,
-    config::{self, Layered, Live, ServiceSettings, live},
+    config::{self, Layered, Live, ServerSettings, ServiceSettings, live},
     discovery::{
         self, DiscoveryError, Registry,
         balance::BalancedChannel,
@@ -78,6 +79,7 @@ pub struct Context<S> {
     settings: Live<S>,
     registry: Arc<dyn Registry>,
     gates: Vec<watch::Receiver<bool>>,
+    http: Option<http::HttpSite>,
 }
 
 impl<S: ServiceSettings> Context<S> {
@@ -101,9 +103,36 @@ impl<S: ServiceSettings> Context<S> {
         BalancedChannel::discover(self.registry.as_ref(), target.name, client).await
     }
 
+    /// The discovery registry, for a service that shows or watches other services' instances.
+    pub fn registry(&self) -> Arc<dyn Registry> {
+        Arc::clone(&self.registry)
+    }
+
     /// The store backend that `store.*` selects (MongoDB is not contacted yet).
     pub async fn store(&self) -> Result<store::Backend, StoreError> {
         store::Backend::open(&self.settings().common().store).await
+    }
+
+    /// Binds `listen.host:listen.port` (port 0 allowed) and serves `router` there over HTTP/1.1
+    /// and h2c beside the gRPC port, for as long as the service runs (see [`http`]); the
+    /// instance is registered with it as `http_address`. Returns the bound address.
+    pub async fn serve_http(
+        &mut self,
+        listen: &ServerSettings,
+        router: axum::Router,
+    ) -> Result<std::net::SocketAddr, HostError> {
+        let bound = net::bind(listen).await.map_err(|source| HostError::Bind {
+            addr: format!("{}:{}", listen.host, listen.port),
+            source,
+        })?;
+        let local = bound.local_addr;
+        self.http = Some(http::HttpSite {
+            listener: bound.listener,
+            advertised: bound.advertised,
+            router,
+            bounds: listen.clone(),
+        });
+        Ok(local)
     }
 
     /// Reports SERVING only while `ready` is `true` (and every other such condition holds).
@@ -146,6 +175,7 @@ pub async fn build<Svc: Service>(
         settings,
         registry: Arc::clone(&registry),
         gates: Vec::new(),
+        http: None,
     };
     let routes = Svc::build(&mut context).await?;
     let host = host::ServiceHost {
@@ -155,6 +185,7 @@ pub async fn build<Svc: Service>(
         registry,
         shutdown: common.shutdown.clone(),
         gates: context.gates,
+        http: context.http,
         limits,
         server: common.server.clone(),
         admin: std::net::SocketAddr::new(

@@ -1,0 +1,223 @@
+//! The web console in a real headless Chromium (Debian's `chromium` and `chromedriver`, driven
+//! over WebDriver), served by the real gateway in front of the real services: a newcomer logs
+//! in, uploads the repository's `consignment.json`, sees it listed with its vessel, sees the
+//! fleet and the three vessel instances of the distributed system, and sees a bad submission
+//! refused with the gateway's sentence and request id. Server strings stay text, and the page
+//! breaks no rule of the gateway's Content-Security-Policy.
+//!
+//! `SHIPPY_SCREENSHOT=1` saves a screenshot to `docs/console.png` (the README's), so CI never
+//! rewrites it.
+
+use std::{path::PathBuf, time::Duration};
+
+use shippy_test_support::{Cluster, browser::Browser, example_consignment};
+
+/// How long the page may take to show the outcome of one step.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The rows of the table `table` (a CSS selector) as the text of their cells of class
+/// `c-<column>`, one vector per row.
+fn rows(browser: &Browser, table: &str, columns: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
+    browser
+        .find_all(&format!("{table} tbody tr"))?
+        .iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|column| row.find(&format!("td.c-{column}"))?.text())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_system() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let _user = cluster.start("user").await.expect("user starts");
+    let mut vessels = Vec::new();
+    for _ in 0..3 {
+        vessels.push(cluster.start("vessel").await.expect("vessel starts"));
+    }
+    let _consignment = cluster
+        .start("consignment")
+        .await
+        .expect("consignment starts");
+    let gateway = cluster.start("gateway").await.expect("gateway starts");
+    let url = gateway
+        .http_url()
+        .expect("the gateway registers its HTTP address");
+    let email = "newcomer@example.com";
+    cluster.sign_up_and_login(email);
+
+    let browser = Browser::start().expect("chromedriver and headless Chromium start");
+    browser.resize(1280, 1500).expect("window size");
+    browser.goto(&format!("{url}/")).expect("the console loads");
+
+    // Signed out: the login form, not the shipping form.
+    browser
+        .wait_visible("#email", WAIT)
+        .expect("login form")
+        .send_keys(email)
+        .expect("type the email");
+    assert!(
+        !browser
+            .find("#consignment-json")
+            .unwrap()
+            .is_displayed()
+            .unwrap()
+    );
+    browser
+        .find("#password")
+        .unwrap()
+        .send_keys("correct horse")
+        .unwrap();
+    browser.find("#login").unwrap().click().unwrap();
+    browser
+        .wait_visible("#consignment-json", WAIT)
+        .expect("signed in: the shipping form shows");
+    let whoami = browser
+        .wait_until("the signed-in user's name", WAIT, |b| {
+            let text = b.find("#signed-in-as")?.text()?;
+            Ok(text.contains(email).then_some(text))
+        })
+        .expect("who is signed in");
+    assert!(whoami.contains("Test User"), "{whoami}");
+    assert!(!browser.find("#email").unwrap().is_displayed().unwrap());
+
+    // Upload the repository's consignment.json through the file input, and submit it.
+    let file: PathBuf = example_consignment()
+        .canonicalize()
+        .expect("consignment.json");
+    browser
+        .find("#consignment-file")
+        .unwrap()
+        .send_keys(&file.display().to_string())
+        .expect("choose the file");
+    let expected = std::fs::read_to_string(&file).unwrap();
+    browser
+        .wait_until("the file in the textarea", WAIT, |b| {
+            let value = b.find("#consignment-json")?.property("value")?;
+            Ok((value.as_str() == Some(expected.as_str())).then_some(()))
+        })
+        .expect("the uploaded JSON shows in the textarea");
+    browser.find("#submit").unwrap().click().unwrap();
+    browser
+        .wait_visible("#created", WAIT)
+        .expect("the created consignment is shown");
+    let id = browser.find("#created-id").unwrap().text().unwrap();
+    let vessel = browser.find("#created-vessel").unwrap().text().unwrap();
+    assert!(
+        !id.is_empty() && !vessel.is_empty(),
+        "id {id:?} vessel {vessel:?}"
+    );
+
+    // Listed with its vessel, which is one of the fleet.
+    browser
+        .wait_until("the consignment listed with its vessel", WAIT, |b| {
+            let listed = rows(b, "#consignments", &["id", "vessel", "containers"])?;
+            Ok(listed
+                .contains(&vec![id.clone(), vessel.clone(), "3".to_owned()])
+                .then_some(()))
+        })
+        .expect("my consignments");
+    browser
+        .wait_until("the vessel in the fleet", WAIT, |b| {
+            let fleet = rows(b, "#vessels", &["id", "name"])?;
+            Ok(fleet.iter().any(|v| v[0] == vessel).then_some(()))
+        })
+        .expect("the fleet");
+
+    // Three vessel instances, at the addresses of the three processes, from discovery; and the
+    // calls they served (the consignment service asked one of them for a vessel).
+    let mut addresses: Vec<String> = vessels.iter().map(|v| v.address().to_owned()).collect();
+    addresses.sort();
+    let selector = r#"#instances section[data-service="vessel"]"#;
+    browser
+        .wait_until("three vessel instances that served calls", WAIT, |b| {
+            let listed = rows(b, selector, &["address", "calls"])?;
+            let mut shown: Vec<String> = listed.iter().map(|r| r[0].clone()).collect();
+            shown.sort();
+            let calls: f64 = listed.iter().filter_map(|r| r[1].parse::<f64>().ok()).sum();
+            Ok((shown == addresses && calls >= 1.0).then_some(()))
+        })
+        .expect("the live instances");
+    for service in ["user", "consignment", "gateway"] {
+        let section = format!(r#"#instances section[data-service="{service}"]"#);
+        let listed = rows(&browser, &section, &["address"]).expect("instances");
+        assert_eq!(listed.len(), 1, "{service}: {listed:?}");
+    }
+
+    if std::env::var_os("SHIPPY_SCREENSHOT").is_some_and(|v| v == "1") {
+        let png = browser.screenshot().expect("screenshot");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/console.png");
+        std::fs::write(path, png).expect("write docs/console.png");
+    }
+
+    // A consignment typed in with markup in it: listed as text, never as markup.
+    let textarea = browser.find("#consignment-json").unwrap();
+    textarea.clear().unwrap();
+    textarea
+        .send_keys(
+            r#"{"description": "<img id=injected src=x>", "weight": 10, "containers": [{"customer_id": "c1", "origin": "Leeds"}]}"#,
+        )
+        .unwrap();
+    browser.find("#submit").unwrap().click().unwrap();
+    browser
+        .wait_until("the typed consignment listed", WAIT, |b| {
+            let listed = rows(b, "#consignments", &["description"])?;
+            Ok(listed
+                .iter()
+                .any(|r| r[0] == "<img id=injected src=x>")
+                .then_some(()))
+        })
+        .expect("the description listed as text");
+    assert!(browser.find_all("#injected").unwrap().is_empty());
+
+    // Malformed JSON: the gateway's sentence and request id in the alert area.
+    let textarea = browser.find("#consignment-json").unwrap();
+    textarea.clear().unwrap();
+    textarea.send_keys(r#"{"description": "#).unwrap();
+    browser.find("#submit").unwrap().click().unwrap();
+    browser
+        .wait_visible("#error", WAIT)
+        .expect("the error is shown");
+    let detail = browser.find("#error-detail").unwrap().text().unwrap();
+    let request_id = browser.find("#error-request-id").unwrap().text().unwrap();
+    assert!(!detail.is_empty(), "no detail shown");
+    assert!(
+        !request_id.is_empty() && request_id != "none",
+        "no request id shown: {request_id:?} (detail {detail:?})"
+    );
+    assert!(
+        !detail.starts_with("The gateway answered"),
+        "the problem's detail was not read: {detail:?}"
+    );
+    assert_eq!(
+        browser.find("#error").unwrap().attribute("role").unwrap(),
+        Some("alert".to_owned())
+    );
+    assert!(!browser.find("#created").unwrap().is_displayed().unwrap());
+
+    // Logging out forgets the token: the login form again.
+    browser.find("#logout").unwrap().click().unwrap();
+    browser.wait_visible("#email", WAIT).expect("signed out");
+    assert!(
+        !browser
+            .find("#consignment-json")
+            .unwrap()
+            .is_displayed()
+            .unwrap()
+    );
+    let token = browser
+        .execute("return sessionStorage.getItem('shippy.token');", &[])
+        .unwrap();
+    assert_eq!(token, serde_json::Value::Null);
+
+    // Nothing the page did broke the gateway's Content-Security-Policy.
+    let messages = browser.console_messages().expect("the page's console");
+    let violations: Vec<_> = messages
+        .iter()
+        .filter(|m| m.contains("Content Security Policy") || m.contains("Uncaught"))
+        .collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+}

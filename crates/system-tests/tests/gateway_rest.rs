@@ -1,0 +1,545 @@
+//! The REST gateway over real HTTP, in front of the real services: the whole story as `curl`
+//! would tell it, every class of error a client can cause (each an `application/problem+json`
+//! with the right status and the request id), edge limits, the OpenAPI document, the instances
+//! page, OpenID Connect tokens from a real provider, and a route that exists by annotation only.
+
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode, header};
+use serde_json::{Value, json};
+use shippy_test_support::{
+    Cluster, ServiceProcess, example_consignment,
+    oidc::{Account, OidcProvider},
+};
+
+const PASSWORD: &str = "a-long-enough-passphrase";
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Starts user, two vessels, consignment and the gateway (with `gateway_env`); the gateway's URL.
+async fn system(
+    cluster: &mut Cluster,
+    user_env: &[(&str, &str)],
+    gateway_env: &[(&str, &str)],
+) -> (Vec<ServiceProcess>, String) {
+    let mut processes = vec![cluster.start_with("user", user_env).await.expect("user")];
+    for _ in 0..2 {
+        processes.push(cluster.start("vessel").await.expect("vessel"));
+    }
+    processes.push(cluster.start("consignment").await.expect("consignment"));
+    let gateway = cluster
+        .start_with("gateway", gateway_env)
+        .await
+        .expect("gateway");
+    let url = gateway
+        .http_url()
+        .expect("the gateway registers its HTTP address");
+    processes.push(gateway);
+    (processes, url)
+}
+
+async fn sign_up(http: &Client, url: &str, email: &str) -> String {
+    let created = http
+        .post(format!("{url}/v1/users"))
+        .json(&json!({"name": "Ewan", "company": "Shippy", "email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign up");
+    assert_eq!(
+        created.status(),
+        StatusCode::OK,
+        "{:?}",
+        created.text().await
+    );
+    let token: Value = http
+        .post(format!("{url}/v1/auth/token"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("log in")
+        .json()
+        .await
+        .expect("token JSON");
+    token["token"].as_str().expect("a token").to_owned()
+}
+
+/// Status, content type, and body of a problem answer; checks the request id is in both.
+async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let media = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: Value = response.json().await.expect("a JSON problem");
+    assert_eq!(media, "application/problem+json", "{body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
+    let text = body.to_string();
+    for internal in ["127.0.0.1", "sqlite", "tonic", "panicked", "/tmp/"] {
+        assert!(
+            !text.contains(internal),
+            "internal detail {internal:?} in {text}"
+        );
+    }
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_story_over_rest_submits_consignment_json_and_answers_with_a_vessel() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let (_processes, url) = system(&mut cluster, &[], &[]).await;
+    let http = client();
+    let token = sign_up(&http, &url, "ewan@example.com").await;
+
+    let file = std::fs::read(example_consignment()).expect("consignment.json");
+    let created = http
+        .post(format!("{url}/v1/consignments"))
+        .bearer_auth(&token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-request-id", "story-1")
+        .body(file)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), StatusCode::OK);
+    assert_eq!(created.headers()["x-request-id"], "story-1");
+    let created: Value = created.json().await.expect("JSON");
+    assert_eq!(created["created"], true);
+    let vessel_id = created["consignment"]["vessel_id"]
+        .as_str()
+        .expect("vessel_id");
+    assert!(!vessel_id.is_empty(), "{created}");
+    assert_eq!(
+        created["consignment"]["containers"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+
+    let listed: Value = http
+        .get(format!("{url}/v1/consignments?page_size=10"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        listed["consignments"][0]["vessel_id"], vessel_id,
+        "{listed}"
+    );
+
+    let fleet: Value = http
+        .get(format!("{url}/v1/vessels"))
+        .send()
+        .await
+        .expect("fleet")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        fleet["vessels"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["id"] == vessel_id)),
+        "{fleet}"
+    );
+    let fits: Value = http
+        .get(format!(
+            "{url}/v1/vessels/available?capacity=3&max_weight=55000"
+        ))
+        .send()
+        .await
+        .expect("find")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        !fits["vessel"]["id"].as_str().unwrap_or_default().is_empty(),
+        "{fits}"
+    );
+
+    let document: Value = http
+        .get(format!("{url}/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(document["openapi"], "3.0.3");
+    assert!(document["paths"]["/v1/consignments"]["post"].is_object());
+
+    let instances: Value = http
+        .get(format!("{url}/v1/instances"))
+        .send()
+        .await
+        .expect("instances")
+        .json()
+        .await
+        .expect("JSON");
+    let service = |name: &str| {
+        instances["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        service("vessel")["instances"].as_array().map(Vec::len),
+        Some(2),
+        "{instances}"
+    );
+    let consignment_calls = service("consignment")["instances"][0]["calls_served"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(consignment_calls >= 2, "{instances}");
+
+    let console = http.get(format!("{url}/")).send().await.expect("console");
+    assert_eq!(console.status(), StatusCode::OK);
+    assert!(
+        console.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .is_ok_and(|p| p.contains("default-src 'self'"))
+    );
+}
+
+#[tokio::test]
+async fn every_error_a_client_can_cause_is_a_problem_with_its_status() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let (_processes, url) = system(
+        &mut cluster,
+        &[],
+        &[("SHIPPY_GATEWAY__BODY_LIMIT_BYTES", "4096")],
+    )
+    .await;
+    let http = client();
+    let token = sign_up(&http, &url, "errors@example.com").await;
+    let create = || http.post(format!("{url}/v1/consignments"));
+
+    let (status, body) = problem(
+        create()
+            .json(&json!({"weight": 1}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED"))
+    );
+
+    let (status, body) = problem(
+        create()
+            .header(header::AUTHORIZATION, "Basic dXNlcjpwdw==")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Bearer"),
+        "{body}"
+    );
+
+    let (status, body) = problem(
+        create()
+            .bearer_auth(&token)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(r#"{"description": "x", "weight": 10,"#)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT"))
+    );
+
+    let (status, body) = problem(
+        create()
+            .bearer_auth(&token)
+            .json(&json!({"description": "x", "wieght": 10}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wieght"),
+        "{body}"
+    );
+
+    // The service's own field-naming message comes through.
+    let (status, body) = problem(
+        create()
+            .bearer_auth(&token)
+            .json(&json!({"description": "", "weight": 10, "containers": [{"customer_id": "c", "origin": "o"}]}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("description"),
+        "{body}"
+    );
+
+    let (status, _) = problem(
+        create()
+            .bearer_auth(&token)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let big = json!({"description": "x".repeat(5000), "weight": 1});
+    let (status, body) = problem(
+        create()
+            .bearer_auth(&token)
+            .json(&big)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        body["detail"].as_str().unwrap_or_default().contains("4096"),
+        "{body}"
+    );
+
+    let (status, _) = problem(
+        create()
+            .bearer_auth(&token)
+            .json(&json!({"description": "heavy", "weight": 2_000_000_000, "containers": [{"customer_id": "c", "origin": "o"}]}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let again = http
+        .post(format!("{url}/v1/users"))
+        .json(&json!({"name": "E", "company": "S", "email": "errors@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = problem(again).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("ALREADY_EXISTS"))
+    );
+
+    let (status, _) = problem(
+        http.get(format!("{url}/v1/nowhere"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = problem(
+        http.delete(format!("{url}/v1/consignments"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, body) = problem(
+        http.get(format!("{url}/v1/consignments?page_size=lots"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("page_size"),
+        "{body}"
+    );
+
+    // A request head over the limit is refused by the HTTP layer itself.
+    let huge = http
+        .get(format!("{url}/v1/vessels"))
+        .header("x-padding", "p".repeat(20 * 1024))
+        .send()
+        .await;
+    assert!(
+        huge.as_ref().map_or(true, |r| r.status()
+            == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        "{huge:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let (_processes, url) = system(
+        &mut cluster,
+        &[],
+        &[
+            ("SHIPPY_GATEWAY__RATE__PER_SECOND", "1"),
+            ("SHIPPY_GATEWAY__RATE__BURST", "3"),
+        ],
+    )
+    .await;
+    let http = client();
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let response = http
+            .get(format!("{url}/v1/vessels"))
+            .send()
+            .await
+            .expect("send");
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key(header::RETRY_AFTER));
+            limited = Some(problem(response).await.1);
+        }
+    }
+    let limited = limited.unwrap_or_else(|| panic!("never limited: {statuses:?}"));
+    assert_eq!(limited["code"], "RESOURCE_EXHAUSTED");
+}
+
+#[tokio::test]
+async fn tokens_of_a_real_openid_connect_provider_work_through_the_gateway() {
+    let provider = OidcProvider::start(&[
+        Account::verified("oidc@example.com"),
+        Account::unverified("unverified@example.com"),
+    ])
+    .expect("provider");
+    let mut cluster = Cluster::local().expect("cluster");
+    let (_processes, url) = system(
+        &mut cluster,
+        &[
+            ("SHIPPY_USER__OIDC__ISSUER", provider.issuer()),
+            ("SHIPPY_USER__OIDC__AUDIENCE", provider.client_id()),
+        ],
+        &[],
+    )
+    .await;
+    let http = client();
+    sign_up(&http, &url, "oidc@example.com").await;
+    let id_token = provider
+        .id_token("oidc@example.com", provider.client_id())
+        .expect("ID token");
+
+    let created = http
+        .post(format!("{url}/v1/consignments"))
+        .bearer_auth(&id_token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(std::fs::read(example_consignment()).expect("file"))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(
+        created.status(),
+        StatusCode::OK,
+        "{:?}",
+        created.text().await
+    );
+    let listed: Value = http
+        .get(format!("{url}/v1/consignments"))
+        .bearer_auth(&id_token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        listed["consignments"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+
+    let elsewhere = provider
+        .id_token("oidc@example.com", provider.other_client_id())
+        .expect("token for another client");
+    let unverified = provider
+        .id_token("unverified@example.com", provider.client_id())
+        .expect("token");
+    for refused in [elsewhere, unverified] {
+        let answer = http
+            .get(format!("{url}/v1/consignments"))
+            .bearer_auth(&refused)
+            .send()
+            .await
+            .expect("list");
+        let (status, _) = problem(answer).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+}
+
+/// A new annotated RPC gets its route and its OpenAPI entry with no gateway code: the vessel
+/// protos with one more annotated RPC, read by the gateway's own route table.
+#[test]
+fn a_route_exists_by_annotation_alone() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
+    let dir = tempfile::tempdir().expect("dir");
+    let original = std::fs::read_to_string(format!("{root}/shippy/vessel/v1/vessel.proto"))
+        .expect("vessel.proto");
+    let extended = original.replacen(
+        "service VesselService {",
+        "service VesselService {\n  rpc Retire(Vessel) returns (Response) {\n    option (google.api.http) = { post: \"/v1/vessels/{id}/retire\" };\n  }",
+        1,
+    );
+    std::fs::create_dir_all(dir.path().join("shippy/vessel/v1")).expect("mkdir");
+    std::fs::write(dir.path().join("shippy/vessel/v1/vessel.proto"), extended).expect("write");
+    let mut compiler =
+        protox::Compiler::new([dir.path(), std::path::Path::new(root)]).expect("compiler");
+    compiler.include_imports(true);
+    compiler
+        .open_file("shippy/vessel/v1/vessel.proto")
+        .expect("compiles");
+    let (_, routes) =
+        shippy_gateway::routes::from_descriptors(&compiler.encode_file_descriptor_set())
+            .expect("routes");
+    let retire = routes
+        .iter()
+        .find(|r| r.template == "/v1/vessels/{id}/retire")
+        .expect("the new route");
+    assert_eq!(retire.grpc_path(), "/shippy.vessel.v1.VesselService/Retire");
+    let document = shippy_gateway::openapi::document(&routes, "test");
+    assert!(document["paths"]["/v1/vessels/{id}/retire"]["post"].is_object());
+}

@@ -1,0 +1,154 @@
+//! `GET /v1/instances`: every live instance of every service, from discovery, with how many calls
+//! each has served (read from its own `/metrics`, the address it registered) — the console's
+//! picture of the system as it runs.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Json, extract::State};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use shippy_shared::{
+    catalog,
+    discovery::{DiscoveryError, InstanceSet, Registry},
+};
+use tokio::sync::watch;
+
+/// How long one instance's metrics may take to arrive.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest metrics page read.
+const MAX_METRICS_BYTES: usize = 2 * 1024 * 1024;
+/// The counters whose sum is "calls served": gRPC calls handled, and the gateway's REST requests.
+const SERVED: [&str; 2] = ["grpc_server_handled_total", "shippy_gateway_requests_total"];
+
+/// Live instance sets of every catalog service.
+#[derive(Debug)]
+pub struct Instances {
+    sets: Vec<(&'static str, watch::Receiver<InstanceSet>)>,
+}
+
+impl Instances {
+    /// Subscribes to every service of the catalog.
+    pub async fn watch(registry: &dyn Registry) -> Result<Arc<Self>, DiscoveryError> {
+        let mut sets = Vec::new();
+        for spec in catalog::ALL {
+            sets.push((spec.name, registry.subscribe(spec.name).await?));
+        }
+        Ok(Arc::new(Self { sets }))
+    }
+}
+
+/// The answer of `GET /v1/instances`.
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    services: Vec<ServiceListing>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceListing {
+    name: &'static str,
+    instances: Vec<InstanceListing>,
+}
+
+#[derive(Debug, Serialize)]
+struct InstanceListing {
+    id: String,
+    address: String,
+    version: String,
+    /// `None` when the instance's metrics could not be read.
+    calls_served: Option<u64>,
+}
+
+/// Serves `GET /v1/instances`.
+pub async fn list(State(instances): State<Arc<Instances>>) -> Json<Listing> {
+    let mut services = Vec::new();
+    for (name, set) in &instances.sets {
+        let set = set.borrow().clone();
+        let counted = futures::future::join_all(set.iter().map(|instance| {
+            let metrics = instance.metadata.get("metrics_address").cloned();
+            async move {
+                match metrics {
+                    Some(address) => served(&address).await,
+                    None => None,
+                }
+            }
+        }))
+        .await;
+        let mut listed: Vec<InstanceListing> = set
+            .into_iter()
+            .zip(counted)
+            .map(|(instance, calls_served)| InstanceListing {
+                id: instance.id,
+                address: instance.address,
+                version: instance.version,
+                calls_served,
+            })
+            .collect();
+        listed.sort_by(|a, b| a.address.cmp(&b.address));
+        services.push(ServiceListing {
+            name,
+            instances: listed,
+        });
+    }
+    Json(Listing { services })
+}
+
+/// The calls an instance has served, from its metrics at `address` (`host:port`).
+async fn served(address: &str) -> Option<u64> {
+    let page = tokio::time::timeout(SCRAPE_TIMEOUT, scrape(address))
+        .await
+        .ok()??;
+    Some(sum(&page, &SERVED))
+}
+
+async fn scrape(address: &str) -> Option<String> {
+    let stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let request = http::Request::get("/metrics")
+        .header(http::header::HOST, address)
+        .body(Empty::<Bytes>::new())
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = Limited::new(response.into_body(), MAX_METRICS_BYTES)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).ok()
+}
+
+/// The sum of every sample of the counters `names` in a Prometheus text page.
+fn sum(page: &str, names: &[&str]) -> u64 {
+    page.lines()
+        .filter(|line| {
+            names.iter().any(|name| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value.max(0.0) as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_served_sum_the_handled_counters_only() {
+        let page = "# TYPE grpc_server_handled_total counter\n\
+            grpc_server_handled_total{grpc_method=\"A\",grpc_code=\"OK\"} 3\n\
+            grpc_server_handled_total{grpc_method=\"B\",grpc_code=\"NotFound\"} 2\n\
+            grpc_server_handled_total_extra 100\n\
+            grpc_server_started_total{grpc_method=\"A\"} 9\n";
+        assert_eq!(sum(page, &SERVED), 5);
+    }
+}

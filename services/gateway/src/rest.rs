@@ -1,0 +1,180 @@
+//! The REST routes: one axum route per annotated RPC, all served by [`serve`], which reads the
+//! request (bounded), builds the message ([`transcode`]), forwards the caller's token
+//! ([`auth`]), calls the service ([`upstream`]) and writes the answer as JSON or a [`Problem`].
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::RawPathParams,
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use shippy_shared::discovery::{balance::BalancedChannel, trace::RequestId};
+use tonic::{Code, metadata::MetadataMap};
+
+use crate::{
+    auth::Credentials,
+    problem::Problem,
+    routes::{Body as BodyRule, Route},
+    transcode, upstream,
+};
+
+/// What every REST route shares.
+#[derive(Debug)]
+pub struct Upstreams {
+    /// A balanced channel per service name.
+    pub channels: HashMap<&'static str, BalancedChannel>,
+    /// Bearer tokens, checked and exchanged.
+    pub credentials: Credentials,
+    /// Largest body read.
+    pub body_limit: usize,
+    /// The deadline of one call.
+    pub timeout: Duration,
+}
+
+/// The router of every route in `routes`.
+pub fn router(routes: Vec<Route>, upstreams: Arc<Upstreams>) -> Router {
+    let mut router = Router::new();
+    for route in routes {
+        let filter = match MethodFilter::try_from(route.method.clone()) {
+            Ok(filter) => filter,
+            Err(_) => continue,
+        };
+        let template = route.template.clone();
+        let route = Arc::new(route);
+        let upstreams = Arc::clone(&upstreams);
+        router = router.route(
+            &template,
+            on(
+                filter,
+                move |params: RawPathParams, request: Request<Body>| {
+                    serve(Arc::clone(&route), Arc::clone(&upstreams), params, request)
+                },
+            ),
+        );
+    }
+    router
+}
+
+/// Serves one REST call of `route`.
+async fn serve(
+    route: Arc<Route>,
+    upstreams: Arc<Upstreams>,
+    params: RawPathParams,
+    request: Request<Body>,
+) -> Response {
+    let request_id = RequestId::current_or_new();
+    match call(&route, &upstreams, params, request, &request_id).await {
+        Ok(json) => {
+            let mut response = (StatusCode::OK, json).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(problem) => problem.with_request_id(request_id.as_str()).into_response(),
+    }
+}
+
+async fn call(
+    route: &Route,
+    upstreams: &Upstreams,
+    params: RawPathParams,
+    request: Request<Body>,
+    request_id: &RequestId,
+) -> Result<Bytes, Problem> {
+    let (parts, body) = request.into_parts();
+    let body = read_body(&parts, body, route, upstreams.body_limit).await?;
+    let path: Vec<(String, String)> = params
+        .iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    let message = transcode::request(route, &path, parts.uri.query(), &body)
+        .map_err(|error| Problem::new(Code::InvalidArgument, error.to_string()))?;
+    let mut metadata = MetadataMap::new();
+    upstreams
+        .credentials
+        .forward(parts.headers.get(header::AUTHORIZATION), &mut metadata)
+        .await?;
+    let channel = upstreams
+        .channels
+        .get(route.service.name)
+        .cloned()
+        .ok_or_else(|| Problem::new(Code::Unavailable, "this route's service is not reachable"))?;
+    let answer = request_id
+        .clone()
+        .scope(upstream::call(
+            channel,
+            &route.grpc_path(),
+            message,
+            metadata,
+            upstreams.timeout,
+        ))
+        .await
+        .map_err(|status| {
+            if matches!(status.code(), Code::Internal | Code::Unknown | Code::DataLoss) {
+                tracing::warn!(rpc = %route.grpc_path(), code = ?status.code(), message = status.message(), "the service failed");
+            }
+            Problem::from_status(&status)
+        })?;
+    transcode::response(&route.rpc.output(), answer).map(Bytes::from).ok_or_else(|| {
+        tracing::error!(rpc = %route.grpc_path(), "the service's answer does not decode as its output message");
+        Problem::new(Code::Internal, "the service's answer could not be read")
+    })
+}
+
+/// The body, at most `limit` bytes, and JSON when there is one.
+async fn read_body(
+    parts: &http::request::Parts,
+    body: Body,
+    route: &Route,
+    limit: usize,
+) -> Result<Bytes, Problem> {
+    let too_large = || {
+        Problem::http(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::ResourceExhausted,
+            format!("the body is larger than the gateway's limit of {limit} bytes"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let body = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                Problem::new(Code::InvalidArgument, "the body could not be read")
+            }
+        })?
+        .to_bytes();
+    if !body.is_empty() && !matches!(route.body, BodyRule::None) {
+        let json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(Problem::http(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Code::InvalidArgument,
+                "the body must be JSON: send `Content-Type: application/json`",
+            ));
+        }
+    }
+    Ok(body)
+}
