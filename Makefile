@@ -18,15 +18,18 @@ help: ## List the targets
 bins: ## Build every binary (debug)
 	$(WITH_PROTOC) $(CARGO) build --workspace --bins
 
-demo: bins ## Start all services on the embedded defaults and run the CLI story
+demo: bins ## Start all services and the REST gateway on the embedded defaults, run the CLI story and one curl
 	scripts/demo.sh
 
-test-deps: ## Install what the tests need: protoc, etcd and Prometheus (Debian), the FerretDB test server and Jaeger (Go)
+test-deps: ## Install what the tests need: protoc, etcd, Prometheus and Chromium (Debian), the FerretDB test server and Jaeger (Go), oidc-provider (npm), an OpenAPI validator (PyPI)
 	@scripts/ensure-protoc.sh >/dev/null
 	@scripts/install-etcd.sh
 	@scripts/build-ferretdb.sh
 	@scripts/build-jaeger.sh
 	@scripts/install-prometheus.sh
+	@scripts/install-oidc-provider.sh
+	@scripts/install-browser.sh
+	@scripts/install-openapi-validator.sh
 
 test: test-deps bins ## Run every test (unit, integration, end to end)
 	$(WITH_PROTOC) $(CARGO) test --workspace --no-fail-fast

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole shippy story on one machine with no servers: starts the user, vessel and consignment
-# services as separate processes on the embedded defaults (local file registry, the SQLite store,
-# free ports), then drives them with the real `shippy` CLI, and stops everything it started.
+# services and the REST gateway as separate processes on the embedded defaults (local file
+# registry, the SQLite store, free gRPC ports; the gateway on http://127.0.0.1:${GATEWAY_PORT:-8080}),
+# drives them with the real `shippy` CLI and one `curl`, and stops everything it started (from a
+# terminal it first waits for Ctrl-C, so the web console can be tried).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${SHIPPY_BIN_DIR:-$root/target/debug}"
@@ -15,6 +17,9 @@ export SHIPPY_TOKEN_FILE="$work/token"
 # The default store (SQLite) in the demo's own file, so every run tells the same story from scratch.
 export SHIPPY_STORE__SQLITE__PATH="$work/data/shippy.db"
 export SHIPPY_AUTH__DEV_MODE=true   # the demo signs tokens with the public development secret
+gateway_port="${GATEWAY_PORT:-8080}"
+export SHIPPY_GATEWAY__HTTP__PORT="$gateway_port"
+gateway="http://127.0.0.1:$gateway_port"
 
 bold=$'\e[1m'; reset=$'\e[0m'
 [[ -t 1 ]] || { bold=""; reset=""; }
@@ -34,13 +39,13 @@ stop_all() {
 }
 trap 'stop_all' EXIT
 
-for service in user vessel consignment; do
+for service in user vessel consignment gateway; do
   [[ -x "$bin/shippy-$service" ]] || { echo "error: $bin/shippy-$service is missing; run 'make demo' (it builds first)" >&2; exit 1; }
   "$bin/shippy-$service" >"$work/$service.log" 2>&1 &
   pids+=("$!")
 done
 
-step "Starting user, vessel and consignment services (registry: $SHIPPY_REGISTRY__LOCAL__DIR)"
+step "Starting user, vessel, consignment and gateway services (registry: $SHIPPY_REGISTRY__LOCAL__DIR)"
 shippy status --wait 30
 
 step "shippy user create --name 'Ewan Valentine' --email ewan@example.com --company BBC --password ********"
@@ -57,6 +62,24 @@ shippy consignment list
 
 step "shippy vessel list"
 shippy vessel list
+
+step "The same over REST, through the gateway: curl with the token of 'shippy login'"
+token="$(tr -d '[:space:]' <"$SHIPPY_TOKEN_FILE")"
+echo "curl -X POST $gateway/v1/consignments -H \"Authorization: Bearer \$(cat $SHIPPY_TOKEN_FILE)\" -H 'Content-Type: application/json' -d @consignment.json"
+if command -v curl >/dev/null; then
+  (cd "$root" && curl -sS --fail-with-body -X POST "$gateway/v1/consignments" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d @consignment.json)
+  echo
+else
+  echo "(curl is not installed: copy the line above once it is)"
+fi
+
+step "Web console: $gateway/   API: $gateway/openapi.json"
+if [[ -t 0 && -t 1 ]]; then
+  echo "The system keeps running; press Ctrl-C to stop it."
+  trap 'trap - EXIT; stop_all; exit 0' INT
+  wait "${pids[0]}" || true
+fi
 
 trap - EXIT
 stop_all

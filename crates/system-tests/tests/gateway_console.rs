@@ -50,7 +50,7 @@ async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_syst
     cluster.sign_up_and_login(email);
 
     let browser = Browser::start().expect("chromedriver and headless Chromium start");
-    browser.resize(1280, 1500).expect("window size");
+    browser.resize(1280, 1100).expect("window size");
     browser.goto(&format!("{url}/")).expect("the console loads");
 
     // Signed out: the login form, not the shipping form.
@@ -129,16 +129,26 @@ async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_syst
 
     // Three vessel instances, at the addresses of the three processes, from discovery; and the
     // calls they served (the consignment service asked one of them for a vessel).
+    let calls = |listed: &[Vec<String>]| -> f64 {
+        listed.iter().filter_map(|r| r[1].parse::<f64>().ok()).sum()
+    };
     let mut addresses: Vec<String> = vessels.iter().map(|v| v.address().to_owned()).collect();
     addresses.sort();
     let selector = r#"#instances section[data-service="vessel"]"#;
     browser
-        .wait_until("three vessel instances that served calls", WAIT, |b| {
+        .wait_until("three vessel instances, and calls served", WAIT, |b| {
             let listed = rows(b, selector, &["address", "calls"])?;
             let mut shown: Vec<String> = listed.iter().map(|r| r[0].clone()).collect();
             shown.sort();
-            let calls: f64 = listed.iter().filter_map(|r| r[1].parse::<f64>().ok()).sum();
-            Ok((shown == addresses && calls >= 1.0).then_some(()))
+            let consignment = rows(
+                b,
+                r#"#instances section[data-service="consignment"]"#,
+                &["address", "calls"],
+            )?;
+            Ok(
+                (shown == addresses && calls(&listed) >= 1.0 && calls(&consignment) >= 1.0)
+                    .then_some(()),
+            )
         })
         .expect("the live instances");
     for service in ["user", "consignment", "gateway"] {

@@ -182,6 +182,7 @@ async fn the_story_over_rest_submits_consignment_json_and_answers_with_a_vessel(
         .expect("JSON");
     assert_eq!(document["openapi"], "3.0.3");
     assert!(document["paths"]["/v1/consignments"]["post"].is_object());
+    validate_openapi(&document);
 
     let instances: Value = http
         .get(format!("{url}/v1/instances"))
@@ -509,6 +510,31 @@ async fn tokens_of_a_real_openid_connect_provider_work_through_the_gateway() {
         let (status, _) = problem(answer).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
+}
+
+/// Runs openapi-spec-validator (installed by `make test-deps`) on `document`.
+fn validate_openapi(document: &Value) {
+    let python = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.tools/openapi-venv/bin/python"
+    );
+    assert!(
+        std::path::Path::new(python).exists(),
+        "the OpenAPI validator is not installed: run scripts/install-openapi-validator.sh (make test-deps)"
+    );
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), document.to_string()).expect("write");
+    let output = std::process::Command::new(python)
+        .args(["-m", "openapi_spec_validator"])
+        .arg(file.path())
+        .output()
+        .expect("run the validator");
+    assert!(
+        output.status.success(),
+        "/openapi.json is not a valid OpenAPI document:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A new annotated RPC gets its route and its OpenAPI entry with no gateway code: the vessel

@@ -158,7 +158,9 @@ function instanceSection(service) {
   section.className = "service";
   section.dataset.service = String(service.name);
   const heading = document.createElement("h3");
-  heading.textContent = `${service.name} — ${instances.length} instance${instances.length === 1 ? "" : "s"}`;
+  const calls = instances.reduce((sum, i) => sum + (Number.isFinite(i.calls_served) ? i.calls_served : 0), 0);
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  heading.textContent = `${service.name} — ${plural(instances.length, "instance")}, ${plural(calls, "call")} served`;
   const table = document.createElement("table");
   const head = table.createTHead().insertRow();
   for (const title of ["Id", "Address", "Version", "Calls served"]) {

@@ -20,12 +20,13 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use shippy_shared::{
     config::gateway::{ClientRate, CorsSettings},
-    discovery::trace::{REQUEST_ID_HEADER, RequestId},
+    discovery::trace::{self, REQUEST_ID_HEADER, RequestId},
     runtime::http::ClientAddr,
 };
 use tonic::Code;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::problem::Problem;
 
@@ -93,8 +94,13 @@ pub async fn layer(State(edge): State<Arc<Edge>>, request: Request<Body>, next: 
         http.request.method = %method,
         http.route = %route,
         request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
+    // A caller's `traceparent` makes this span part of its trace; without one, a trace starts here.
+    let _ = span.set_parent(trace::extract(request.headers()));
+    trace::record_ids(&span);
     let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
     let mut response = match client.and_then(|client| edge.over_rate(client)) {
         Some(wait) => Problem::new(

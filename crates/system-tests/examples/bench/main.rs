@@ -16,6 +16,9 @@
 //! against its ceiling in the same run: the same `FindAvailable` load on a shippy vessel and on a
 //! bare tonic server (`hop.rs`), so CPU, throughput and p99 read as ratios to a bare hop.
 //!
+//! The REST part sends the same load as JSON through `shippy-gateway` and prints its throughput,
+//! p99 and the gateway's CPU per call as ratios to the gRPC figures (`rest.rs`).
+//!
 //! A third part measures what telemetry costs: the same load with telemetry off, metrics only, and
 //! metrics plus traces exported to a real Jaeger at 10 % and 100 % sampling, interleaved over a few
 //! rounds and printed as ratios to "off".
@@ -24,6 +27,7 @@
 //! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3), `BENCH_HOP_CALLS` (default 20000).
 
 mod hop;
+mod rest;
 
 use std::time::{Duration, Instant};
 
@@ -161,6 +165,8 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&latencies, 1.0))
     );
     println!("loaded RSS {}", memory(&processes));
+    let grpc_rps = calls as f64 / elapsed.as_secs_f64();
+    let grpc_p99 = percentile(&latencies, 0.99);
     let us = |seconds: f64| seconds * 1e6;
     let per_process: Vec<String> = processes
         .iter()
@@ -173,6 +179,28 @@ async fn main() -> anyhow::Result<()> {
         per_process.join(", "),
         us(flow_cpu)
     );
+
+    // The same load over REST, through the gateway.
+    let gateway = cluster.start("gateway").await?;
+    let url = gateway
+        .http_url()
+        .ok_or_else(|| anyhow::anyhow!("the gateway registered no HTTP address"))?;
+    rest::load(&url, &token, 500, concurrency).await?;
+    let gateway_cpu = hop::cpu_seconds(gateway.pid()).unwrap_or(0.0);
+    let rest = rest::load(&url, &token, calls, concurrency).await?;
+    let gateway_cpu = (hop::cpu_seconds(gateway.pid()).unwrap_or(0.0) - gateway_cpu) / calls as f64;
+    let rest_rps = calls as f64 / rest.elapsed.as_secs_f64();
+    println!(
+        "REST       {calls} POST /v1/consignments through the gateway, concurrency {concurrency}: {:.0} calls/s ({:.2} of gRPC), p99 {:.2} ms ({:.2}x gRPC's), gateway {:.0} µs CPU/call, {} failed; gateway RSS {}",
+        rest_rps,
+        rest_rps / grpc_rps,
+        ms(percentile(&rest.latencies, 0.99)),
+        percentile(&rest.latencies, 0.99).as_secs_f64() / grpc_p99.as_secs_f64(),
+        gateway_cpu * 1e6,
+        rest.failures,
+        memory(std::slice::from_ref(&gateway)),
+    );
+    processes.push(gateway);
 
     // One hop against its ceiling, measured now: the same FindAvailable load on a shippy vessel
     // and on a bare tonic server.

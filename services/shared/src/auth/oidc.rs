@@ -271,7 +271,7 @@ impl Expected {
             Some(Audience::Many(many)) => many.as_slice(),
             None => &[],
         };
-        let for_us = audiences.iter().any(|aud| *aud == self.audience);
+        let for_us = audiences.contains(&self.audience);
         // With several audiences the authorized party must be us (Core §3.1.3.7, 4–5), and an
         // `azp` naming another client means the token was issued to that client.
         let azp_ok = match &claims.azp {
