@@ -51,11 +51,25 @@ pub enum Command {
     /// Log in and keep the token for later commands.
     Login {
         /// Email of the account.
-        #[arg(long)]
-        email: String,
+        #[arg(
+            long,
+            required_unless_present = "oidc_token",
+            conflicts_with = "oidc_token"
+        )]
+        email: Option<String>,
         /// Password (or SHIPPY_PASSWORD, which keeps it out of the process list).
-        #[arg(long, env = "SHIPPY_PASSWORD", hide_env_values = true)]
-        password: String,
+        #[arg(
+            long,
+            env = "SHIPPY_PASSWORD",
+            hide_env_values = true,
+            required_unless_present = "oidc_token"
+        )]
+        password: Option<String>,
+        /// Log in with an ID token of the OpenID Connect provider the user service trusts
+        /// (`user.oidc.*`) instead of a password: it is exchanged for a shippy token of the
+        /// user registered with the token's verified email. Or SHIPPY_OIDC_TOKEN.
+        #[arg(long, env = "SHIPPY_OIDC_TOKEN", hide_env_values = true)]
+        oidc_token: Option<String>,
     },
     /// Forget the saved token.
     Logout,

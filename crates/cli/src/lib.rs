@@ -18,7 +18,7 @@ use shippy_proto::{
     consignment::v1::{
         GetRequest as ConsignmentsRequest, shipping_service_client::ShippingServiceClient,
     },
-    user::v1::{Request as UsersRequest, User, user_service_client::UserServiceClient},
+    user::v1::{Request as UsersRequest, Token, User, user_service_client::UserServiceClient},
     vessel::v1::{
         GetRequest as VesselsRequest, Vessel, vessel_service_client::VesselServiceClient,
     },
@@ -211,20 +211,43 @@ async fn run_command(cli: Cli, settings: Settings) -> Result<(), CliError> {
     let format = cli.output;
     match cli.command {
         Command::User(command) => user(&connector, format, command).await,
-        Command::Login { email, password } => {
-            let channel = connector.channel(&catalog::USER).await?;
-            let answer = UserServiceClient::new(channel)
-                .auth(User {
-                    email: email.clone(),
-                    password,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
+        Command::Login {
+            email,
+            password,
+            oidc_token,
+        } => {
+            let mut users = UserServiceClient::new(connector.channel(&catalog::USER).await?);
+            let (answer, email) = match (oidc_token, email) {
+                (Some(token), _) => {
+                    let answer = users
+                        .exchange_token(Token {
+                            token,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    (answer, None)
+                }
+                (None, email) => {
+                    let email = email.unwrap_or_default();
+                    let answer = users
+                        .auth(User {
+                            email: email.clone(),
+                            password: password.unwrap_or_default(),
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    (answer, Some(email))
+                }
+            };
             let path = token::save(&answer.token)?;
+            let who = email
+                .clone()
+                .unwrap_or_else(|| format!("user {}", answer.user_id));
             output::message(
                 format,
-                &format!("Logged in as {email}. Token saved to {}", path.display()),
+                &format!("Logged in as {who}. Token saved to {}", path.display()),
                 &json!({ "email": email, "user_id": answer.user_id, "token_file": path }),
             )
         }

@@ -10,6 +10,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use anyhow::Context;
 use shippy_test_support::{Cluster, browser::Browser, example_consignment};
 
 /// How long the page may take to show the outcome of one step.
@@ -48,64 +49,68 @@ async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_syst
         .expect("the gateway registers its HTTP address");
     let email = "newcomer@example.com";
     cluster.sign_up_and_login(email);
+    let vessel_addresses = vessels.iter().map(|v| v.address().to_owned()).collect();
 
     let browser = Browser::start().expect("chromedriver and headless Chromium start");
-    browser.resize(1280, 1100).expect("window size");
-    browser.goto(&format!("{url}/")).expect("the console loads");
+    if let Err(error) = story(&browser, &url, email, vessel_addresses) {
+        panic!("{error:#}\ngateway log:\n{}", gateway.log());
+    }
+}
+
+/// The newcomer's visit, step by step.
+fn story(
+    browser: &Browser,
+    url: &str,
+    email: &str,
+    mut addresses: Vec<String>,
+) -> anyhow::Result<()> {
+    browser.resize(1280, 1100).context("window size")?;
+    browser
+        .goto(&format!("{url}/"))
+        .context("the console loads")?;
 
     // Signed out: the login form, not the shipping form.
     browser
         .wait_visible("#email", WAIT)
-        .expect("login form")
+        .context("login form")?
         .send_keys(email)
-        .expect("type the email");
-    assert!(
-        !browser
-            .find("#consignment-json")
-            .unwrap()
-            .is_displayed()
-            .unwrap()
-    );
-    browser
-        .find("#password")
-        .unwrap()
-        .send_keys("correct horse")
-        .unwrap();
-    browser.find("#login").unwrap().click().unwrap();
+        .context("type the email")?;
+    assert!(!browser.find("#consignment-json")?.is_displayed()?);
+    browser.find("#password")?.send_keys("correct horse")?;
+    browser.find("#login")?.click()?;
     browser
         .wait_visible("#consignment-json", WAIT)
-        .expect("signed in: the shipping form shows");
+        .context("signed in: the shipping form shows")?;
     let whoami = browser
         .wait_until("the signed-in user's name", WAIT, |b| {
             let text = b.find("#signed-in-as")?.text()?;
             Ok(text.contains(email).then_some(text))
         })
-        .expect("who is signed in");
+        .context("who is signed in")?;
     assert!(whoami.contains("Test User"), "{whoami}");
-    assert!(!browser.find("#email").unwrap().is_displayed().unwrap());
+    assert!(!browser.find("#email")?.is_displayed()?);
 
     // Upload the repository's consignment.json through the file input, and submit it.
     let file: PathBuf = example_consignment()
         .canonicalize()
-        .expect("consignment.json");
+        .context("consignment.json")?;
     browser
-        .find("#consignment-file")
-        .unwrap()
+        .find("#consignment-file")?
         .send_keys(&file.display().to_string())
-        .expect("choose the file");
-    let expected = std::fs::read_to_string(&file).unwrap();
+        .context("choose the file")?;
+    let expected = std::fs::read_to_string(&file)?;
     browser
         .wait_until("the file in the textarea", WAIT, |b| {
             let value = b.find("#consignment-json")?.property("value")?;
             Ok((value.as_str() == Some(expected.as_str())).then_some(()))
         })
-        .expect("the uploaded JSON shows in the textarea");
-    browser.find("#submit").unwrap().click().unwrap();
+        .context("the uploaded JSON shows in the textarea")?;
+    browser.find("#submit")?.click()?;
     browser
         .wait_visible("#created", WAIT)
-        .expect("the created consignment is shown");
-    let id = browser.find("#created-id").unwrap().text().unwrap();
-    let vessel = browser.find("#created-vessel").unwrap().text().unwrap();
+        .context("the created consignment is shown")?;
+    let id = browser.find("#created-id")?.text()?;
+    let vessel = browser.find("#created-vessel")?.text()?;
     assert!(
         !id.is_empty() && !vessel.is_empty(),
         "id {id:?} vessel {vessel:?}"
@@ -119,20 +124,19 @@ async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_syst
                 .contains(&vec![id.clone(), vessel.clone(), "3".to_owned()])
                 .then_some(()))
         })
-        .expect("my consignments");
+        .context("my consignments")?;
     browser
         .wait_until("the vessel in the fleet", WAIT, |b| {
             let fleet = rows(b, "#vessels", &["id", "name"])?;
             Ok(fleet.iter().any(|v| v[0] == vessel).then_some(()))
         })
-        .expect("the fleet");
+        .context("the fleet")?;
 
     // Three vessel instances, at the addresses of the three processes, from discovery; and the
     // calls they served (the consignment service asked one of them for a vessel).
     let calls = |listed: &[Vec<String>]| -> f64 {
         listed.iter().filter_map(|r| r[1].parse::<f64>().ok()).sum()
     };
-    let mut addresses: Vec<String> = vessels.iter().map(|v| v.address().to_owned()).collect();
     addresses.sort();
     let selector = r#"#instances section[data-service="vessel"]"#;
     browser
@@ -150,28 +154,28 @@ async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_syst
                     .then_some(()),
             )
         })
-        .expect("the live instances");
+        .context("the live instances")?;
     for service in ["user", "consignment", "gateway"] {
         let section = format!(r#"#instances section[data-service="{service}"]"#);
-        let listed = rows(&browser, &section, &["address"]).expect("instances");
+        let listed = rows(browser, &section, &["address"]).context("instances")?;
         assert_eq!(listed.len(), 1, "{service}: {listed:?}");
     }
 
     if std::env::var_os("SHIPPY_SCREENSHOT").is_some_and(|v| v == "1") {
-        let png = browser.screenshot().expect("screenshot");
+        let png = browser.screenshot().context("screenshot")?;
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/console.png");
-        std::fs::write(path, png).expect("write docs/console.png");
+        std::fs::write(path, png).context("write docs/console.png")?;
     }
 
     // A consignment typed in with markup in it: listed as text, never as markup.
-    let textarea = browser.find("#consignment-json").unwrap();
-    textarea.clear().unwrap();
+    let textarea = browser.find("#consignment-json")?;
+    textarea.clear()?;
     textarea
         .send_keys(
             r#"{"description": "<img id=injected src=x>", "weight": 10, "containers": [{"customer_id": "c1", "origin": "Leeds"}]}"#,
         )
-        .unwrap();
-    browser.find("#submit").unwrap().click().unwrap();
+        ?;
+    browser.find("#submit")?.click()?;
     browser
         .wait_until("the typed consignment listed", WAIT, |b| {
             let listed = rows(b, "#consignments", &["description"])?;
@@ -180,19 +184,19 @@ async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_syst
                 .any(|r| r[0] == "<img id=injected src=x>")
                 .then_some(()))
         })
-        .expect("the description listed as text");
-    assert!(browser.find_all("#injected").unwrap().is_empty());
+        .context("the description listed as text")?;
+    assert!(browser.find_all("#injected")?.is_empty());
 
     // Malformed JSON: the gateway's sentence and request id in the alert area.
-    let textarea = browser.find("#consignment-json").unwrap();
-    textarea.clear().unwrap();
-    textarea.send_keys(r#"{"description": "#).unwrap();
-    browser.find("#submit").unwrap().click().unwrap();
+    let textarea = browser.find("#consignment-json")?;
+    textarea.clear()?;
+    textarea.send_keys(r#"{"description": "#)?;
+    browser.find("#submit")?.click()?;
     browser
         .wait_visible("#error", WAIT)
-        .expect("the error is shown");
-    let detail = browser.find("#error-detail").unwrap().text().unwrap();
-    let request_id = browser.find("#error-request-id").unwrap().text().unwrap();
+        .context("the error is shown")?;
+    let detail = browser.find("#error-detail")?.text()?;
+    let request_id = browser.find("#error-request-id")?.text()?;
     assert!(!detail.is_empty(), "no detail shown");
     assert!(
         !request_id.is_empty() && request_id != "none",
@@ -203,31 +207,54 @@ async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_syst
         "the problem's detail was not read: {detail:?}"
     );
     assert_eq!(
-        browser.find("#error").unwrap().attribute("role").unwrap(),
+        browser.find("#error")?.attribute("role")?,
         Some("alert".to_owned())
     );
-    assert!(!browser.find("#created").unwrap().is_displayed().unwrap());
+    assert!(!browser.find("#created")?.is_displayed()?);
 
     // Logging out forgets the token: the login form again.
-    browser.find("#logout").unwrap().click().unwrap();
-    browser.wait_visible("#email", WAIT).expect("signed out");
-    assert!(
-        !browser
-            .find("#consignment-json")
-            .unwrap()
-            .is_displayed()
-            .unwrap()
-    );
-    let token = browser
-        .execute("return sessionStorage.getItem('shippy.token');", &[])
-        .unwrap();
+    browser.find("#logout")?.click()?;
+    browser.wait_visible("#email", WAIT).context("signed out")?;
+    assert!(!browser.find("#consignment-json")?.is_displayed()?);
+    let token = browser.execute("return sessionStorage.getItem('shippy.token');", &[])?;
     assert_eq!(token, serde_json::Value::Null);
 
+    // A second newcomer registers through the console (a name with markup in it), signs in with
+    // the filled-in form, sees the name as text and none of the first user's consignments.
+    browser.find("#auth summary")?.click()?;
+    let name = r#"<b id="injected-name">Mallory</b>"#;
+    browser.wait_visible("#reg-name", WAIT)?.send_keys(name)?;
+    browser.find("#reg-company")?.send_keys("Acme")?;
+    browser
+        .find("#reg-email")?
+        .send_keys("second@example.com")?;
+    browser
+        .find("#reg-password")?
+        .send_keys("another long passphrase")?;
+    browser.find("#register")?.click()?;
+    browser
+        .wait_until("the login form filled in", WAIT, |b| {
+            let email = b.find("#email")?.property("value")?;
+            Ok((email == "second@example.com").then_some(()))
+        })
+        .context("registered")?;
+    browser.find("#login")?.click()?;
+    let whoami = browser
+        .wait_until("the second user signed in", WAIT, |b| {
+            let text = b.find("#signed-in-as")?.text()?;
+            Ok(text.contains("second@example.com").then_some(text))
+        })
+        .context("the second user's name")?;
+    assert!(whoami.contains(name), "{whoami}");
+    assert!(browser.find_all("#injected-name")?.is_empty());
+    assert!(rows(browser, "#consignments", &["id"])?.is_empty());
+
     // Nothing the page did broke the gateway's Content-Security-Policy.
-    let messages = browser.console_messages().expect("the page's console");
+    let messages = browser.console_messages().context("the page's console")?;
     let violations: Vec<_> = messages
         .iter()
         .filter(|m| m.contains("Content Security Policy") || m.contains("Uncaught"))
         .collect();
     assert!(violations.is_empty(), "{violations:#?}");
+    Ok(())
 }

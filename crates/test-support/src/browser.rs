@@ -111,10 +111,10 @@ impl Browser {
                     browser.log()
                 );
             }
-            if let Ok((200, answer)) = browser.request("GET", "/status", None) {
-                if answer["value"]["ready"] == true {
-                    break;
-                }
+            if let Ok((200, answer)) = browser.request("GET", "/status", None)
+                && answer["value"]["ready"] == true
+            {
+                break;
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -535,65 +535,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_decodes_with_and_without_padding() {
-        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(decode_base64("aGVsbG8").unwrap(), b"hello");
-        assert_eq!(decode_base64("aGk/Pz4+").unwrap(), b"hi??>>");
-        assert_eq!(decode_base64("").unwrap(), b"");
+    fn base64_decodes_with_and_without_padding() -> anyhow::Result<()> {
+        assert_eq!(decode_base64("aGVsbG8=")?, b"hello");
+        assert_eq!(decode_base64("aGVsbG8")?, b"hello");
+        assert_eq!(decode_base64("aGk/Pz4+")?, b"hi??>>");
+        assert_eq!(decode_base64("")?, b"");
         assert!(decode_base64("a-b").is_err());
+        Ok(())
     }
 
     #[test]
-    fn chunked_bodies_are_joined() {
+    fn chunked_bodies_are_joined() -> anyhow::Result<()> {
         assert_eq!(
-            dechunk(b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n").unwrap(),
+            dechunk(b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n")?,
             b"Wikipedia"
         );
         assert!(dechunk(b"zz\r\n").is_err());
+        Ok(())
     }
 
     #[test]
-    fn answers_end_by_their_length_not_the_connection() {
+    fn answers_end_by_their_length_not_the_connection() -> anyhow::Result<()> {
         let mut answer: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length:2\r\n\r\n{}trailing";
-        let (head, body) = read_answer(&mut answer).unwrap();
+        let (head, body) = read_answer(&mut answer)?;
         assert!(head.starts_with("http/1.1 200"));
         assert_eq!(body, b"{}");
         let mut chunked: &[u8] =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
-        assert_eq!(read_answer(&mut chunked).unwrap().1, b"{}");
+        assert_eq!(read_answer(&mut chunked)?.1, b"{}");
         let mut cut: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}";
         assert!(read_answer(&mut cut).is_err());
+        Ok(())
     }
 
     /// The client against the real driver and browser, on a page of its own (a `data:` URL).
     #[test]
-    fn drives_a_real_headless_chromium() {
-        let browser = Browser::start().expect("chromedriver and Chromium start");
+    fn drives_a_real_headless_chromium() -> anyhow::Result<()> {
+        let browser = Browser::start().context("chromedriver and Chromium start")?;
         browser
             .goto(
                 "data:text/html,<title>t</title><input id=name><button id=go \
                  onclick=\"document.getElementById('out').textContent='hi '+document.getElementById('name').value\">go</button>\
                  <p id=out></p>",
             )
-            .expect("navigate");
-        browser.find("#name").unwrap().send_keys("Ada").unwrap();
-        browser.find("#go").unwrap().click().unwrap();
-        let text = browser
-            .wait_until("the greeting", Duration::from_secs(10), |b| {
-                let text = b.find("#out")?.text()?;
-                Ok((!text.is_empty()).then_some(text))
-            })
-            .unwrap();
+            ?;
+        browser.find("#name")?.send_keys("Ada")?;
+        browser.find("#go")?.click()?;
+        let text = browser.wait_until("the greeting", Duration::from_secs(10), |b| {
+            let text = b.find("#out")?.text()?;
+            Ok((!text.is_empty()).then_some(text))
+        })?;
         assert_eq!(text, "hi Ada");
         assert!(browser.find("#missing").is_err());
-        assert_eq!(browser.find_all("input").unwrap().len(), 1);
+        assert_eq!(browser.find_all("input")?.len(), 1);
         assert_eq!(
-            browser
-                .execute("return arguments[0] + 1;", &[json!(41)])
-                .unwrap(),
+            browser.execute("return arguments[0] + 1;", &[json!(41)])?,
             json!(42)
         );
-        let png = browser.screenshot().unwrap();
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let png = browser.screenshot()?;
+        assert_eq!(png.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]));
+        Ok(())
     }
 }

@@ -594,6 +594,42 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn exchanges_are_refused_with_the_code_their_cause_calls_for() {
+        let refused = handler()
+            .exchange_token(Request::new(pb::Token {
+                token: "a.b.c".into(),
+                ..Default::default()
+            }))
+            .await
+            .expect_err("no provider");
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (
+                Code::FailedPrecondition,
+                "no OpenID Connect provider is configured (user.oidc.issuer)"
+            )
+        );
+        let down = status(UserError::Oidc(OidcError::Unavailable {
+            issuer: "https://id.example.com".into(),
+        }));
+        assert_eq!(
+            (down.code(), down.message()),
+            (
+                Code::Unavailable,
+                "the OpenID Connect provider at https://id.example.com does not answer"
+            )
+        );
+        for error in [
+            UserError::Oidc(OidcError::Expired),
+            UserError::Oidc(OidcError::WrongAudience),
+            UserError::Oidc(OidcError::BadSignature),
+            UserError::NotRegistered,
+        ] {
+            assert_eq!(status(error).code(), Code::Unauthenticated);
+        }
+    }
+
     #[test]
     fn the_hash_wait_is_half_the_callers_deadline() {
         let wait = |value: &str| {

@@ -67,8 +67,9 @@ pub(crate) async fn serve(site: HttpSite, stop: CancellationToken, grace: Durati
         .keep_alive_timeout(bounds.keepalive_timeout())
         .max_header_list_size(u32::try_from(MAX_HEAD_BYTES).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
-    let incoming = connections::incoming(listener, &bounds);
-    tokio::pin!(incoming);
+    // Boxed, so dropping it below closes the listening socket: no new connections while the
+    // open ones finish.
+    let mut incoming = Box::pin(connections::incoming(listener, &bounds));
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
