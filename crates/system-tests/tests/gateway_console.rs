@@ -125,6 +125,10 @@ fn story(
                 .then_some(()))
         })
         .context("my consignments")?;
+    assert_eq!(
+        browser.find("#consignments-count")?.text()?,
+        "1 consignment"
+    );
     browser
         .wait_until("the vessel in the fleet", WAIT, |b| {
             let fleet = rows(b, "#vessels", &["id", "name"])?;
@@ -247,6 +251,12 @@ fn story(
         .context("the second user's name")?;
     assert!(whoami.contains(name), "{whoami}");
     assert!(browser.find_all("#injected-name")?.is_empty());
+    browser
+        .wait_until("the second user's consignments listed", WAIT, |b| {
+            let count = b.find("#consignments-count")?.text()?;
+            Ok((count == "0 consignments").then_some(()))
+        })
+        .context("the second user's list")?;
     assert!(rows(browser, "#consignments", &["id"])?.is_empty());
 
     // Nothing the page did broke the gateway's Content-Security-Policy.

@@ -569,3 +569,54 @@ fn a_route_exists_by_annotation_alone() {
     let document = shippy_gateway::openapi::document(&routes, "test");
     assert!(document["paths"]["/v1/vessels/{id}/retire"]["post"].is_object());
 }
+
+/// The user service limits log-ins per client address; through the gateway that is the REST
+/// client's address (forwarded by the registered gateway), not the gateway's: one client over its
+/// limit does not lock everyone else out.
+#[tokio::test]
+async fn log_in_limits_count_each_rest_client_not_the_gateway() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let (_processes, url) = system(
+        &mut cluster,
+        &[("SHIPPY_AUTH__LOGIN_PER_CLIENT_PER_MINUTE", "2")],
+        &[],
+    )
+    .await;
+    let from = |ip: [u8; 4]| {
+        Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client")
+    };
+    let log_in = |http: Client, n: usize| {
+        let url = url.clone();
+        async move {
+            http.post(format!("{url}/v1/auth/token"))
+                .json(&json!({"email": format!("nobody{n}@example.com"), "password": PASSWORD}))
+                .send()
+                .await
+                .expect("log in")
+                .status()
+        }
+    };
+    let first = from([127, 0, 0, 1]);
+    let statuses = [
+        log_in(first.clone(), 1).await,
+        log_in(first.clone(), 2).await,
+        log_in(first.clone(), 3).await,
+    ];
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // Another client, the same gateway: its own allowance.
+    assert_eq!(
+        log_in(from([127, 0, 0, 2]), 4).await,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -11,6 +11,7 @@ const PAGE_SIZE = 100;
 const MAX_PAGES = 20;
 
 const $ = (id) => document.getElementById(id);
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 /** A refused call: the gateway's one-sentence `detail` and the request id to quote. */
 class ApiError extends Error {
@@ -114,7 +115,10 @@ function render() {
   $("ship").hidden = !signedIn;
   $("mine").hidden = !signedIn;
   $("whoami").hidden = !signedIn;
-  if (!signedIn) fill("consignments", []);
+  if (!signedIn) {
+    fill("consignments", []);
+    $("consignments-count").textContent = "";
+  }
 }
 
 function endSession() {
@@ -138,6 +142,7 @@ async function loadConsignments() {
     containers: Array.isArray(c.containers) ? c.containers.length : 0,
     vessel: c.vessel_id,
   })));
+  $("consignments-count").textContent = plural(consignments.length, "consignment");
 }
 
 async function loadVessels() {
@@ -159,7 +164,6 @@ function instanceSection(service) {
   section.dataset.service = String(service.name);
   const heading = document.createElement("h3");
   const calls = instances.reduce((sum, i) => sum + (Number.isFinite(i.calls_served) ? i.calls_served : 0), 0);
-  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   heading.textContent = `${service.name} — ${plural(instances.length, "instance")}, ${plural(calls, "call")} served`;
   const table = document.createElement("table");
   const head = table.createTHead().insertRow();

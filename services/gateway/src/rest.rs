@@ -14,7 +14,10 @@ use axum::{
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
-use shippy_shared::discovery::{balance::BalancedChannel, trace::RequestId};
+use shippy_shared::{
+    discovery::{balance::BalancedChannel, trace::RequestId},
+    runtime::http::ClientAddr,
+};
 use tonic::{Code, metadata::MetadataMap};
 
 use crate::{
@@ -98,6 +101,13 @@ async fn call(
     let message = transcode::request(route, &path, parts.uri.query(), &body)
         .map_err(|error| Problem::new(Code::InvalidArgument, error.to_string()))?;
     let mut metadata = MetadataMap::new();
+    // The client's address, for limits that count per client (the user service's log-in limit
+    // trusts it from registered gateways only). Any `x-forwarded-for` the client sent is dropped.
+    if let Some(ClientAddr(client)) = parts.extensions.get::<ClientAddr>()
+        && let Ok(value) = client.ip().to_string().parse()
+    {
+        metadata.insert("x-forwarded-for", value);
+    }
     upstreams
         .credentials
         .forward(parts.headers.get(header::AUTHORIZATION), &mut metadata)

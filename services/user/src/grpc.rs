@@ -22,7 +22,8 @@ use std::{
 };
 
 use shippy_proto::user::v1::{self as pb, user_service_server::UserService};
-use shippy_shared::{auth::oidc::OidcVerifier, store::observe};
+use shippy_shared::{auth::oidc::OidcVerifier, discovery::InstanceSet, store::observe};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
@@ -42,6 +43,9 @@ pub struct UserHandler {
     limits: LoginLimits,
     /// The external provider whose ID tokens `ExchangeToken` takes; `None`: exchange is off.
     oidc: Option<Arc<OidcVerifier>>,
+    /// The live REST gateway instances: a call from one of their hosts is limited by the client
+    /// address the gateway forwards (`x-forwarded-for`), not by the gateway's own.
+    proxies: Option<watch::Receiver<InstanceSet>>,
 }
 
 impl UserHandler {
@@ -59,6 +63,40 @@ impl UserHandler {
             hasher,
             limits,
             oidc: None,
+            proxies: None,
+        }
+    }
+
+    /// Trusts `x-forwarded-for` on calls from the hosts of the gateway instances in `gateways`.
+    pub fn with_proxies(mut self, gateways: watch::Receiver<InstanceSet>) -> Self {
+        self.proxies = Some(gateways);
+        self
+    }
+
+    /// The address a log-in is limited by: the caller's, or, when the caller runs on the host of
+    /// a registered gateway instance, the client address that gateway forwarded. (Anyone else's
+    /// `x-forwarded-for` is ignored: it is a client's own claim.)
+    fn client_ip<T>(&self, request: &Request<T>) -> Option<IpAddr> {
+        let peer = request.remote_addr()?.ip();
+        let forwarded = || {
+            request
+                .metadata()
+                .get(FORWARDED_FOR)?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse::<IpAddr>()
+                .ok()
+        };
+        let from_gateway = self.proxies.as_ref().is_some_and(|gateways| {
+            gateways
+                .borrow()
+                .iter()
+                .any(|gateway| host_ip(&gateway.address) == Some(peer))
+        });
+        match from_gateway {
+            true => forwarded().or(Some(peer)),
+            false => Some(peer),
         }
     }
 
@@ -152,9 +190,15 @@ fn hash_wait(metadata: &MetadataMap) -> Option<Duration> {
     Some(deadline / 2)
 }
 
-/// The caller's IP address, when the transport knows it.
-fn client_ip<T>(request: &Request<T>) -> Option<IpAddr> {
-    request.remote_addr().map(|addr| addr.ip())
+/// The metadata key the REST gateway puts a client's address in.
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The IP address of a registered `host:port` (`[v6]:port` included), if its host is an address.
+fn host_ip(address: &str) -> Option<IpAddr> {
+    address
+        .parse::<std::net::SocketAddr>()
+        .map(|socket| socket.ip())
+        .ok()
 }
 
 impl From<User> for pb::User {
@@ -232,7 +276,9 @@ impl UserService for UserHandler {
 
     async fn auth(&self, request: Request<pb::User>) -> Result<Response<pb::Token>, Status> {
         // Limits first: a refused attempt costs no store lookup and no hash.
-        self.limits.client(client_ip(&request)).map_err(status)?;
+        self.limits
+            .client(self.client_ip(&request))
+            .map_err(status)?;
         let wait = hash_wait(request.metadata());
         let credentials = request.into_inner();
         // A malformed email cannot belong to anyone: same answer as a wrong password.

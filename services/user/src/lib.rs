@@ -102,7 +102,10 @@ impl Service for UserApp {
             auth.login_per_client_per_minute,
             auth.login_per_email_per_minute,
         );
-        let handler = grpc::UserHandler::new(store, tokens, hasher, limits).with_oidc(oidc);
+        let gateways = context.registry().subscribe(catalog::GATEWAY.name).await?;
+        let handler = grpc::UserHandler::new(store, tokens, hasher, limits)
+            .with_oidc(oidc)
+            .with_proxies(gateways);
         Ok(Routes::new(UserServiceServer::new(handler)))
     }
 }
