@@ -5,6 +5,7 @@
 //! | [`catalog`] | the one table of services (name, gRPC service, binary, port) | |
 //! | [`validate`] | field validation with errors that name the field | |
 //! | [`page`] | paging of list calls: page size, tokens, byte budget | |
+//! | `call_metrics` | per-call metric handles, made once and reused | |
 //! | [`config`] | typed, layered settings; live settings as watch channels | |
 //! | [`etcd`] | the process's one etcd connection | |
 //! | [`centre`] | the etcd config centre | |
@@ -18,6 +19,7 @@
 //! The CLI uses the crate without the `server` feature, so it links neither MongoDB nor the server
 //! stack. `docs/ARCHITECTURE.md` has the picture.
 
+mod call_metrics;
 pub mod catalog;
 pub mod centre;
 pub mod config;

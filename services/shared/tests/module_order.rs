@@ -9,6 +9,7 @@ const ORDER: &[&str] = &[
     "catalog",
     "validate",
     "page",
+    "call_metrics",
     "config",
     "etcd",
     "centre",

@@ -22,6 +22,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
 
@@ -29,11 +30,53 @@ use tonic::{Code, Status};
 use tracing::{Instrument as _, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::discovery::{
-    InFlightGauge,
-    context::CallContext,
-    trace::{self, REQUEST_ID_HEADER, RequestId, code_name},
+use crate::{
+    call_metrics::{ByPath, PerCode},
+    discovery::{
+        InFlightGauge,
+        context::CallContext,
+        trace::{self, REQUEST_ID_HEADER, RequestId, code_name},
+    },
 };
+
+/// The metric handles of one method served (see `call_metrics`).
+#[derive(Debug)]
+struct MethodMetrics {
+    service: String,
+    method: String,
+    started: metrics::Counter,
+    handled: PerCode,
+    seconds: metrics::Histogram,
+    in_flight: metrics::Gauge,
+    rate_limited: OnceLock<metrics::Counter>,
+}
+
+impl MethodMetrics {
+    fn new(service: &str, method: &str) -> Self {
+        let (service, method) = (service.to_owned(), method.to_owned());
+        Self {
+            started: metrics::counter!("grpc_server_started_total", "grpc_type" => "unary", "grpc_service" => service.clone(), "grpc_method" => method.clone()),
+            seconds: metrics::histogram!("grpc_server_handling_seconds", "grpc_type" => "unary", "grpc_service" => service.clone(), "grpc_method" => method.clone()),
+            in_flight: metrics::gauge!("shippy_server_in_flight_calls", "grpc_service" => service.clone()),
+            handled: PerCode::default(),
+            rate_limited: OnceLock::new(),
+            service,
+            method,
+        }
+    }
+
+    fn handled(&self, code: Code) -> &metrics::Counter {
+        self.handled.get(code, || {
+            metrics::counter!("grpc_server_handled_total", "grpc_type" => "unary", "grpc_service" => self.service.clone(), "grpc_method" => self.method.clone(), "grpc_code" => code_name(code))
+        })
+    }
+
+    fn rate_limited(&self) -> &metrics::Counter {
+        self.rate_limited.get_or_init(|| {
+            metrics::counter!("shippy_server_rate_limited_total", "grpc_service" => self.service.clone(), "grpc_method" => self.method.clone())
+        })
+    }
+}
 
 /// The start of the message of a call refused by the rate limit (`limits`).
 const RATE_LIMITED: &str = "rate limit exceeded";
@@ -47,13 +90,18 @@ fn untraced(path: &str) -> bool {
 #[derive(Debug, Clone)]
 pub(super) struct TraceLayer {
     /// The advertised address of this instance (`server.address`).
-    address: String,
+    address: Arc<str>,
+    /// The metric handles of each method, shared by every connection's copy of the layer.
+    metrics: Arc<ByPath<MethodMetrics>>,
 }
 
 impl TraceLayer {
     /// A layer for the instance advertised at `address`.
     pub(super) fn new(address: String) -> Self {
-        Self { address }
+        Self {
+            address: address.into(),
+            metrics: Arc::default(),
+        }
     }
 }
 
@@ -63,7 +111,8 @@ impl<S> tower::Layer<S> for TraceLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Traced {
             inner,
-            address: self.address.clone(),
+            address: Arc::clone(&self.address),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -72,7 +121,8 @@ impl<S> tower::Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 pub(super) struct Traced<S> {
     inner: S,
-    address: String,
+    address: Arc<str>,
+    metrics: Arc<ByPath<MethodMetrics>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -116,26 +166,26 @@ where
         // A malformed or missing `traceparent` gives an empty context: the span starts a trace.
         let _ = span.set_parent(trace::extract(request.headers()));
         trace::record_ids(&span);
-        let (grpc_service, grpc_method) = (rpc_service.to_owned(), rpc_method.to_owned());
+        let handles = self
+            .metrics
+            .get(path, || MethodMetrics::new(rpc_service, rpc_method));
         // The caller's deadline and version pins go on to every call made while serving this one.
         let context = CallContext::from_headers(request.headers(), std::time::Instant::now());
         let served = request_id
             .clone()
             .scope(context.scope(self.inner.call(request).instrument(span.clone())));
         let started = std::time::Instant::now();
-        metrics::counter!("grpc_server_started_total", "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone()).increment(1);
-        let in_flight = InFlightGauge::start(
-            metrics::gauge!("shippy_server_in_flight_calls", "grpc_service" => grpc_service.clone()),
-        );
+        handles.started.increment(1);
+        let in_flight = InFlightGauge::start(handles.in_flight.clone());
         Box::pin(async move {
             let mut response = served.await?;
             drop(in_flight);
             let (code, rate_limited) = answer(&span, &request_id, &mut response);
             let elapsed = started.elapsed().as_secs_f64();
-            metrics::counter!("grpc_server_handled_total", "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone(), "grpc_code" => code_name(code)).increment(1);
-            metrics::histogram!("grpc_server_handling_seconds", "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone()).record(elapsed);
+            handles.handled(code).increment(1);
+            handles.seconds.record(elapsed);
             if rate_limited {
-                metrics::counter!("shippy_server_rate_limited_total", "grpc_service" => grpc_service, "grpc_method" => grpc_method).increment(1);
+                handles.rate_limited().increment(1);
             }
             // One access-log line per call, at debug level (`log.level=info,shippy_shared=debug`).
             tracing::debug!(parent: &span, code = ?code, elapsed_ms = elapsed * 1e3, "call served");

@@ -22,7 +22,7 @@ use std::{
 
 use tonic::transport::Channel;
 
-use crate::config::ClientSettings;
+use crate::{call_metrics::PerValue, config::ClientSettings};
 
 /// How fast the latency estimate forgets: its weight halves about every 1.4 s.
 const DECAY: Duration = Duration::from_secs(2);
@@ -40,6 +40,8 @@ pub(super) struct Backend {
     answered: AtomicBool,
     latency: Mutex<Ewma>,
     health: Mutex<Health>,
+    /// `shippy_client_attempts_total` of this instance, per outcome.
+    attempts: PerValue<5>,
 }
 
 #[derive(Debug)]
@@ -68,6 +70,22 @@ impl Backend {
                 at: Instant::now(),
             }),
             health: Mutex::new(Health::default()),
+            attempts: PerValue::new([
+                "answered",
+                "unavailable",
+                "unreachable",
+                "broken",
+                "timeout",
+            ]),
+        }
+    }
+
+    /// Counts an attempt on this instance of a call to `target` that ended in `outcome`.
+    pub(super) fn count_attempt(&self, target: &str, outcome: &'static str) {
+        let make = |outcome: &'static str| metrics::counter!("shippy_client_attempts_total", "target" => target.to_owned(), "endpoint" => self.address.clone(), "outcome" => outcome);
+        match self.attempts.get(outcome, make) {
+            Some(counter) => counter.increment(1),
+            None => make(outcome).increment(1),
         }
     }
 

@@ -74,7 +74,10 @@ use super::{
     context::{self, CallContext, GRPC_TIMEOUT_HEADER},
     trace::{self, REQUEST_ID_HEADER, RequestId},
 };
-use crate::config::ClientSettings;
+use crate::{
+    call_metrics::{ByPath, PerCode},
+    config::ClientSettings,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -150,6 +153,56 @@ struct Inner {
     breaker: Breaker,
     budget: RetryBudget,
     endpoints: Endpoints,
+    /// Metric handles of this target and of each method called on it (see `call_metrics`).
+    metrics: TargetMetrics,
+}
+
+/// The per-call metric handles of one target.
+#[derive(Debug)]
+struct TargetMetrics {
+    in_flight: metrics::Gauge,
+    breaker_ratio: metrics::Gauge,
+    methods: ByPath<MethodMetrics>,
+}
+
+impl TargetMetrics {
+    fn new(target: &str) -> Self {
+        Self {
+            in_flight: metrics::gauge!("shippy_client_in_flight_calls", "target" => target.to_owned()),
+            breaker_ratio: metrics::gauge!("shippy_client_breaker_drop_ratio", "target" => target.to_owned()),
+            methods: ByPath::default(),
+        }
+    }
+}
+
+/// The metric handles of one method called on a target.
+#[derive(Debug)]
+struct MethodMetrics {
+    labels: [String; 3],
+    handled: PerCode,
+    seconds: metrics::Histogram,
+}
+
+impl MethodMetrics {
+    fn new(target: &str, grpc_service: &str, grpc_method: &str) -> Self {
+        let labels = [
+            target.to_owned(),
+            grpc_service.to_owned(),
+            grpc_method.to_owned(),
+        ];
+        Self {
+            seconds: metrics::histogram!("grpc_client_handling_seconds", "target" => labels[0].clone(), "grpc_type" => "unary", "grpc_service" => labels[1].clone(), "grpc_method" => labels[2].clone()),
+            handled: PerCode::default(),
+            labels,
+        }
+    }
+
+    fn handled(&self, code: Code) -> &metrics::Counter {
+        let [target, grpc_service, grpc_method] = &self.labels;
+        self.handled.get(code, || {
+            metrics::counter!("grpc_client_handled_total", "target" => target.clone(), "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone(), "grpc_code" => trace::code_name(code))
+        })
+    }
 }
 
 impl Inner {
@@ -312,7 +365,7 @@ impl Inner {
             .into());
         }
         let ratio = self.breaker.drop_ratio(started, settings.breaker_k_percent);
-        metrics::gauge!("shippy_client_breaker_drop_ratio", "target" => target.clone()).set(ratio);
+        self.metrics.breaker_ratio.set(ratio);
         if ratio > 0.0 && rand::random::<f64>() < ratio {
             self.breaker.record(started, false);
             metrics::counter!("shippy_client_breaker_rejected_total", "target" => target)
@@ -325,10 +378,7 @@ impl Inner {
             .into());
         }
         self.budget.deposit(settings);
-        let in_flight = InFlightGauge::start(metrics::gauge!(
-            "shippy_client_in_flight_calls",
-            "target" => target
-        ));
+        let in_flight = InFlightGauge::start(self.metrics.in_flight.clone());
         let dispatched = self.dispatch(request, deadline, settings);
         let result = match tokio::time::timeout_at(deadline.into(), dispatched).await {
             Ok(result) => result,
@@ -442,10 +492,7 @@ impl Inner {
                 .await;
             drop(guard);
             let now = Instant::now();
-            let endpoint = backend.address.clone();
-            let attempt_counter = |outcome: &'static str| {
-                metrics::counter!("shippy_client_attempts_total", "target" => target.clone(), "endpoint" => endpoint.clone(), "outcome" => outcome).increment(1);
-            };
+            let attempt_counter = |outcome: &'static str| backend.count_attempt(&target, outcome);
             let more = attempts < settings.max_attempts.max(1);
             let reason = match outcome {
                 Attempt::Answered(response, code) => {
@@ -639,6 +686,7 @@ impl BalancedChannel {
             breaker: Breaker::new(now),
             budget: RetryBudget::default(),
             endpoints,
+            metrics: TargetMetrics::new(service),
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         let name = service.to_owned();
@@ -816,19 +864,20 @@ impl Service<http::Request<Body>> for BalancedChannel {
             rpc.grpc.status_code = Empty,
             otel.status_code = Empty,
         );
-        let (grpc_service, grpc_method) = (rpc_service.to_owned(), rpc_method.to_owned());
+        let handles = inner.metrics.methods.get(request.uri().path(), || {
+            MethodMetrics::new(&inner.service, rpc_service, rpc_method)
+        });
         let call = async move {
             // Read when the call runs, in the task serving the caller's call.
             let context = CallContext::current();
             context.inject_pins(request.headers_mut());
-            let target = inner.service.clone();
             let settings = inner.settings.borrow().clone();
             let started = Instant::now();
             let result = inner.call(request, &context, &settings, started).await;
             let code = code_of(&result);
             record_status(&tracing::Span::current(), code);
-            metrics::counter!("grpc_client_handled_total", "target" => target.clone(), "grpc_type" => "unary", "grpc_service" => grpc_service.clone(), "grpc_method" => grpc_method.clone(), "grpc_code" => trace::code_name(code)).increment(1);
-            metrics::histogram!("grpc_client_handling_seconds", "target" => target, "grpc_type" => "unary", "grpc_service" => grpc_service, "grpc_method" => grpc_method).record(started.elapsed().as_secs_f64());
+            handles.handled(code).increment(1);
+            handles.seconds.record(started.elapsed().as_secs_f64());
             result
         };
         Box::pin(call.instrument(span))
