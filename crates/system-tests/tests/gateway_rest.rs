@@ -620,3 +620,108 @@ async fn log_in_limits_count_each_rest_client_not_the_gateway() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Behind a trusted proxy (here: loopback) each client named by `X-Forwarded-For` has its own
+/// rate; from anyone else the header is ignored, so a client cannot pick a fresh address.
+#[tokio::test]
+async fn forwarded_clients_are_told_apart_only_behind_trusted_proxies() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let limited = [
+        ("SHIPPY_GATEWAY__RATE__PER_SECOND", "1"),
+        ("SHIPPY_GATEWAY__RATE__BURST", "1"),
+    ];
+    let (_processes, untrusting) = system(&mut cluster, &[], &limited).await;
+    let mut trusting_env = limited.to_vec();
+    trusting_env.push(("SHIPPY_GATEWAY__TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1"));
+    let trusting = cluster
+        .start_with("gateway", &trusting_env)
+        .await
+        .expect("second gateway");
+    let trusting = trusting.http_url().expect("HTTP address");
+    let http = client();
+    let as_client = |url: &str, ip: &str| {
+        http.get(format!("{url}/v1/vessels"))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    // Behind the trusted proxy: two clients, one request each, both served; the first again is over.
+    assert_eq!(
+        as_client(&trusting, "198.51.100.1")
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_client(&trusting, "198.51.100.2")
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_client(&trusting, "198.51.100.1")
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Not trusted: the header changes nothing, the second request is the same client's.
+    assert_eq!(
+        as_client(&untrusting, "198.51.100.1")
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_client(&untrusting, "198.51.100.2")
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// CORS: a listed origin's preflight is answered with its origin; another origin gets no
+/// `Access-Control-Allow-Origin`, so its page cannot read the answer.
+#[tokio::test]
+async fn only_listed_origins_may_call_from_a_browser() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let (_processes, url) = system(
+        &mut cluster,
+        &[],
+        &[(
+            "SHIPPY_GATEWAY__CORS__ALLOWED_ORIGINS",
+            "https://app.example.com",
+        )],
+    )
+    .await;
+    let http = client();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{url}/v1/consignments"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com")
+        .await
+        .expect("preflight");
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example.com")
+    );
+    let other = preflight("https://evil.example").await.expect("preflight");
+    assert!(
+        other.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        other.headers()
+    );
+}

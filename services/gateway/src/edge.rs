@@ -28,7 +28,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::problem::Problem;
+use crate::{
+    client::{self, BadBlock, Block},
+    problem::Problem,
+};
 
 /// The console's policy: its own scripts and styles only, nothing inline, never in a frame.
 const CONSOLE_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -37,18 +40,24 @@ const CONSOLE_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 's
 #[derive(Debug)]
 pub struct Edge {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    proxies: Vec<Block>,
 }
 
 impl Edge {
-    /// The edge of `rate`; forgets quiet clients every minute, so memory follows the active ones.
-    pub fn new(rate: &ClientRate) -> Arc<Self> {
+    /// The edge of `rate` behind `proxies`; forgets quiet clients every minute, so memory follows
+    /// the active ones.
+    pub fn new(rate: &ClientRate, proxies: &[String]) -> Result<Arc<Self>, BadBlock> {
+        let proxies = proxies
+            .iter()
+            .map(|block| Block::parse(block))
+            .collect::<Result<Vec<_>, _>>()?;
         let limiter = NonZeroU32::new(rate.per_second).map(|per_second| {
             let burst = NonZeroU32::new(rate.burst)
                 .unwrap_or(per_second)
                 .max(per_second);
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
         });
-        let edge = Arc::new(Self { limiter });
+        let edge = Arc::new(Self { limiter, proxies });
         let weak = Arc::downgrade(&edge);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -61,7 +70,7 @@ impl Edge {
                 }
             }
         });
-        edge
+        Ok(edge)
     }
 
     /// `Some(seconds to wait)` when `client` is over its rate.
@@ -77,7 +86,11 @@ impl Edge {
 }
 
 /// The middleware: see the module docs.
-pub async fn layer(State(edge): State<Arc<Edge>>, request: Request<Body>, next: Next) -> Response {
+pub async fn layer(
+    State(edge): State<Arc<Edge>>,
+    mut request: Request<Body>,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id = RequestId::from_headers(request.headers());
     let route = request
@@ -101,7 +114,16 @@ pub async fn layer(State(edge): State<Arc<Edge>>, request: Request<Body>, next: 
     // A caller's `traceparent` makes this span part of its trace; without one, a trace starts here.
     let _ = span.set_parent(trace::extract(request.headers()));
     trace::record_ids(&span);
-    let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let client = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|peer| client::client_of(peer.0.ip(), request.headers(), &edge.proxies));
+    if let Some(client) = client {
+        // What the routes and the services see as the client from here on.
+        request
+            .extensions_mut()
+            .insert(ClientAddr(std::net::SocketAddr::new(client, 0)));
+    }
     let mut response = match client.and_then(|client| edge.over_rate(client)) {
         Some(wait) => Problem::new(
             Code::ResourceExhausted,

@@ -2,9 +2,12 @@
 //! each has served (read from its own `/metrics`, the address it registered) — the console's
 //! picture of the system as it runs.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use axum::{Json, extract::State};
+use axum::{extract::State, response::IntoResponse};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
@@ -22,10 +25,15 @@ const MAX_METRICS_BYTES: usize = 2 * 1024 * 1024;
 /// The counters whose sum is "calls served": gRPC calls handled, and the gateway's REST requests.
 const SERVED: [&str; 2] = ["grpc_server_handled_total", "shippy_gateway_requests_total"];
 
+/// How long one listing is served before the instances are asked again: every open console asks
+/// every few seconds, and the instances' metrics pages are not free.
+const FRESH_FOR: Duration = Duration::from_secs(2);
+
 /// Live instance sets of every catalog service.
 #[derive(Debug)]
 pub struct Instances {
     sets: Vec<(&'static str, watch::Receiver<InstanceSet>)>,
+    last: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
 }
 
 impl Instances {
@@ -35,7 +43,10 @@ impl Instances {
         for spec in catalog::ALL {
             sets.push((spec.name, registry.subscribe(spec.name).await?));
         }
-        Ok(Arc::new(Self { sets }))
+        Ok(Arc::new(Self {
+            sets,
+            last: tokio::sync::Mutex::new(None),
+        }))
     }
 }
 
@@ -60,8 +71,22 @@ struct InstanceListing {
     calls_served: Option<u64>,
 }
 
-/// Serves `GET /v1/instances`.
-pub async fn list(State(instances): State<Arc<Instances>>) -> Json<Listing> {
+/// Serves `GET /v1/instances`; concurrent requests share one round of scrapes.
+pub async fn list(State(instances): State<Arc<Instances>>) -> impl IntoResponse {
+    let mut last = instances.last.lock().await;
+    let body = match last.as_ref() {
+        Some((at, body)) if at.elapsed() < FRESH_FOR => body.clone(),
+        _ => {
+            let body =
+                Bytes::from(serde_json::to_vec(&gather(&instances).await).unwrap_or_default());
+            *last = Some((Instant::now(), body.clone()));
+            body
+        }
+    };
+    ([(http::header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn gather(instances: &Instances) -> Listing {
     let mut services = Vec::new();
     for (name, set) in &instances.sets {
         let set = set.borrow().clone();
@@ -91,7 +116,7 @@ pub async fn list(State(instances): State<Arc<Instances>>) -> Json<Listing> {
             instances: listed,
         });
     }
-    Json(Listing { services })
+    Listing { services }
 }
 
 /// The calls an instance has served, from its metrics at `address` (`host:port`).

@@ -5,11 +5,12 @@
 //! ([`routes`]); a request becomes a message and an answer becomes JSON in [`transcode`]; calls go
 //! to the services through the same discovery and balanced channels every service uses
 //! ([`upstream`]); bearer tokens are passed on or exchanged ([`auth`]); every error is a
-//! [`problem::Problem`]. What every request passes through — request id, span, per-client rate,
-//! headers, metrics, CORS — is [`edge`]. The gateway's gRPC port serves only health and
+//! [`problem::Problem`]. What every request passes through — request id, span, who the client is
+//! ([`client`]), per-client rate, headers, metrics, CORS — is [`edge`]. The gateway's gRPC port serves only health and
 //! reflection, so it registers, is probed and shuts down like every service.
 
 pub mod auth;
+pub mod client;
 pub mod console;
 pub mod edge;
 pub mod instances;
@@ -94,7 +95,7 @@ impl Service for GatewayApp {
                 )
             })
             .layer(axum::middleware::from_fn_with_state(
-                edge::Edge::new(&section.rate),
+                edge::Edge::new(&section.rate, &section.trusted_proxies)?,
                 edge::layer,
             ));
         let router = match cors {

@@ -45,6 +45,11 @@ pub struct GatewaySection {
     pub rate: ClientRate,
     /// Cross-origin access for browsers on other origins.
     pub cors: CorsSettings,
+    /// Proxies in front of the gateway (an Ingress controller, a load balancer), as addresses or
+    /// CIDR blocks (`10.0.0.0/8`): a request from one of them is counted against the client its
+    /// `X-Forwarded-For` names (the last address there that is not itself a trusted proxy). From
+    /// anyone else the header is ignored: it would let a client pick its own address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for GatewaySection {
@@ -58,6 +63,7 @@ impl Default for GatewaySection {
             timeout_ms: 10_000,
             rate: ClientRate::default(),
             cors: CorsSettings::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -17,7 +17,11 @@ use super::CommonSettings;
 pub const ENV_PREFIX: &str = "SHIPPY";
 
 /// Keys whose env var values are comma-separated lists.
-const LIST_KEYS: &[&str] = &["etcd.endpoints"];
+const LIST_KEYS: &[&str] = &[
+    "etcd.endpoints",
+    "gateway.cors.allowed_origins",
+    "gateway.trusted_proxies",
+];
 
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
