@@ -24,7 +24,10 @@
 //! names a user (a container's `user_id`, a vessel's `owner_id`) may be empty (the caller is meant)
 //! or the caller's own id, never another user's.
 
+#[cfg(feature = "oidc")]
+mod fetch;
 mod keys;
+#[cfg(feature = "oidc")]
 pub mod oidc;
 pub mod token;
 

@@ -32,9 +32,9 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use reqwest::Url;
 use serde::{Deserialize, de::DeserializeOwned};
 use sha2::Sha256;
+use url::Url;
 
 use super::token::{Header, Parts};
 use crate::config::services::OidcSettings;
@@ -134,9 +134,6 @@ pub enum OidcConfigError {
     /// An issuer without an audience.
     #[error("user.oidc.audience must be set to shippy's client id at the provider")]
     NoAudience,
-    /// The HTTP client could not be built.
-    #[error("the HTTP client for the OpenID Connect provider could not be built: {0}")]
-    Client(#[from] reqwest::Error),
 }
 
 /// Who an ID token that verified names.
@@ -189,13 +186,6 @@ impl OidcVerifier {
         ))
         .map_err(|_| OidcConfigError::NotUrl(issuer.to_owned()))?;
         let timeout = Duration::from_millis(settings.fetch_timeout_ms.max(1));
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // A redirect could lead from https to plain http: the URLs are taken as configured.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("shippy/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Some(Self {
             expected: Expected {
                 issuer: issuer.to_owned(),
@@ -205,7 +195,7 @@ impl OidcVerifier {
             provider: Provider {
                 issuer: issuer.to_owned(),
                 discovery,
-                http,
+                timeout,
             },
             keys: tokio::sync::Mutex::new(KeyCache::default()),
         }))
@@ -707,14 +697,7 @@ fn secure_enough(url: &Url) -> bool {
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
     #[error("{0}")]
-    Request(#[from] reqwest::Error),
-    #[error("{url} answered {status}")]
-    Status {
-        url: Url,
-        status: reqwest::StatusCode,
-    },
-    #[error("{url} sent more than {MAX_DOCUMENT_BYTES} bytes")]
-    TooLarge { url: Url },
+    Get(#[from] super::fetch::GetError),
     #[error("{url} sent no JSON document of the expected shape: {source}")]
     Json { url: Url, source: serde_json::Error },
     #[error("the discovery document names issuer {found:?}, not the configured {expected:?}")]
@@ -735,7 +718,8 @@ struct Discovery {
 struct Provider {
     issuer: String,
     discovery: Url,
-    http: reqwest::Client,
+    /// The deadline of one fetch.
+    timeout: Duration,
 }
 
 impl Provider {
@@ -759,36 +743,8 @@ impl Provider {
 
     /// The JSON document at `url`, read up to [`MAX_DOCUMENT_BYTES`].
     async fn json<T: DeserializeOwned>(&self, url: Url) -> Result<T, FetchError> {
-        let mut response = self
-            .http
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(FetchError::Status {
-                url,
-                status: response.status(),
-            });
-        }
-        let too_large = || FetchError::TooLarge { url: url.clone() };
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_DOCUMENT_BYTES as u64)
-        {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice(&body).map_err(|source| FetchError::Json {
-            url: url.clone(),
-            source,
-        })
+        let body = super::fetch::get(&url, MAX_DOCUMENT_BYTES, self.timeout).await?;
+        serde_json::from_slice(&body).map_err(|source| FetchError::Json { url, source })
     }
 }
 
