@@ -725,3 +725,31 @@ async fn only_listed_origins_may_call_from_a_browser() {
         other.headers()
     );
 }
+
+/// A body that trickles in is cut off at the call's deadline with 408, not waited for forever.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_gets_408() {
+    use std::io::{Read as _, Write as _};
+    let mut cluster = Cluster::local().expect("cluster");
+    let (_processes, url) =
+        system(&mut cluster, &[], &[("SHIPPY_GATEWAY__TIMEOUT_MS", "500")]).await;
+    let address = url.trim_start_matches("http://").to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(&address).expect("connect");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            socket,
+            "POST /v1/users HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+        )
+        .expect("write");
+        let mut answer = vec![0; 4096];
+        let read = socket.read(&mut answer).expect("an answer before the socket's timeout");
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    })
+    .await
+    .expect("join");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}

@@ -93,7 +93,22 @@ async fn call(
     request_id: &RequestId,
 ) -> Result<Bytes, Problem> {
     let (parts, body) = request.into_parts();
-    let body = read_body(&parts, body, route, upstreams.body_limit).await?;
+    // The body gets the call's deadline too: a client trickling it in holds nothing for longer.
+    let body = tokio::time::timeout(
+        upstreams.timeout,
+        read_body(&parts, body, route, upstreams.body_limit),
+    )
+    .await
+    .map_err(|_| {
+        Problem::http(
+            StatusCode::REQUEST_TIMEOUT,
+            Code::DeadlineExceeded,
+            format!(
+                "the body did not arrive within {} ms",
+                upstreams.timeout.as_millis()
+            ),
+        )
+    })??;
     let path: Vec<(String, String)> = params
         .iter()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
