@@ -33,7 +33,6 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, de::DeserializeOwned};
-use sha2::Sha256;
 use url::Url;
 
 use super::token::{Header, Parts};
@@ -54,6 +53,8 @@ const RETRY_GAP: Duration = Duration::from_secs(2);
 const MAX_KEYS: usize = 64;
 /// The shortest RSA key accepted (RFC 7518 §3.3).
 const MIN_RSA_BITS: usize = 2048;
+/// The largest RSA modulus used, in bits.
+const MAX_RSA_BITS: usize = 4096;
 
 /// Why an ID token was not exchanged. Messages are safe to send to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -425,9 +426,16 @@ struct Key {
     public: PublicKey,
 }
 
+/// RSA and P-256 keys are verified with `ring`, which the binary already links for TLS
+/// (rustls verifies certificates with the same code): no second RSA or ECDSA implementation.
 enum PublicKey {
-    Rs256(rsa::pkcs1v15::VerifyingKey<Sha256>, usize),
-    Es256(p256::ecdsa::VerifyingKey),
+    /// Modulus and exponent, big-endian, without leading zeros.
+    Rs256 {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    /// The uncompressed point, `04 || x || y`.
+    Es256(Vec<u8>),
     EdDsa(ed25519_dalek::VerifyingKey),
 }
 
@@ -443,7 +451,7 @@ impl std::fmt::Debug for Key {
 impl Key {
     fn alg(&self) -> Alg {
         match self.public {
-            PublicKey::Rs256(..) => Alg::Rs256,
+            PublicKey::Rs256 { .. } => Alg::Rs256,
             PublicKey::Es256(_) => Alg::Es256,
             PublicKey::EdDsa(_) => Alg::EdDsa,
         }
@@ -463,24 +471,28 @@ impl Key {
         let bytes = |field: &Option<String>| URL_SAFE_NO_PAD.decode(field.as_deref()?).ok();
         let public = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
             ("RSA", _) => {
-                let n = rsa::BigUint::from_bytes_be(&bytes(&jwk.n)?);
-                let e = rsa::BigUint::from_bytes_be(&bytes(&jwk.e)?);
-                // `new` refuses moduli over 4096 bits (bounding the work per verification) and
-                // exponents out of range.
-                let key = rsa::RsaPublicKey::new(n, e).ok()?;
-                let size = rsa::traits::PublicKeyParts::size(&key);
-                if size * 8 < MIN_RSA_BITS {
+                let strip = |bytes: Vec<u8>| {
+                    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+                    bytes[first..].to_vec()
+                };
+                let (n, e) = (strip(bytes(&jwk.n)?), strip(bytes(&jwk.e)?));
+                // 2048 to 4096 bits (the upper bound bounds the work per verification); an
+                // exponent of at most 33 bits, odd and at least 3 (what `ring` accepts).
+                if !(MIN_RSA_BITS / 8..=MAX_RSA_BITS / 8).contains(&n.len())
+                    || e.is_empty()
+                    || e.len() > 5
+                {
                     return None;
                 }
-                PublicKey::Rs256(rsa::pkcs1v15::VerifyingKey::new(key), size)
+                PublicKey::Rs256 { n, e }
             }
             ("EC", Some("P-256")) => {
                 let (x, y) = (bytes(&jwk.x)?, bytes(&jwk.y)?);
                 if x.len() != 32 || y.len() != 32 {
                     return None;
                 }
-                let point = [&[0x04][..], &x, &y].concat();
-                PublicKey::Es256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
+                // Whether the point is on the curve is checked by every verification.
+                PublicKey::Es256([&[0x04][..], &x, &y].concat())
             }
             ("OKP", Some("Ed25519")) => {
                 let x: [u8; 32] = bytes(&jwk.x)?.try_into().ok()?;
@@ -510,16 +522,22 @@ impl Key {
 
     /// Whether `signature` over `signed` verifies with this key.
     fn verify(&self, signed: &[u8], signature: &[u8]) -> Result<(), OidcError> {
-        use p256::ecdsa::signature::Verifier as _;
+        use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
         let verified = match &self.public {
-            PublicKey::Rs256(key, size) => {
-                // Exactly the modulus' length (RFC 7518 §3.3), not a shorter or padded form.
-                signature.len() == *size
-                    && rsa::pkcs1v15::Signature::try_from(signature)
-                        .is_ok_and(|signature| key.verify(signed, &signature).is_ok())
+            // Exactly the modulus' length (RFC 7518 §3.3), not a shorter or padded form; `ring`
+            // checks that too, and the PKCS #1 v1.5 padding and SHA-256 digest info.
+            PublicKey::Rs256 { n, e } => {
+                signature.len() == n.len()
+                    && RsaPublicKeyComponents { n, e }
+                        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, signed, signature)
+                        .is_ok()
             }
-            PublicKey::Es256(key) => p256::ecdsa::Signature::from_slice(signature)
-                .is_ok_and(|signature| key.verify(signed, &signature).is_ok()),
+            // JWS carries `r || s` (64 bytes), the "fixed" encoding.
+            PublicKey::Es256(point) => {
+                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(signed, signature)
+                    .is_ok()
+            }
             PublicKey::EdDsa(key) => ed25519_dalek::Signature::from_slice(signature)
                 .is_ok_and(|signature| key.verify_strict(signed, &signature).is_ok()),
         };
