@@ -59,19 +59,6 @@ async fn a_rest_call_is_one_trace_from_the_caller_through_the_gateway_to_the_ves
         "shippy.consignment.v1.ShippingService/CreateConsignment",
     );
     let vessel = find("vessel", "shippy.vessel.v1.VesselService/FindAvailable");
-    let descends = |span: &jaeger::Span, ancestor: &jaeger::Span| {
-        let mut parent = span.parent.clone();
-        while let Some(id) = parent {
-            if id == ancestor.id {
-                return true;
-            }
-            parent = spans
-                .iter()
-                .find(|s| s.id == id)
-                .and_then(|s| s.parent.clone());
-        }
-        false
-    };
-    assert!(descends(consignment, edge), "{spans:#?}");
-    assert!(descends(vessel, consignment), "{spans:#?}");
+    assert!(jaeger::descends(&spans, consignment, edge), "{spans:#?}");
+    assert!(jaeger::descends(&spans, vessel, consignment), "{spans:#?}");
 }

@@ -50,21 +50,6 @@ fn traced_create(cluster: &Cluster) -> String {
     printed_trace_id(&stderr)
 }
 
-/// Whether `span` descends from `ancestor` in `spans`.
-fn descends(spans: &[jaeger::Span], span: &jaeger::Span, ancestor: &jaeger::Span) -> bool {
-    let mut parent = span.parent.clone();
-    while let Some(id) = parent {
-        if id == ancestor.id {
-            return true;
-        }
-        parent = spans
-            .iter()
-            .find(|s| s.id == id)
-            .and_then(|s| s.parent.clone());
-    }
-    false
-}
-
 fn server_span<'a>(spans: &'a [jaeger::Span], service: &str, rpc: &str) -> &'a jaeger::Span {
     spans
         .iter()
@@ -119,9 +104,9 @@ async fn one_cli_call_is_one_trace_across_cli_consignment_user_and_vessel() {
     let consignment = server_span(&spans, wanted[0].0, wanted[0].1);
     let user = server_span(&spans, wanted[1].0, wanted[1].1);
     let vessel = server_span(&spans, wanted[2].0, wanted[2].1);
-    assert!(descends(&spans, consignment, root), "{spans:#?}");
-    assert!(descends(&spans, user, consignment), "{spans:#?}");
-    assert!(descends(&spans, vessel, consignment), "{spans:#?}");
+    assert!(jaeger::descends(&spans, consignment, root), "{spans:#?}");
+    assert!(jaeger::descends(&spans, user, consignment), "{spans:#?}");
+    assert!(jaeger::descends(&spans, vessel, consignment), "{spans:#?}");
 
     // The CLI's client span and its attempt sit between its root and the consignment service.
     let client = spans
@@ -129,7 +114,7 @@ async fn one_cli_call_is_one_trace_across_cli_consignment_user_and_vessel() {
         .find(|s| s.service == "shippy" && s.operation == wanted[0].1)
         .expect("the CLI's client span");
     assert_eq!(client.parent.as_deref(), Some(root.id.as_str()));
-    assert!(descends(&spans, consignment, client));
+    assert!(jaeger::descends(&spans, consignment, client));
 
     // RPC semantic conventions on every server span.
     for (span, (_, rpc)) in [consignment, user, vessel].into_iter().zip(wanted) {

@@ -285,3 +285,18 @@ pub fn spans(trace: &serde_json::Value) -> Vec<Span> {
         })
         .collect()
 }
+
+/// Whether `span` descends from `ancestor` in `spans` (the spans of one trace).
+pub fn descends(spans: &[Span], span: &Span, ancestor: &Span) -> bool {
+    let mut parent = span.parent.clone();
+    while let Some(id) = parent {
+        if id == ancestor.id {
+            return true;
+        }
+        parent = spans
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.parent.clone());
+    }
+    false
+}

@@ -322,22 +322,32 @@ async fn load(
     calls: usize,
     concurrency: usize,
 ) -> anyhow::Result<Load> {
+    let (client, token) = (client.clone(), token.to_owned());
+    drive(calls, concurrency, move |n| {
+        let (mut client, token) = (client.clone(), token.clone());
+        async move { client.create_consignment(request(&token, n)).await.is_ok() }
+    })
+    .await
+}
+
+/// Makes `calls` calls from `concurrency` workers, each waiting for its answer before making the
+/// next; `call(n)` makes call number `n` (unique per call) and says whether it succeeded.
+async fn drive<F, Fut>(calls: usize, concurrency: usize, call: F) -> anyhow::Result<Load>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..concurrency {
-        let (client, token) = (client.clone(), token.to_owned());
+        let call = call.clone();
         let share = calls / concurrency + usize::from(worker < calls % concurrency);
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(share);
             let mut failures = 0usize;
             for i in 0..share {
                 let sent = Instant::now();
-                if client
-                    .clone()
-                    .create_consignment(request(&token, worker * 1_000_000 + i))
-                    .await
-                    .is_err()
-                {
+                if !call(worker * 1_000_000 + i).await {
                     failures += 1;
                 }
                 latencies.push(sent.elapsed());
