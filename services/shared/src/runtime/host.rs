@@ -174,7 +174,7 @@ impl Application {
             });
         let mut server = tokio::spawn(server);
         let http_stop = tokio_util::sync::CancellationToken::new();
-        let http_address = http.as_ref().map(|site| site.advertised.clone());
+        let http_address = http.as_ref().map(super::http::HttpSite::advertised);
         let grace = Duration::from_millis(timing.grace_ms);
         let http_server =
             http.map(|site| tokio::spawn(super::http::serve(site, http_stop.clone(), grace)));

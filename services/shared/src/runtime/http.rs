@@ -7,22 +7,33 @@
 //! requests finished within `shutdown.grace_ms`. Its connections get the same bounds as the gRPC
 //! port's (`connections`: a cap, and a deadline for the first bytes), plus HTTP/1 header limits:
 //! the size of the request head and how long it may take to arrive (slow-header clients).
+//!
+//! The serving code is behind the `http` feature: only the gateway has such a listener, and the
+//! HTTP/1 server stack it needs would otherwise sit unused in every service's image.
 
 use std::{net::SocketAddr, time::Duration};
 
+#[cfg(feature = "http")]
 use axum::Router;
+#[cfg(feature = "http")]
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
+#[cfg(feature = "http")]
 use tokio::net::TcpListener;
+#[cfg(feature = "http")]
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
+#[cfg(feature = "http")]
 use tonic::transport::server::Connected as _;
+#[cfg(feature = "http")]
 use tower::ServiceExt as _;
 
+#[cfg(feature = "http")]
 use super::connections;
+#[cfg(feature = "http")]
 use crate::config::ServerSettings;
 
 /// Largest request head (request line and headers) an HTTP/1 client may send.
@@ -30,6 +41,7 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most header fields in one HTTP/1 request.
 pub const MAX_HEADERS: usize = 64;
 /// How long the request head may take to arrive, once the first bytes have.
+#[cfg(feature = "http")]
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The peer address of the connection a request came on, as an extension of every request.
@@ -37,6 +49,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ClientAddr(pub SocketAddr);
 
 /// A bound HTTP listener and the router it will serve.
+#[cfg(feature = "http")]
 #[derive(Debug)]
 pub(crate) struct HttpSite {
     pub(crate) listener: TcpListener,
@@ -45,7 +58,29 @@ pub(crate) struct HttpSite {
     pub(crate) bounds: ServerSettings,
 }
 
+/// Without the `http` feature there is no HTTP listener: no value of this type exists.
+#[cfg(not(feature = "http"))]
+#[derive(Debug)]
+pub(crate) enum HttpSite {}
+
+impl HttpSite {
+    /// The address registered as the instance's `http_address`.
+    pub(crate) fn advertised(&self) -> String {
+        #[cfg(feature = "http")]
+        return self.advertised.clone();
+        #[cfg(not(feature = "http"))]
+        match *self {}
+    }
+}
+
+/// Without the `http` feature: nothing to serve (no `HttpSite` exists).
+#[cfg(not(feature = "http"))]
+pub(crate) async fn serve(site: HttpSite, _stop: CancellationToken, _grace: Duration) {
+    match site {}
+}
+
 /// Serves `site` until `stop` fires, then lets open requests finish for up to `grace`.
+#[cfg(feature = "http")]
 pub(crate) async fn serve(site: HttpSite, stop: CancellationToken, grace: Duration) {
     let HttpSite {
         listener,

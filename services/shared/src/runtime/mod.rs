@@ -34,7 +34,7 @@ pub use host::{Application, HostError, shutdown_signal};
 use crate::{
     catalog::ServiceSpec,
     centre::ConfigCentre,
-    config::{self, Layered, Live, ServerSettings, ServiceSettings, live},
+    config::{self, Layered, Live, ServiceSettings, live},
     discovery::{
         self, DiscoveryError, Registry,
         balance::BalancedChannel,
@@ -113,12 +113,13 @@ impl<S: ServiceSettings> Context<S> {
         store::Backend::open(&self.settings().common().store).await
     }
 
-    /// Binds `listen.host:listen.port` (port 0 allowed) and serves `router` there over HTTP/1.1
+    /// (Feature `http`.) Binds `listen.host:listen.port` (port 0 allowed) and serves `router` there over HTTP/1.1
     /// and h2c beside the gRPC port, for as long as the service runs (see [`http`]); the
     /// instance is registered with it as `http_address`. Returns the bound address.
+    #[cfg(feature = "http")]
     pub async fn serve_http(
         &mut self,
-        listen: &ServerSettings,
+        listen: &crate::config::ServerSettings,
         router: axum::Router,
     ) -> Result<std::net::SocketAddr, HostError> {
         let bound = net::bind(listen).await.map_err(|source| HostError::Bind {
