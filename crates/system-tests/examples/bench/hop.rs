@@ -65,9 +65,18 @@ impl VesselService for Bare {
 pub(crate) async fn serve_bare() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("LISTENING {}", listener.local_addr()?);
+    use tokio_stream::StreamExt as _;
+    // Nagle off, as the services have it (tonic sets it only on listeners it binds itself):
+    // without it, small answers wait for delayed ACKs and the ceiling looks 40 ms slow at p99.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            let _ = stream.set_nodelay(true);
+        }
+        accepted
+    });
     tonic::transport::Server::builder()
         .add_service(VesselServiceServer::new(Bare))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(incoming)
         .await?;
     Ok(())
 }
