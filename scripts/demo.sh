@@ -19,6 +19,7 @@ export SHIPPY_STORE__SQLITE__PATH="$work/data/shippy.db"
 export SHIPPY_AUTH__DEV_MODE=true   # the demo signs tokens with the public development secret
 gateway_port="${GATEWAY_PORT:-8080}"
 export SHIPPY_GATEWAY__HTTP__PORT="$gateway_port"
+export SHIPPY_GATEWAY__INSTANCE_ADDRESSES=true   # the console shows where each instance runs
 gateway="http://127.0.0.1:$gateway_port"
 
 bold=$'\e[1m'; reset=$'\e[0m'

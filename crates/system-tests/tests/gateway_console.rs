@@ -43,7 +43,10 @@ async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_syst
         .start("consignment")
         .await
         .expect("consignment starts");
-    let gateway = cluster.start("gateway").await.expect("gateway starts");
+    let gateway = cluster
+        .start_with("gateway", &[("SHIPPY_GATEWAY__INSTANCE_ADDRESSES", "true")])
+        .await
+        .expect("gateway starts");
     let url = gateway
         .http_url()
         .expect("the gateway registers its HTTP address");

@@ -33,18 +33,24 @@ const FRESH_FOR: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Instances {
     sets: Vec<(&'static str, watch::Receiver<InstanceSet>)>,
+    /// `gateway.instance_addresses`.
+    addresses: bool,
     last: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
 }
 
 impl Instances {
-    /// Subscribes to every service of the catalog.
-    pub async fn watch(registry: &dyn Registry) -> Result<Arc<Self>, DiscoveryError> {
+    /// Subscribes to every service of the catalog; `addresses` says whether listings show them.
+    pub async fn watch(
+        registry: &dyn Registry,
+        addresses: bool,
+    ) -> Result<Arc<Self>, DiscoveryError> {
         let mut sets = Vec::new();
         for spec in catalog::ALL {
             sets.push((spec.name, registry.subscribe(spec.name).await?));
         }
         Ok(Arc::new(Self {
             sets,
+            addresses,
             last: tokio::sync::Mutex::new(None),
         }))
     }
@@ -65,7 +71,8 @@ struct ServiceListing {
 #[derive(Debug, Serialize)]
 struct InstanceListing {
     id: String,
-    address: String,
+    /// `None` unless `gateway.instance_addresses` is on.
+    address: Option<String>,
     version: String,
     /// `None` when the instance's metrics could not be read.
     calls_served: Option<u64>,
@@ -89,7 +96,8 @@ pub async fn list(State(instances): State<Arc<Instances>>) -> impl IntoResponse 
 async fn gather(instances: &Instances) -> Listing {
     let mut services = Vec::new();
     for (name, set) in &instances.sets {
-        let set = set.borrow().clone();
+        let mut set = set.borrow().clone();
+        set.sort_by(|a, b| a.address.cmp(&b.address));
         let counted = futures::future::join_all(set.iter().map(|instance| {
             let metrics = instance.metadata.get("metrics_address").cloned();
             async move {
@@ -100,17 +108,16 @@ async fn gather(instances: &Instances) -> Listing {
             }
         }))
         .await;
-        let mut listed: Vec<InstanceListing> = set
+        let listed: Vec<InstanceListing> = set
             .into_iter()
             .zip(counted)
             .map(|(instance, calls_served)| InstanceListing {
                 id: instance.id,
-                address: instance.address,
+                address: instances.addresses.then_some(instance.address),
                 version: instance.version,
                 calls_served,
             })
             .collect();
-        listed.sort_by(|a, b| a.address.cmp(&b.address));
         services.push(ServiceListing {
             name,
             instances: listed,

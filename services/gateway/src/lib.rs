@@ -68,7 +68,9 @@ impl Service for GatewayApp {
             timeout,
         });
         let document = Arc::new(openapi::document(&routes, Self::VERSION));
-        let instances = instances::Instances::watch(context.registry().as_ref()).await?;
+        let instances =
+            instances::Instances::watch(context.registry().as_ref(), section.instance_addresses)
+                .await?;
         let router = Router::new()
             .merge(rest::router(routes, upstreams))
             .route(

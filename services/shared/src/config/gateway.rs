@@ -50,6 +50,10 @@ pub struct GatewaySection {
     /// `X-Forwarded-For` names (the last address there that is not itself a trusted proxy). From
     /// anyone else the header is ignored: it would let a client pick its own address.
     pub trusted_proxies: Vec<String>,
+    /// Whether `GET /v1/instances` (the console's picture of the system) shows each instance's
+    /// network address. Off by default: the services' addresses are internal topology that a
+    /// public client has no use for; the demo and a local compose stack turn it on.
+    pub instance_addresses: bool,
 }
 
 impl Default for GatewaySection {
@@ -64,6 +68,7 @@ impl Default for GatewaySection {
             rate: ClientRate::default(),
             cors: CorsSettings::default(),
             trusted_proxies: Vec::new(),
+            instance_addresses: false,
         }
     }
 }
