@@ -33,6 +33,10 @@ use crate::discovery::balance::BalancedChannel;
 pub(super) const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// Shortest time between two fetches caused by unknown key ids.
 const MIN_REFETCH: Duration = Duration::from_secs(1);
+/// After a fetch that failed (the user service was unreachable, say while it restarts and
+/// discovery has not seen its new instance yet), the next may start this soon: the failure says
+/// nothing about the token, so its caller is told to retry, and the retry should find out.
+const REFETCH_AFTER_FAILURE: Duration = Duration::from_millis(100);
 /// Most verified tokens remembered; when full, the memory starts afresh.
 const MAX_REMEMBERED: usize = 10_000;
 
@@ -62,7 +66,8 @@ pub(super) struct KeyRing {
     /// Tokens that verified with the current copy.
     verified: RwLock<HashMap<Box<str>, Remembered>>,
     /// One fetch at a time; holds when the last one started.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// When the last fetch started, and whether it succeeded.
+    fetching: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl KeyRing {
@@ -138,12 +143,24 @@ impl KeyRing {
     /// caller still verifies with it) and says why it failed.
     async fn refresh(&self, asked: Instant) -> Result<(), AuthError> {
         let mut last = self.fetching.lock().await;
-        if last
-            .is_some_and(|started| started >= asked || asked.duration_since(started) < MIN_REFETCH)
-        {
-            return Ok(());
+        if let Some((started, succeeded)) = *last {
+            let gap = if succeeded {
+                MIN_REFETCH
+            } else {
+                REFETCH_AFTER_FAILURE
+            };
+            if started >= asked || asked.duration_since(started) < gap {
+                // A recent fetch answers for this call too; if it failed, so does this call.
+                return if succeeded {
+                    Ok(())
+                } else {
+                    Err(AuthError::UserService(tonic::Status::unavailable(
+                        "the user service's token keys could not be fetched just now",
+                    )))
+                };
+            }
         }
-        *last = Some(Instant::now());
+        *last = Some((Instant::now(), false));
         match self.users.clone().public_keys(Request::default()).await {
             Ok(answer) => {
                 let set = answer.into_inner();
@@ -165,6 +182,9 @@ impl KeyRing {
                         issuer: set.issuer,
                         fetched: Instant::now(),
                     });
+                }
+                if let Some((_, succeeded)) = last.as_mut() {
+                    *succeeded = true;
                 }
                 Ok(())
             }
