@@ -23,7 +23,7 @@ pub mod upstream;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use axum::{Json, Router, routing::get};
+use axum::{Router, routing::get};
 use http::StatusCode;
 use shippy_shared::{
     catalog::{self, ServiceSpec},
@@ -67,7 +67,11 @@ impl Service for GatewayApp {
             body_limit: section.body_limit_bytes,
             timeout,
         });
-        let document = Arc::new(openapi::document(&routes, Self::VERSION));
+        // Serialized once: the document cannot change while the gateway runs.
+        let document = bytes::Bytes::from(serde_json::to_vec(&openapi::document(
+            &routes,
+            Self::VERSION,
+        ))?);
         let instances =
             instances::Instances::watch(context.registry().as_ref(), section.instance_addresses)
                 .await?;
@@ -76,8 +80,8 @@ impl Service for GatewayApp {
             .route(
                 "/openapi.json",
                 get(move || {
-                    let document = Arc::clone(&document);
-                    async move { Json(document.as_ref().clone()) }
+                    let document = document.clone();
+                    async move { ([(http::header::CONTENT_TYPE, "application/json")], document) }
                 }),
             )
             .route("/v1/instances", get(instances::list).with_state(instances))
