@@ -4,7 +4,10 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use shippy_proto::user::v1::{User, user_service_client::UserServiceClient};
+use shippy_proto::{
+    consignment::v1::{Consignment, Container, shipping_service_client::ShippingServiceClient},
+    user::v1::{User, user_service_client::UserServiceClient},
+};
 use shippy_test_support::{
     Cluster, ServiceProcess, consignment_json, http,
     jaeger::{self, Jaeger},
@@ -137,6 +140,175 @@ async fn one_cli_call_is_one_trace_across_cli_consignment_user_and_vessel() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+/// The request id [`create_with_traceparent`] sends.
+const REQUEST_ID: &str = "req-traced-by-hand";
+
+/// A `CreateConsignment` with `token`, sent straight to `process` with the
+/// W3C `traceparent` header `traceparent`.
+async fn create_with_traceparent(process: &ServiceProcess, token: &str, traceparent: &str) {
+    let mut client = ShippingServiceClient::connect(format!("http://{}", process.address()))
+        .await
+        .expect("connect");
+    let mut request = Request::new(Consignment {
+        description: "traced cargo".into(),
+        weight: 500,
+        containers: vec![Container {
+            customer_id: "c1".into(),
+            origin: "Felixstowe".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim()).parse().expect("header"),
+    );
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().expect("header"));
+    request
+        .metadata_mut()
+        .insert("x-request-id", REQUEST_ID.parse().expect("header"));
+    client.create_consignment(request).await.expect("created");
+}
+
+/// Most calls are not sampled, so the spans opened while serving one (client, attempt, store) are
+/// not built at all; the not-sampled flag still travels, so the next hop records nothing either.
+/// Every service here samples every trace it starts itself: a vessel that lost the flag would
+/// start a trace of its own, and Jaeger would hold it. A sampled call keeps every span.
+#[tokio::test]
+async fn an_unsampled_call_leaves_no_span_anywhere_and_a_sampled_one_keeps_them_all() {
+    let jaeger = Jaeger::start().expect("Jaeger starts");
+    let mut cluster = Cluster::local().expect("cluster");
+    cluster.set_env("SHIPPY_TELEMETRY__OTLP_ENDPOINT", &jaeger.otlp_endpoint());
+    cluster.set_env("SHIPPY_TELEMETRY__SAMPLING_RATIO", "1");
+    cluster.set_env("OTEL_BSP_SCHEDULE_DELAY", "200");
+    let processes = cluster.start_all(1).await.expect("services start");
+    let consignment = processes
+        .iter()
+        .find(|p| p.service == "consignment")
+        .expect("consignment");
+    let token = cluster.sign_up_and_login("sampling@example.com");
+
+    let unsampled = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sampled = "5cf92f3577b34da6a3ce929d0e0e4737";
+    create_with_traceparent(
+        consignment,
+        &token,
+        &format!("00-{unsampled}-00f067aa0ba902b7-00"),
+    )
+    .await;
+    create_with_traceparent(
+        consignment,
+        &token,
+        &format!("00-{sampled}-00f067aa0ba902b7-01"),
+    )
+    .await;
+
+    let find = "shippy.vessel.v1.VesselService/FindAvailable";
+    let trace = jaeger
+        .wait_for_trace(sampled, EXPORT_WITHIN, |trace| {
+            let spans = jaeger::spans(trace);
+            spans
+                .iter()
+                .any(|s| s.service == "vessel" && s.operation == find)
+                && spans
+                    .iter()
+                    .any(|s| s.service == "consignment" && s.tags.contains_key("db.operation.name"))
+        })
+        .expect("the sampled call's trace reaches Jaeger");
+    let spans = jaeger::spans(&trace);
+    let server = server_span(
+        &spans,
+        "consignment",
+        "shippy.consignment.v1.ShippingService/CreateConsignment",
+    );
+    let client = spans
+        .iter()
+        .find(|s| s.service == "consignment" && s.operation == find)
+        .expect("the balancer's client span");
+    let attempt = spans
+        .iter()
+        .find(|s| s.service == "consignment" && s.operation == format!("{find} attempt 1"))
+        .expect("the balancer's attempt span");
+    let vessel = server_span(&spans, "vessel", find);
+    assert!(jaeger::descends(&spans, client, server), "{spans:#?}");
+    assert!(jaeger::descends(&spans, attempt, client), "{spans:#?}");
+    assert!(jaeger::descends(&spans, vessel, attempt), "{spans:#?}");
+
+    // Spans leave each process in the order they end: the unsampled call's would have gone first.
+    assert_eq!(jaeger.trace(unsampled).expect("query"), None);
+    let vessel_calls: Vec<String> = jaeger
+        .trace_ids_of("vessel")
+        .expect("query")
+        .into_iter()
+        .filter(|id| {
+            jaeger.trace(id).expect("query").is_some_and(|trace| {
+                jaeger::spans(&trace)
+                    .iter()
+                    .any(|s| s.service == "vessel" && s.operation == find)
+            })
+        })
+        .collect();
+    assert_eq!(
+        vessel_calls,
+        [sampled],
+        "the vessel recorded a trace of its own for the unsampled call"
+    );
+}
+
+/// When a call's trace is not sampled and the log level leaves out spans, no span of the call is
+/// built at all; its log lines still carry the caller's trace id and request id.
+#[tokio::test]
+async fn log_lines_of_an_unsampled_call_without_spans_still_carry_its_ids() {
+    let mut cluster = Cluster::local().expect("cluster");
+    cluster.set_env("SHIPPY_LOG__FORMAT", "json");
+    // The handlers' own lines, but no spans (they are at info, in shippy_shared).
+    cluster.set_env(
+        "SHIPPY_LOG__LEVEL",
+        "warn,shippy_vessel=info,shippy_consignment=info",
+    );
+    let processes = cluster.start_all(1).await.expect("services start");
+    let consignment = processes
+        .iter()
+        .find(|p| p.service == "consignment")
+        .expect("consignment");
+    let vessel = processes
+        .iter()
+        .find(|p| p.service == "vessel")
+        .expect("vessel");
+    let token = cluster.sign_up_and_login("logs@example.com");
+
+    let trace_id = "6df92f3577b34da6a3ce929d0e0e4738";
+    create_with_traceparent(
+        consignment,
+        &token,
+        &format!("00-{trace_id}-00f067aa0ba902b7-00"),
+    )
+    .await;
+    for (process, message) in [
+        (consignment, "consignment created"),
+        (vessel, "vessel found"),
+    ] {
+        let lines = lines_of_trace(process, trace_id);
+        let line = lines
+            .iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {message:?} line of trace {trace_id}:\n{}",
+                    process.log()
+                )
+            });
+        assert!(line.get("span").is_none(), "no span was built: {line}");
+        assert_eq!(line["request_id"], REQUEST_ID, "{line}");
+        assert!(
+            line["span_id"].as_str().is_some_and(|id| id.len() == 16),
+            "{line}"
+        );
+    }
 }
 
 /// The JSON log lines of `process` that belong to `trace_id`.

@@ -158,6 +158,30 @@ impl Jaeger {
         }
     }
 
+    /// The ids of the traces Jaeger holds with a span of `service` (at most 100, newest first).
+    pub fn trace_ids_of(&self, service: &str) -> anyhow::Result<Vec<String>> {
+        let (status, body) = http::get(
+            &self.query_address(),
+            &format!("/api/traces?service={service}&limit=100&lookback=1h"),
+            Duration::from_secs(5),
+        )?;
+        match status {
+            200 => {
+                let answer: serde_json::Value =
+                    serde_json::from_str(&body).context("Jaeger's answer is not JSON")?;
+                Ok(answer["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|trace| trace["traceID"].as_str().map(str::to_owned))
+                    .collect())
+            }
+            // Jaeger has seen no span of that service yet.
+            404 => Ok(Vec::new()),
+            other => bail!("Jaeger answered {other} for the traces of {service}: {body}"),
+        }
+    }
+
     /// Waits until the trace `trace_id` is in Jaeger and `done` holds for it (spans arrive in
     /// batches, from several processes); returns it, or fails after `within` with what was there.
     pub fn wait_for_trace(

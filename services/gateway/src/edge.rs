@@ -20,7 +20,10 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use shippy_shared::{
     config::gateway::{ClientRate, CorsSettings},
-    discovery::trace::{self, REQUEST_ID_HEADER, RequestId},
+    discovery::{
+        context::CallContext,
+        trace::{self, Decision, EdgeSampler, REQUEST_ID_HEADER, RequestId},
+    },
     runtime::http::ClientAddr,
 };
 use tonic::Code;
@@ -41,12 +44,17 @@ const CONSOLE_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 's
 pub struct Edge {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     proxies: Vec<Block>,
+    sampler: EdgeSampler,
 }
 
 impl Edge {
-    /// The edge of `rate` behind `proxies`; forgets quiet clients every minute, so memory follows
-    /// the active ones.
-    pub fn new(rate: &ClientRate, proxies: &[String]) -> Result<Arc<Self>, BadBlock> {
+    /// The edge of `rate` behind `proxies`, deciding traces with `sampler`; forgets quiet clients
+    /// every minute, so memory follows the active ones.
+    pub fn new(
+        rate: &ClientRate,
+        proxies: &[String],
+        sampler: EdgeSampler,
+    ) -> Result<Arc<Self>, BadBlock> {
         let proxies = proxies
             .iter()
             .map(|block| Block::parse(block))
@@ -57,7 +65,11 @@ impl Edge {
                 .max(per_second);
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
         });
-        let edge = Arc::new(Self { limiter, proxies });
+        let edge = Arc::new(Self {
+            limiter,
+            proxies,
+            sampler,
+        });
         let weak = Arc::downgrade(&edge);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -100,20 +112,37 @@ pub async fn layer(
         .to_owned();
     let method = request.method().clone();
     let console = method == Method::GET && (route == "/" || route.starts_with("/console/"));
-    let span = tracing::info_span!(
-        "http.server",
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
-        request_id = %request_id,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
-    // A caller's `traceparent` makes this span part of its trace; without one, a trace starts here.
-    let _ = span.set_parent(trace::extract(request.headers()));
-    trace::record_ids(&span);
+    let open = || {
+        tracing::info_span!(
+            "http.server",
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        )
+    };
+    // A caller's `traceparent` makes this request part of its trace; without one, a trace starts
+    // here. The trace goes with the calls the route makes (an unsampled one builds no spans).
+    let parent = trace::extract(request.headers());
+    let (span, call) = match edge.sampler.decide(&parent) {
+        Decision::Record => {
+            let span = open();
+            let _ = span.set_parent(parent);
+            let trace = trace::record_ids(&span);
+            let skip = trace.as_ref().is_some_and(|trace| !trace.is_sampled());
+            (span, CallContext::default().with_trace(trace, skip))
+        }
+        Decision::Skip(trace) => {
+            let call = CallContext::default().with_trace(Some(trace.clone()), true);
+            let span = call.enter(open);
+            trace::record_given_ids(&span, &trace);
+            (span, call)
+        }
+    };
     let client = request
         .extensions()
         .get::<ClientAddr>()
@@ -133,9 +162,10 @@ pub async fn layer(
         .with_request_id(request_id.as_str())
         .into_response(),
         None => {
+            let call = call.scope(next.run(request));
             request_id
                 .clone()
-                .scope(next.run(request))
+                .scope(call)
                 .instrument(span.clone())
                 .await
         }

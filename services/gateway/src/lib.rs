@@ -101,7 +101,11 @@ impl Service for GatewayApp {
                 )
             })
             .layer(axum::middleware::from_fn_with_state(
-                edge::Edge::new(&section.rate, &section.trusted_proxies)?,
+                edge::Edge::new(
+                    &section.rate,
+                    &section.trusted_proxies,
+                    context.edge_sampler(),
+                )?,
                 edge::layer,
             ));
         let router = match cors {

@@ -1,5 +1,5 @@
-//! What a call being served passes on to the calls it makes: its **deadline** and its **version
-//! pins**. The server stack (`runtime`) reads both from the incoming metadata and scopes them to
+//! What a call being served passes on to the calls it makes: its **deadline**, its **version
+//! pins** and its **trace**. The server stack (`runtime`) reads both from the incoming metadata and scopes them to
 //! the task serving the call ([`CallContext::scope`]); the balanced channel ([`super::balance`])
 //! reads them back for every outgoing call.
 //!
@@ -11,10 +11,18 @@
 //!   while serving this one to instances of that version, whatever the routing weights say, so the
 //!   green side of a blue/green pair can be tried end to end before traffic moves to it. Pins are
 //!   passed on to every hop.
+//! - **Trace**: the span context of the call (its trace id, the span id its children hang from,
+//!   whether it is sampled), and whether spans opened while serving it are built for the exporter
+//!   at all. They are not when the call's trace is not sampled ([`CallContext::spans_skipped`],
+//!   read by the telemetry filter): most calls are not sampled, and building, recording and
+//!   dropping spans nobody exports was most of the tracing cost per call (see the README's
+//!   hot-path figures). Outgoing calls still carry the trace context, with its sampled flag, so
+//!   the next hop makes the same choice and log lines keep their trace id.
 
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::trace::SpanContext;
 
 /// gRPC's deadline header.
 pub const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
@@ -30,11 +38,13 @@ tokio::task_local! {
     static CURRENT: CallContext;
 }
 
-/// The deadline and version pins of one call being served.
+/// The deadline, version pins and trace of one call being served.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
     deadline: Option<Instant>,
     pins: Vec<(HeaderName, HeaderValue)>,
+    trace: Option<SpanContext>,
+    skip_spans: bool,
 }
 
 impl CallContext {
@@ -57,7 +67,39 @@ impl CallContext {
             .take(MAX_PINS)
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
-        Self { deadline, pins }
+        Self {
+            deadline,
+            pins,
+            trace: None,
+            skip_spans: false,
+        }
+    }
+
+    /// The same context, in the trace `trace` (an invalid one counts as none); `skip_spans` says
+    /// that spans opened while serving the call are not to be built for the exporter.
+    pub fn with_trace(mut self, trace: Option<SpanContext>, skip_spans: bool) -> Self {
+        self.trace = trace.filter(SpanContext::is_valid);
+        self.skip_spans = skip_spans;
+        self
+    }
+
+    /// The span context of the call being served, if it is in a trace.
+    pub fn trace(&self) -> Option<&SpanContext> {
+        self.trace.as_ref()
+    }
+
+    /// Whether this task is serving a call whose spans are not built for the exporter (its trace
+    /// is not sampled, or nothing is exported). False outside a call (the CLI, background tasks).
+    pub fn spans_skipped() -> bool {
+        CURRENT
+            .try_with(|context| context.skip_spans)
+            .unwrap_or(false)
+    }
+
+    /// Runs `f` (synchronous: the opening of the call's own span) with `self` as the current
+    /// context.
+    pub fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
+        CURRENT.sync_scope(self.clone(), f)
     }
 
     /// The context of the call this task serves (empty at the first hop).
@@ -184,7 +226,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(1);
         let context = CallContext {
             deadline: Some(deadline),
-            pins: Vec::new(),
+            ..CallContext::default()
         };
         let seen = context
             .scope(async { CallContext::current().deadline() })

@@ -19,18 +19,24 @@ use std::{fmt, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::{
-    Context,
+    Context, KeyValue,
     propagation::{Extractor, Injector, TextMapPropagator},
-    trace::{TraceContextExt as _, TracerProvider as _},
+    trace::{
+        Link, SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+        TracerProvider as _,
+    },
 };
 use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::{
     Resource,
     propagation::TraceContextPropagator,
-    trace::{Sampler, SdkTracer, SdkTracerProvider},
+    trace::{
+        Sampler, SamplingDecision, SamplingResult, SdkTracer, SdkTracerProvider, ShouldSample,
+    },
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use super::context::CallContext;
 use crate::config::TelemetrySettings;
 
 /// The metadata key of the request id.
@@ -125,12 +131,24 @@ impl Extractor for HeaderExtractor<'_> {
 }
 
 /// Writes the trace context of `span` (`traceparent`, `tracestate`) into `headers`; writes nothing
-/// when tracing is not installed in this process.
+/// when tracing is not installed in this process. A span not built for the exporter (one opened
+/// inside an unsampled call, see [`super::context`]) has no context of its own: the call's server
+/// span's context goes instead, so the next hop learns that the trace is not sampled.
 pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
     let context = span.context();
     if context.span().span_context().is_valid() {
         TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    } else if let Some(trace) = CallContext::current().trace() {
+        let context = Context::new().with_remote_span_context(trace.clone());
+        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
     }
+}
+
+/// The span a log line about `span`'s work goes under: `span` itself, or, when it was not built
+/// (an unsampled call with logs at warn), the span this task is in, so the line still carries the
+/// call's request id.
+pub fn log_parent(span: &tracing::Span) -> Option<tracing::Id> {
+    span.id().or_else(|| tracing::Span::current().id())
 }
 
 /// The caller's trace context from `headers` (empty when there is none or it is malformed).
@@ -140,22 +158,43 @@ pub fn extract(headers: &HeaderMap) -> Context {
 
 /// The trace id and span id of `span` as lower-case hex, when tracing is installed.
 pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context.is_valid().then(|| {
-        (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
-        )
-    })
+    span_context(span).map(|trace| hex_ids(&trace))
 }
 
-/// Records `trace_id` and `span_id` (declared empty) on `span`, so log lines inside it carry them.
-pub fn record_ids(span: &tracing::Span) {
-    if let Some((trace_id, span_id)) = ids(span) {
-        span.record("trace_id", trace_id);
-        span.record("span_id", span_id);
+fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
+}
+
+fn hex_ids(trace: &SpanContext) -> (String, String) {
+    (trace.trace_id().to_string(), trace.span_id().to_string())
+}
+
+/// Records `trace_id` and `span_id` (declared empty) on `span`, so log lines inside it carry them;
+/// returns the span's context (whether it is sampled, for [`CallContext::with_trace`]).
+pub fn record_ids(span: &tracing::Span) -> Option<SpanContext> {
+    let trace = span_context(span)?;
+    record_given_ids(span, &trace);
+    Some(trace)
+}
+
+/// Records the ids of `trace` as `span`'s `trace_id` and `span_id` (a span built for the log
+/// lines only, whose call's trace was decided without it).
+pub fn record_given_ids(span: &tracing::Span, trace: &SpanContext) {
+    if span.is_disabled() {
+        return;
     }
+    let (trace_id, span_id) = hex_ids(trace);
+    span.record("trace_id", trace_id);
+    span.record("span_id", span_id);
+}
+
+/// The ids the log lines of the call this task serves carry when no span of it was built:
+/// `request_id`, `trace_id`, `span_id`.
+pub fn current_log_ids() -> Option<(RequestId, Option<(String, String)>)> {
+    let request_id = RequestId::current()?;
+    Some((request_id, CallContext::current().trace().map(hex_ids)))
 }
 
 /// The name a span of the RPC `path` (`/package.Service/Method`) gets and its `rpc.service` and
@@ -218,6 +257,106 @@ pub enum Sampling {
     Always,
 }
 
+/// The sampling decision for a call, made where it arrives (the server edge), before any span of
+/// it is built: a span that would never be exported is then never built (see `context`). It
+/// follows the same rules as the SDK sampler [`Tracing::install`] sets up from the same settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EdgeSampler {
+    /// Whether spans leave this process at all.
+    exporting: bool,
+    /// The share of new traces sampled; `None` when `OTEL_TRACES_SAMPLER` lets the SDK decide.
+    ratio: Option<f64>,
+}
+
+/// What the server edge does with one call's trace.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Build the call's spans; the SDK's sampler has the last word (it agrees, see
+    /// [`EdgeDecided`]).
+    Record,
+    /// Build no span of this call for the exporter; the call is in this trace (a child of the
+    /// caller's span, or a new unsampled trace), which goes on to the calls it makes.
+    Skip(SpanContext),
+}
+
+impl EdgeSampler {
+    /// The decisions of a service configured with `settings` (and the `OTEL_*` environment).
+    pub fn configured(settings: &TelemetrySettings) -> Self {
+        let env_sampler = std::env::var("OTEL_TRACES_SAMPLER").is_ok_and(|s| !s.is_empty());
+        Self {
+            exporting: export_endpoint(settings).is_some(),
+            ratio: (!env_sampler).then_some(settings.sampling_ratio),
+        }
+    }
+
+    /// The decision for a call whose caller sent the trace context `parent` (empty if none).
+    pub fn decide(&self, parent: &Context) -> Decision {
+        let caller = parent.span().span_context().clone();
+        if caller.is_valid() {
+            if self.exporting && caller.is_sampled() {
+                return Decision::Record;
+            }
+            // Not exported here; the caller's flag goes on, so a sampled trace stays sampled in
+            // the services that do export.
+            return Decision::Skip(SpanContext::new(
+                caller.trace_id(),
+                random_span_id(),
+                caller.trace_flags(),
+                false,
+                caller.trace_state().clone(),
+            ));
+        }
+        let sampled = match self.ratio {
+            _ if !self.exporting => false,
+            None => return Decision::Record,
+            Some(ratio) => ratio >= 1.0 || rand::random::<f64>() < ratio,
+        };
+        if sampled {
+            return Decision::Record;
+        }
+        let trace_id = TraceId::from(rand::random::<u128>().max(1));
+        Decision::Skip(SpanContext::new(
+            trace_id,
+            random_span_id(),
+            TraceFlags::default(),
+            false,
+            TraceState::default(),
+        ))
+    }
+}
+
+fn random_span_id() -> SpanId {
+    SpanId::from(rand::random::<u64>().max(1))
+}
+
+/// The SDK's sampler for traces this process starts: a server span (of a call that arrived
+/// without a trace) is built only when [`EdgeSampler`] sampled the call, so it is kept; other
+/// root spans (background work) get the ratio sampler.
+#[derive(Debug, Clone)]
+struct EdgeDecided(Sampler);
+
+impl ShouldSample for EdgeDecided {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        if *span_kind == SpanKind::Server {
+            return SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: TraceState::default(),
+            };
+        }
+        self.0
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
+}
+
 /// A process's OpenTelemetry tracer: spans get W3C ids (so logs can carry them) whether or not
 /// they are exported; with an OTLP endpoint, sampled spans are exported in batches.
 #[derive(Debug)]
@@ -256,10 +395,12 @@ impl Tracing {
             }
             // The SDK reads OTEL_TRACES_SAMPLER(_ARG) itself when no sampler is given.
             Sampling::Configured if env_sampler => {}
+            // A call arriving without a trace was already sampled (or not) by the server edge
+            // (`EdgeSampler`); its server span is built only when it was, and is kept.
             Sampling::Configured => {
-                builder = builder.with_sampler(Sampler::ParentBased(Box::new(
+                builder = builder.with_sampler(Sampler::ParentBased(Box::new(EdgeDecided(
                     Sampler::TraceIdRatioBased(ratio),
-                )));
+                ))));
             }
         }
         if let Some(endpoint) = &endpoint {
@@ -371,6 +512,81 @@ fn export_endpoint(settings: &TelemetrySettings) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn caller(sampled: bool) -> Context {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(7),
+            SpanId::from(9),
+            flags,
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    fn skipped(decision: Decision) -> SpanContext {
+        match decision {
+            Decision::Skip(trace) => trace,
+            Decision::Record => panic!("recorded"),
+        }
+    }
+
+    #[test]
+    fn the_edge_follows_the_caller_and_samples_new_traces_by_the_ratio() {
+        let exporting = |ratio| EdgeSampler {
+            exporting: true,
+            ratio,
+        };
+        assert_eq!(exporting(Some(0.0)).decide(&caller(true)), Decision::Record);
+        // An unsampled caller's trace goes on, unsampled, from a span of this call.
+        let child = skipped(exporting(Some(1.0)).decide(&caller(false)));
+        assert_eq!(child.trace_id(), TraceId::from(7));
+        assert_ne!(child.span_id(), SpanId::from(9));
+        assert!(child.is_valid() && !child.is_sampled());
+        // New traces: by the ratio; the SDK decides when OTEL_TRACES_SAMPLER is set.
+        assert_eq!(
+            exporting(Some(1.0)).decide(&Context::new()),
+            Decision::Record
+        );
+        assert_eq!(exporting(None).decide(&Context::new()), Decision::Record);
+        let fresh = skipped(exporting(Some(0.0)).decide(&Context::new()));
+        assert!(fresh.is_valid() && !fresh.is_sampled());
+        let sampled = (0..2000)
+            .filter(|_| exporting(Some(0.1)).decide(&Context::new()) == Decision::Record)
+            .count();
+        assert!((100..=300).contains(&sampled), "{sampled} of 2000 at 10 %");
+    }
+
+    #[test]
+    fn with_nothing_exported_no_span_is_built_but_the_callers_flag_goes_on() {
+        let idle = EdgeSampler {
+            exporting: false,
+            ratio: Some(1.0),
+        };
+        let child = skipped(idle.decide(&caller(true)));
+        assert_eq!(child.trace_id(), TraceId::from(7));
+        assert!(
+            child.is_sampled(),
+            "downstream services that export keep the trace"
+        );
+        assert!(!skipped(idle.decide(&Context::new())).is_sampled());
+    }
+
+    #[test]
+    fn the_sdk_keeps_server_roots_the_edge_sampled_and_samples_other_roots_by_ratio() {
+        let sampler = EdgeDecided(Sampler::TraceIdRatioBased(0.0));
+        let decide = |kind| {
+            sampler
+                .should_sample(None, TraceId::from(5), "x", &kind, &[], &[])
+                .decision
+        };
+        assert_eq!(decide(SpanKind::Server), SamplingDecision::RecordAndSample);
+        assert_eq!(decide(SpanKind::Internal), SamplingDecision::Drop);
+    }
 
     #[test]
     fn request_ids_from_callers_are_kept_when_sane_and_replaced_otherwise() {

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     catalog::ServiceSpec,
     config::{ServerSettings, ShutdownSettings},
-    discovery::{DiscoveryError, Registry, ServiceInstance},
+    discovery::{DiscoveryError, Registry, ServiceInstance, trace::EdgeSampler},
 };
 
 /// Why a service could not start or stopped with an error.
@@ -72,6 +72,8 @@ pub(crate) struct ServiceHost {
     pub(crate) server: ServerSettings,
     /// Where the admin HTTP port (metrics, probes) binds.
     pub(crate) admin: SocketAddr,
+    /// How the server edge samples the calls it serves (from `telemetry.*`).
+    pub(crate) sampler: EdgeSampler,
 }
 
 /// A built service, ready to serve. Tests read [`Application::local_addr`] before serving.
@@ -115,6 +117,7 @@ impl Application {
             limits,
             server: bounds,
             admin: admin_addr,
+            sampler,
         } = host;
         // Test builds only: the switch's signal handler, before anything is started.
         #[cfg(feature = "fault-injection")]
@@ -156,7 +159,7 @@ impl Application {
             .http2_keepalive_interval(bounds.keepalive_interval())
             .http2_keepalive_timeout(Some(bounds.keepalive_timeout()))
             // Outermost, so refused and unreadable calls get a span and a request id too.
-            .layer(TraceLayer::new(bound.advertised.clone()))
+            .layer(TraceLayer::new(bound.advertised.clone(), sampler))
             .layer(CodecErrorsLayer);
         // Test builds only: a switch that makes every call fail, before any limit counts it.
         #[cfg(feature = "fault-injection")]

@@ -38,7 +38,7 @@ use crate::{
     discovery::{
         self, DiscoveryError, Registry,
         balance::BalancedChannel,
-        trace::{Sampling, Tracing},
+        trace::{EdgeSampler, Sampling, Tracing},
     },
     etcd::Etcd,
     probe,
@@ -101,6 +101,12 @@ impl<S: ServiceSettings> Context<S> {
     pub async fn channel(&self, target: &ServiceSpec) -> Result<BalancedChannel, DiscoveryError> {
         let client = self.watch(|s| s.common().client.clone());
         BalancedChannel::discover(self.registry.as_ref(), target.name, client).await
+    }
+
+    /// How this service decides, where a call arrives, whether its trace is sampled (for a
+    /// service with an edge of its own, such as the gateway's HTTP listener).
+    pub fn edge_sampler(&self) -> EdgeSampler {
+        EdgeSampler::configured(&self.settings().common().telemetry)
     }
 
     /// The discovery registry, for a service that shows or watches other services' instances.
@@ -193,6 +199,7 @@ pub async fn build<Svc: Service>(
             common.admin.host.unwrap_or(common.server.host),
             common.admin.port,
         ),
+        sampler: EdgeSampler::configured(&common.telemetry),
     };
     Ok(Application::new(host, routes))
 }

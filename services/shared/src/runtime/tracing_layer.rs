@@ -10,6 +10,12 @@
 //! it on (see `discovery::trace`). The caller's deadline and version pins are made current the
 //! same way (`discovery::context`): the layer that sets up the call's context is this one.
 //!
+//! Whether the call's trace is sampled is decided here, before the span is built
+//! ([`EdgeSampler`]): the caller's flag when it sent one, else `telemetry.sampling_ratio`. An
+//! unsampled call's span is built only when the log level wants it, for the log lines, and is
+//! never handed to the exporter; nor are the spans opened inside the call. Its log lines carry
+//! its ids all the same (`telemetry`).
+//!
 //! Every answer, an error's included, carries `x-request-id` in its metadata, so a caller can
 //! quote it; the status message is left as the handler wrote it (clients and tests match on it).
 //! The `shippy` CLI appends the id to the error sentence it prints.
@@ -35,7 +41,7 @@ use crate::{
     discovery::{
         InFlightGauge,
         context::CallContext,
-        trace::{self, REQUEST_ID_HEADER, RequestId, code_name},
+        trace::{self, Decision, EdgeSampler, REQUEST_ID_HEADER, RequestId, code_name},
     },
 };
 
@@ -91,15 +97,18 @@ fn untraced(path: &str) -> bool {
 pub(super) struct TraceLayer {
     /// The advertised address of this instance (`server.address`).
     address: Arc<str>,
+    /// Whether a call's trace is sampled, decided before its span is built.
+    sampler: EdgeSampler,
     /// The metric handles of each method, shared by every connection's copy of the layer.
     metrics: Arc<ByPath<MethodMetrics>>,
 }
 
 impl TraceLayer {
-    /// A layer for the instance advertised at `address`.
-    pub(super) fn new(address: String) -> Self {
+    /// A layer for the instance advertised at `address`, deciding traces with `sampler`.
+    pub(super) fn new(address: String, sampler: EdgeSampler) -> Self {
         Self {
             address: address.into(),
+            sampler,
             metrics: Arc::default(),
         }
     }
@@ -112,6 +121,7 @@ impl<S> tower::Layer<S> for TraceLayer {
         Traced {
             inner,
             address: Arc::clone(&self.address),
+            sampler: self.sampler,
             metrics: Arc::clone(&self.metrics),
         }
     }
@@ -122,6 +132,7 @@ impl<S> tower::Layer<S> for TraceLayer {
 pub(super) struct Traced<S> {
     inner: S,
     address: Arc<str>,
+    sampler: EdgeSampler,
     metrics: Arc<ByPath<MethodMetrics>>,
 }
 
@@ -149,28 +160,48 @@ where
         }
         let request_id = RequestId::from_headers(request.headers());
         let (name, rpc_service, rpc_method) = trace::rpc_names(path);
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = name,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = rpc_service,
-            rpc.method = rpc_method,
-            server.address = %self.address,
-            request_id = %request_id,
-            trace_id = Empty,
-            span_id = Empty,
-            rpc.grpc.status_code = Empty,
-            otel.status_code = Empty,
-        );
-        // A malformed or missing `traceparent` gives an empty context: the span starts a trace.
-        let _ = span.set_parent(trace::extract(request.headers()));
-        trace::record_ids(&span);
+        let open = || {
+            tracing::info_span!(
+                "grpc.server",
+                otel.name = name,
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = rpc_service,
+                rpc.method = rpc_method,
+                server.address = %self.address,
+                request_id = %request_id,
+                trace_id = Empty,
+                span_id = Empty,
+                rpc.grpc.status_code = Empty,
+                otel.status_code = Empty,
+            )
+        };
+        // The caller's deadline and version pins go on to every call made while serving this one,
+        // and so does the trace, decided here before any span is built.
+        let context = CallContext::from_headers(request.headers(), std::time::Instant::now());
+        // A malformed or missing `traceparent` gives an empty context: the call starts a trace.
+        let parent = trace::extract(request.headers());
+        let (span, context) = match self.sampler.decide(&parent) {
+            Decision::Record => {
+                let span = open();
+                let _ = span.set_parent(parent);
+                let trace = trace::record_ids(&span);
+                // The SDK may still leave it unsampled (`OTEL_TRACES_SAMPLER`): then only this
+                // span was built for nothing.
+                let skip = trace.as_ref().is_some_and(|trace| !trace.is_sampled());
+                (span, context.with_trace(trace, skip))
+            }
+            Decision::Skip(trace) => {
+                let context = context.with_trace(Some(trace.clone()), true);
+                // Built only if the log level wants it, for the log lines; never exported.
+                let span = context.enter(open);
+                trace::record_given_ids(&span, &trace);
+                (span, context)
+            }
+        };
         let handles = self
             .metrics
             .get(path, || MethodMetrics::new(rpc_service, rpc_method));
-        // The caller's deadline and version pins go on to every call made while serving this one.
-        let context = CallContext::from_headers(request.headers(), std::time::Instant::now());
         let served = request_id
             .clone()
             .scope(context.scope(self.inner.call(request).instrument(span.clone())));

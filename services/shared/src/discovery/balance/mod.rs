@@ -511,14 +511,14 @@ impl Inner {
                     if !(idempotent && more && self.spend(settings)) {
                         return Ok(response);
                     }
-                    tracing::debug!(parent: &span, service = %self.service, address = %backend.address, "answered UNAVAILABLE; retrying on another instance");
+                    tracing::debug!(parent: trace::log_parent(&span), service = %self.service, address = %backend.address, "answered UNAVAILABLE; retrying on another instance");
                     "unavailable"
                 }
                 Attempt::NotSent(error) => {
                     span.record("otel.status_code", "ERROR");
                     attempt_counter("unreachable");
                     self.failed(&backend, settings, now, true);
-                    tracing::warn!(parent: &span, service = %self.service, address = %backend.address, %error, "instance unreachable, trying another");
+                    tracing::warn!(parent: trace::log_parent(&span), service = %self.service, address = %backend.address, %error, "instance unreachable, trying another");
                     last_error = Some(
                         Status::unavailable(format!(
                             "service '{}' is unreachable: {error}",
@@ -539,7 +539,7 @@ impl Inner {
                     // frozen instance whose connection broke is not picked again at once.
                     backend.observe_timeout(now - started, now);
                     self.failed(&backend, settings, now, false);
-                    tracing::warn!(parent: &span, service = %self.service, address = %backend.address, %error, "connection broke during the call");
+                    tracing::warn!(parent: trace::log_parent(&span), service = %self.service, address = %backend.address, %error, "connection broke during the call");
                     let status = Status::unavailable(format!(
                         "service '{}' is unreachable: {error}",
                         self.service
@@ -564,7 +564,7 @@ impl Inner {
                     if !(idempotent && more && limit < remaining && self.spend(settings)) {
                         return Err(status.into());
                     }
-                    tracing::debug!(parent: &span, service = %self.service, address = %backend.address, "attempt timed out; retrying on another instance");
+                    tracing::debug!(parent: trace::log_parent(&span), service = %self.service, address = %backend.address, "attempt timed out; retrying on another instance");
                     last_error = Some(status.into());
                     "timeout"
                 }
@@ -867,6 +867,7 @@ impl Service<http::Request<Body>> for BalancedChannel {
         let handles = inner.metrics.methods.get(request.uri().path(), || {
             MethodMetrics::new(&inner.service, rpc_service, rpc_method)
         });
+        let client_span = span.clone();
         let call = async move {
             // Read when the call runs, in the task serving the caller's call.
             let context = CallContext::current();
@@ -875,7 +876,8 @@ impl Service<http::Request<Body>> for BalancedChannel {
             let started = Instant::now();
             let result = inner.call(request, &context, &settings, started).await;
             let code = code_of(&result);
-            record_status(&tracing::Span::current(), code);
+            // On this call's own span (a no-op when it was not built), never the caller's.
+            record_status(&client_span, code);
             handles.handled(code).increment(1);
             handles.seconds.record(started.elapsed().as_secs_f64());
             result
