@@ -110,6 +110,12 @@ async fn settings_come_from_etcd_and_changes_apply_live() {
         limited >= 5,
         "rate limit applied live ({limited} of 10 refused)"
     );
+    // The raised level shows what it hid: the access line of every call (debug).
+    assert!(
+        vessel.log().contains("call served"),
+        "debug lines appear after the live change:\n{}",
+        vessel.log()
+    );
     // Health checks are not rate limited.
     shippy_shared::probe::wait_serving(vessel.address(), "", Duration::from_secs(2))
         .await

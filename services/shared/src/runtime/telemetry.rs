@@ -7,13 +7,20 @@
 //! message, in JSON as top-level fields (so a log collector can join lines across services).
 //! The log filter applies to the log lines only, so `log.level=warn` does not switch tracing off.
 
-use std::{fmt, io::IsTerminal, sync::Arc};
+use std::{
+    fmt,
+    io::IsTerminal,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+};
 
 use tokio::sync::watch;
-use tracing::{Event, Level, Metadata, Subscriber, subscriber::Interest};
+use tracing::{Event, Level, Subscriber, subscriber::Interest};
 use tracing_subscriber::{
     EnvFilter, Layer as _,
-    filter::{DynFilterFn, FilterExt as _},
+    filter::{DynFilterFn, FilterExt as _, LevelFilter},
     fmt::{
         FmtContext, FormatEvent, FormatFields, FormattedFields,
         format::{self, JsonFields, Writer},
@@ -58,6 +65,31 @@ pub(super) enum TelemetryError {
     /// The subscriber is gone.
     #[error("cannot change the log filter: {0}")]
     Reload(#[from] reload::Error),
+}
+
+/// The most verbose level `filter` lets through anywhere, as a number for an atomic (see
+/// [`level_filter`]); unknown counts as everything.
+fn most_verbose(filter: &EnvFilter) -> u8 {
+    match filter.max_level_hint().unwrap_or(LevelFilter::TRACE) {
+        LevelFilter::OFF => 0,
+        LevelFilter::ERROR => 1,
+        LevelFilter::WARN => 2,
+        LevelFilter::INFO => 3,
+        LevelFilter::DEBUG => 4,
+        _ => 5,
+    }
+}
+
+/// The level of a number from [`most_verbose`].
+fn level_filter(number: u8) -> LevelFilter {
+    match number {
+        0 => LevelFilter::OFF,
+        1 => LevelFilter::ERROR,
+        2 => LevelFilter::WARN,
+        3 => LevelFilter::INFO,
+        4 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
 }
 
 fn filter(level: &str) -> Result<EnvFilter, TelemetryError> {
@@ -124,37 +156,37 @@ fn traced<S: Subscriber>() -> impl Filter<S> {
     })
 }
 
-/// The global gate in front of every layer: a span opened inside a call whose spans are skipped
-/// (see [`traced`]) is not built at all unless the log lines want it (`logs_want`, the live log
-/// filter). The per-layer filters alone cannot do this: a span that every per-layer filter
-/// refuses is still created, entered and closed in the registry (about a third of the tracing
-/// cost left per call when only they refused it).
-fn gate<S, F>(logs_want: F) -> impl layer::Layer<S>
+/// The global gate, innermost in the stack: a span opened inside a call whose spans are skipped
+/// (see [`traced`]) is not built at all unless the log lines may show it (`logs`: the most verbose
+/// level the live log filter lets through). The per-layer filters alone cannot do this: a span
+/// that every per-layer filter refuses is still created, entered and closed in the registry
+/// (about a third of the tracing cost left per call when only they refused it).
+///
+/// Its per-call-site answer must not be looser than the layers': a global filter that does not say
+/// `never` makes every call site the layers refuse a check per use (the HTTP/2 library's trace
+/// spans, on every frame). So it says `never` to what neither the log lines (by `logs`) nor the
+/// trace layer (info spans, warnings) could take; `logs` changing rebuilds these answers (the
+/// reload does).
+fn gate<S, F>(logs: F) -> impl layer::Layer<S>
 where
     S: Subscriber,
-    F: Fn(&Metadata<'_>, &layer::Context<'_, S>) -> bool + Send + Sync + 'static,
+    F: Fn() -> LevelFilter + Clone + Send + Sync + 'static,
 {
-    DynFilterFn::new(move |meta, cx| {
-        !meta.is_span() || !CallContext::spans_skipped() || logs_want(meta, cx)
+    let per_call = logs.clone();
+    DynFilterFn::new(move |meta, _| {
+        !meta.is_span() || !CallContext::spans_skipped() || *meta.level() <= per_call()
     })
-    .with_callsite_filter(|meta| {
-        if meta.is_span() {
+    .with_callsite_filter(move |meta| {
+        let level = *meta.level();
+        if meta.is_span() && level <= Level::INFO {
             Interest::sometimes()
-        } else {
+        } else if level <= logs() || (!meta.is_span() && level <= TRACE_EVENTS) {
+            // No opinion: the layers' own filters decide.
             Interest::always()
+        } else {
+            Interest::never()
         }
     })
-}
-
-/// Whether the live log filter behind `handle` wants a span or event (for [`gate`]).
-fn logs_want<S: Subscriber, L: Subscriber>(
-    handle: reload::Handle<EnvFilter, L>,
-) -> impl Fn(&Metadata<'_>, &layer::Context<'_, S>) -> bool + Send + Sync + 'static {
-    move |meta, cx| {
-        handle
-            .with_current(|filter| Filter::enabled(filter, meta, cx))
-            .unwrap_or(true)
-    }
 }
 
 /// Installs the process's subscriber: the log lines, and `tracing`'s spans as OpenTelemetry spans
@@ -164,9 +196,14 @@ pub(super) fn init(settings: &LogSettings, tracing: &Tracing) -> Result<LogHandl
         Ok(directives) if !directives.is_empty() => filter(&directives)?,
         _ => filter(&settings.level)?,
     };
+    // The most verbose level the log lines let through, following the live filter (for `gate`).
+    let logs = Arc::new(AtomicU8::new(most_verbose(&filter)));
     let (filter, handle) = reload::Layer::new(filter);
-    let log_filter = handle.clone();
-    let reload: Arc<Reload> = Arc::new(move |new| handle.modify(|current| *current = new));
+    let followed = Arc::clone(&logs);
+    let reload: Arc<Reload> = Arc::new(move |new| {
+        followed.store(most_verbose(&new), Ordering::Relaxed);
+        handle.modify(|current| *current = new)
+    });
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracing.tracer("shippy"))
         // Busy/idle timing reads the clock on every poll of every instrumented future, and thread
@@ -186,7 +223,10 @@ pub(super) fn init(settings: &LogSettings, tracing: &Tracing) -> Result<LogHandl
         .with_target(true)
         .with_file(true)
         .with_line_number(true);
-    let registry = tracing_subscriber::registry().with(otel);
+    // The gate innermost, beside the registry (see `gate`).
+    let registry = tracing_subscriber::registry()
+        .with(gate(move || level_filter(logs.load(Ordering::Relaxed))))
+        .with(otel);
     match settings.format {
         LogFormat::Json => {
             let json = format::format()
@@ -199,10 +239,7 @@ pub(super) fn init(settings: &LogSettings, tracing: &Tracing) -> Result<LogHandl
                 .fmt_fields(JsonFields::new())
                 .event_format(WithRequestIds(json))
                 .with_filter(filter);
-            registry
-                .with(fmt)
-                .with(gate(logs_want(log_filter)))
-                .try_init()?;
+            registry.with(fmt).try_init()?;
         }
         LogFormat::Pretty => {
             let ansi = std::io::stderr().is_terminal();
@@ -217,7 +254,6 @@ pub(super) fn init(settings: &LogSettings, tracing: &Tracing) -> Result<LogHandl
                         .event_format(WithCallIds(pretty))
                         .with_filter(filter),
                 )
-                .with(gate(logs_want(log_filter)))
                 .try_init()?;
         }
     }
@@ -317,7 +353,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     use tracing_subscriber::{Layer, registry::Registry};
@@ -357,9 +393,10 @@ mod tests {
     #[tokio::test]
     async fn spans_inside_an_unsampled_call_are_not_built() {
         let built = Arc::new(AtomicUsize::new(0));
-        let subscriber = Registry::default()
-            .with(Count(Arc::clone(&built)).with_filter(traced()))
-            .with(gate(|_, _| false));
+        // As `init` stacks them: the gate innermost, the traced layer's own filter outside it.
+        let subscriber = Registry::default().with(gate(|| LevelFilter::OFF)).with(
+            Count(Arc::clone(&built)).with_filter(EnvFilter::new(TRACE_FILTER).and(traced())),
+        );
         let _default = tracing::subscriber::set_default(subscriber);
         let open = || {
             let span = tracing::info_span!("inner");
@@ -371,14 +408,22 @@ mod tests {
         assert!(!call(true).scope(async { open() }).await);
         assert!(!open(), "outside any call");
         assert_eq!(built.load(Ordering::SeqCst), 2);
+        // The gate leaves alone what no layer wants (it must not make it a check per call).
+        assert!(tracing::trace_span!("noise").is_disabled());
+        assert!(
+            call(true)
+                .scope(async { tracing::debug_span!("noise").is_disabled() })
+                .await
+        );
     }
 
     #[tokio::test]
     async fn a_span_the_log_lines_want_is_built_for_them_but_not_traced() {
         let traced_spans = Arc::new(AtomicUsize::new(0));
-        let subscriber = Registry::default()
-            .with(Count(Arc::clone(&traced_spans)).with_filter(traced()))
-            .with(gate(|_, _| true));
+        let subscriber = Registry::default().with(gate(|| LevelFilter::INFO)).with(
+            Count(Arc::clone(&traced_spans))
+                .with_filter(EnvFilter::new(TRACE_FILTER).and(traced())),
+        );
         let _default = tracing::subscriber::set_default(subscriber);
         let built = call(false)
             .scope(async { !tracing::info_span!("inner").is_disabled() })
