@@ -94,6 +94,41 @@ impl<const N: usize> PerValue<N> {
     }
 }
 
+/// Handles keyed by two static label values (such as a store operation and its outcome), made on
+/// first use. The keys are a few fixed strings of the code, so the set stays small; a lookup is a
+/// short scan under a read lock.
+#[derive(Debug)]
+pub(crate) struct ByStaticPair<T> {
+    handles: RwLock<Vec<((&'static str, &'static str), T)>>,
+}
+
+impl<T> ByStaticPair<T> {
+    /// An empty set (usable in a `static`).
+    pub(crate) const fn new() -> Self {
+        Self {
+            handles: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Clone> ByStaticPair<T> {
+    /// The handle of `key`, made by `make` the first time.
+    pub(crate) fn get(&self, key: (&'static str, &'static str), make: impl FnOnce() -> T) -> T {
+        if let Ok(handles) = self.handles.read()
+            && let Some((_, found)) = handles.iter().find(|(k, _)| *k == key)
+        {
+            return found.clone();
+        }
+        let made = make();
+        if let Ok(mut handles) = self.handles.write()
+            && !handles.iter().any(|(k, _)| *k == key)
+        {
+            handles.push((key, made.clone()));
+        }
+        made
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +149,16 @@ mod tests {
         assert!(values.get("other", |_| Counter::noop()).is_none());
         let codes = PerCode::default();
         let _ = codes.get(Code::Unauthenticated, Counter::noop);
+        let pairs: ByStaticPair<usize> = ByStaticPair::new();
+        let mut made = 0;
+        for key in [("create", "ok"), ("create", "ok"), ("create", "internal")] {
+            pairs.get(key, || {
+                made += 1;
+                made
+            });
+        }
+        assert_eq!(made, 2, "one handle per pair");
+        assert_eq!(pairs.get(("create", "ok"), || 99), 1);
     }
 
     #[test]

@@ -8,7 +8,10 @@ pub mod sqlite;
 
 use std::future::Future;
 
+use metrics::Histogram;
 use tracing::Instrument;
+
+use crate::call_metrics::ByStaticPair;
 
 /// Store failures, classified by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +69,17 @@ pub async fn observe<T>(
             error.outcome()
         }
     };
-    metrics::histogram!(
-        "shippy_store_operation_seconds",
-        "operation" => operation,
-        "outcome" => outcome,
-    )
-    .record(started.elapsed().as_secs_f64());
+    // One handle per operation and outcome, made once (see `call_metrics`).
+    static HISTOGRAMS: ByStaticPair<Histogram> = ByStaticPair::new();
+    HISTOGRAMS
+        .get((operation, outcome), || {
+            metrics::histogram!(
+                "shippy_store_operation_seconds",
+                "operation" => operation,
+                "outcome" => outcome,
+            )
+        })
+        .record(started.elapsed().as_secs_f64());
     result
 }
 
