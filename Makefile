@@ -40,7 +40,7 @@ test-containers: ## Build the images and run the compose stack for real (podman 
 
 bench: test-deps ## Start-up, throughput, latency, memory and telemetry overhead of the release binaries (prints numbers)
 	$(WITH_PROTOC) $(CARGO) build --release --workspace --bins
-	$(WITH_PROTOC) $(CARGO) run --release -q -p shippy-system-tests --example bench
+	BENCH_STATIC_BIN_DIR="$$(bash scripts/build-static.sh)" $(WITH_PROTOC) $(CARGO) run --release -q -p shippy-system-tests --example bench
 
 # `make chaos` runs the release binaries from here: the vessel built with the test-only fault switch
 # (`fault-injection`: SIGUSR1 makes it fail every call), the others linked to the ordinary build.

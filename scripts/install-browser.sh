@@ -30,15 +30,8 @@ fail() {
     exit 1
 }
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        fail "installing needs root or sudo: run 'apt-get install chromium chromium-driver' as root"
-    fi
-}
+# shellcheck source=scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 report() {
     echo "chromium $(command -v chromium)"
@@ -54,9 +47,7 @@ command -v apt-get >/dev/null 2>&1 \
     || fail "apt-get not found: install Chromium and a matching chromedriver yourself and put both on PATH (as 'chromium' and 'chromedriver')"
 
 say "installing Debian's chromium and chromium-driver packages"
-as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || fail "apt-get update failed"
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2 \
-    || fail "apt-get install chromium chromium-driver failed"
+apt_install chromium chromium-driver || fail "apt-get install chromium chromium-driver failed (it needs root or sudo)"
 
 command -v chromium >/dev/null 2>&1 || fail "chromium is still not on PATH after installing"
 command -v chromedriver >/dev/null 2>&1 || fail "chromedriver is still not on PATH after installing"

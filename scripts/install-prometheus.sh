@@ -29,15 +29,8 @@ fail() {
     exit 1
 }
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        fail "installing needs root or sudo: run 'apt-get install prometheus' as root"
-    fi
-}
+# shellcheck source=scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 if [ "$force" = 0 ] && command -v prometheus >/dev/null 2>&1; then
     echo "prometheus $(command -v prometheus)"
@@ -62,9 +55,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "installing Debian's prometheus package"
-as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || fail "apt-get update failed"
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2 \
-    || fail "apt-get install prometheus failed"
+apt_install prometheus || fail "apt-get install prometheus failed (it needs root or sudo)"
 
 # A systemd host ignores policy-rc.d: stop the packaged service if it started.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then

@@ -209,6 +209,8 @@ pub struct Cluster {
     env: BTreeMap<String, String>,
     registry: Arc<dyn Registry>,
     started: usize,
+    /// Where the service binaries come from, when not [`bin_dir`].
+    binaries: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -247,6 +249,7 @@ impl Cluster {
             env,
             registry: Arc::new(registry),
             started: 0,
+            binaries: None,
         })
     }
 
@@ -340,8 +343,13 @@ impl Cluster {
             .path()
             .join(format!("{service}-{}.log", self.started));
         let file = fs::File::create(&log)?;
+        let name = format!("shippy-{service}");
+        let program = match &self.binaries {
+            Some(dir) => dir.join(&name),
+            None => binary(&name),
+        };
         let child = self
-            .command(&binary(&format!("shippy-{service}")))
+            .command(&program)
             .envs(extra.iter().copied())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -353,6 +361,11 @@ impl Cluster {
             child,
             log,
         })
+    }
+
+    /// Starts service binaries from `dir` from now on (e.g. the static builds the images ship).
+    pub fn use_binaries_from(&mut self, dir: PathBuf) {
+        self.binaries = Some(dir);
     }
 
     /// Starts `shippy-<service>` and waits until it is SERVING.

@@ -22,14 +22,13 @@ use shippy_shared::{
     config::gateway::{ClientRate, CorsSettings},
     discovery::{
         context::CallContext,
-        trace::{self, Decision, EdgeSampler, REQUEST_ID_HEADER, RequestId},
+        trace::{self, EdgeSampler, REQUEST_ID_HEADER, RequestId},
     },
     runtime::http::ClientAddr,
 };
 use tonic::Code;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{
     client::{self, BadBlock, Block},
@@ -128,21 +127,7 @@ pub async fn layer(
     // A caller's `traceparent` makes this request part of its trace; without one, a trace starts
     // here. The trace goes with the calls the route makes (an unsampled one builds no spans).
     let parent = trace::extract(request.headers());
-    let (span, call) = match edge.sampler.decide(&parent) {
-        Decision::Record => {
-            let span = open();
-            let _ = span.set_parent(parent);
-            let trace = trace::record_ids(&span);
-            let skip = trace.as_ref().is_some_and(|trace| !trace.is_sampled());
-            (span, CallContext::default().with_trace(trace, skip))
-        }
-        Decision::Skip(trace) => {
-            let call = CallContext::default().with_trace(Some(trace.clone()), true);
-            let span = call.enter(open);
-            trace::record_given_ids(&span, &trace);
-            (span, call)
-        }
-    };
+    let (span, call) = edge.sampler.open_call(parent, CallContext::default(), open);
     let client = request
         .extensions()
         .get::<ClientAddr>()

@@ -23,6 +23,9 @@
 //! metrics plus traces exported to a real Jaeger at 10 % and 100 % sampling, interleaved over a few
 //! rounds and printed as ratios to "off".
 //!
+//! With `BENCH_STATIC_BIN_DIR` (set by `make bench`), it also prints the idle memory of the static
+//! binaries the images ship.
+//!
 //! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32), `BENCH_LOGINS` (default
 //! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3), `BENCH_HOP_CALLS` (default 20000).
 
@@ -96,6 +99,29 @@ fn request(token: &str, i: usize) -> Request<Consignment> {
     request
 }
 
+/// The idle memory of the binaries the images ship (static, musl; built by `make bench` into
+/// `BENCH_STATIC_BIN_DIR`), started the same way as the release binaries above. The figures differ
+/// from the dynamically linked build's mostly by the shared C library's pages mapped into it.
+async fn static_idle_rss() -> anyhow::Result<()> {
+    let Some(dir) = std::env::var_os("BENCH_STATIC_BIN_DIR").map(std::path::PathBuf::from) else {
+        println!("idle RSS   static binaries: not measured (BENCH_STATIC_BIN_DIR unset)");
+        return Ok(());
+    };
+    let mut cluster = Cluster::local()?;
+    cluster.use_binaries_from(dir);
+    cluster.set_env("SHIPPY_LOG__LEVEL", "warn");
+    cluster.set_env("SHIPPY_STORE__BACKEND", "memory");
+    let mut processes = Vec::new();
+    for service in ["user", "vessel", "consignment", "gateway"] {
+        processes.push(cluster.start(service).await?);
+    }
+    println!(
+        "idle RSS   static (the images' binaries): {}",
+        memory(&processes)
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some(hop::BARE_SERVER_ARG) {
@@ -123,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("idle RSS   {}", memory(&processes));
+    static_idle_rss().await?;
 
     let token = cluster.sign_up_and_login("bench@example.com");
     let token = token.trim().to_owned();

@@ -325,6 +325,37 @@ impl EdgeSampler {
     }
 }
 
+impl EdgeSampler {
+    /// Opens the span of a call that arrived with the trace context `parent` (`open` builds it)
+    /// as [`EdgeSampler::decide`] says, records its ids for the log lines, and returns it with
+    /// `call`, the call's context, now carrying the trace and whether its spans are skipped.
+    pub fn open_call(
+        &self,
+        parent: Context,
+        call: CallContext,
+        open: impl FnOnce() -> tracing::Span,
+    ) -> (tracing::Span, CallContext) {
+        match self.decide(&parent) {
+            Decision::Record => {
+                let span = open();
+                let _ = span.set_parent(parent);
+                let trace = record_ids(&span);
+                // The SDK may still leave it unsampled (`OTEL_TRACES_SAMPLER`): then only this
+                // span was built for nothing.
+                let skip = trace.as_ref().is_some_and(|trace| !trace.is_sampled());
+                (span, call.with_trace(trace, skip))
+            }
+            Decision::Skip(trace) => {
+                let call = call.with_trace(Some(trace.clone()), true);
+                // Built only if the log level wants it, for the log lines; never exported.
+                let span = call.enter(open);
+                record_given_ids(&span, &trace);
+                (span, call)
+            }
+        }
+    }
+}
+
 fn random_span_id() -> SpanId {
     SpanId::from(rand::random::<u64>().max(1))
 }

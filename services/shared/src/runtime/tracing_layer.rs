@@ -34,14 +34,13 @@ use std::{
 
 use tonic::{Code, Status};
 use tracing::{Instrument as _, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::{
     call_metrics::{ByPath, PerCode},
     discovery::{
         InFlightGauge,
         context::CallContext,
-        trace::{self, Decision, EdgeSampler, REQUEST_ID_HEADER, RequestId, code_name},
+        trace::{self, EdgeSampler, REQUEST_ID_HEADER, RequestId, code_name},
     },
 };
 
@@ -181,24 +180,7 @@ where
         let context = CallContext::from_headers(request.headers(), std::time::Instant::now());
         // A malformed or missing `traceparent` gives an empty context: the call starts a trace.
         let parent = trace::extract(request.headers());
-        let (span, context) = match self.sampler.decide(&parent) {
-            Decision::Record => {
-                let span = open();
-                let _ = span.set_parent(parent);
-                let trace = trace::record_ids(&span);
-                // The SDK may still leave it unsampled (`OTEL_TRACES_SAMPLER`): then only this
-                // span was built for nothing.
-                let skip = trace.as_ref().is_some_and(|trace| !trace.is_sampled());
-                (span, context.with_trace(trace, skip))
-            }
-            Decision::Skip(trace) => {
-                let context = context.with_trace(Some(trace.clone()), true);
-                // Built only if the log level wants it, for the log lines; never exported.
-                let span = context.enter(open);
-                trace::record_given_ids(&span, &trace);
-                (span, context)
-            }
-        };
+        let (span, context) = self.sampler.open_call(parent, context, open);
         let handles = self
             .metrics
             .get(path, || MethodMetrics::new(rpc_service, rpc_method));
