@@ -69,6 +69,11 @@ async fn sign_up(http: &Client, url: &str, email: &str) -> String {
 }
 
 /// Status, content type, and body of a problem answer; checks the request id is in both.
+/// Sends `request` and reads its answer as a problem (see [`problem`]).
+async fn sent(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    problem(request.send().await.expect("send")).await
+}
+
 async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let media = response
@@ -231,26 +236,16 @@ async fn every_error_a_client_can_cause_is_a_problem_with_its_status() {
     let token = sign_up(&http, &url, "errors@example.com").await;
     let create = || http.post(format!("{url}/v1/consignments"));
 
-    let (status, body) = problem(
-        create()
-            .json(&json!({"weight": 1}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = sent(create().json(&json!({"weight": 1}))).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED"))
     );
 
-    let (status, body) = problem(
+    let (status, body) = sent(
         create()
             .header(header::AUTHORIZATION, "Basic dXNlcjpwdw==")
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("send"),
+            .json(&json!({})),
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -262,14 +257,11 @@ async fn every_error_a_client_can_cause_is_a_problem_with_its_status() {
         "{body}"
     );
 
-    let (status, body) = problem(
+    let (status, body) = sent(
         create()
             .bearer_auth(&token)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(r#"{"description": "x", "weight": 10,"#)
-            .send()
-            .await
-            .expect("send"),
+            .body(r#"{"description": "x", "weight": 10,"#),
     )
     .await;
     assert_eq!(
@@ -277,13 +269,10 @@ async fn every_error_a_client_can_cause_is_a_problem_with_its_status() {
         (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT"))
     );
 
-    let (status, body) = problem(
+    let (status, body) = sent(
         create()
             .bearer_auth(&token)
-            .json(&json!({"description": "x", "wieght": 10}))
-            .send()
-            .await
-            .expect("send"),
+            .json(&json!({"description": "x", "wieght": 10})),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -296,13 +285,10 @@ async fn every_error_a_client_can_cause_is_a_problem_with_its_status() {
     );
 
     // The service's own field-naming message comes through.
-    let (status, body) = problem(
+    let (status, body) = sent(
         create()
             .bearer_auth(&token)
-            .json(&json!({"description": "", "weight": 10, "containers": [{"customer_id": "c", "origin": "o"}]}))
-            .send()
-            .await
-            .expect("send"),
+            .json(&json!({"description": "", "weight": 10, "containers": [{"customer_id": "c", "origin": "o"}]})),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -314,41 +300,27 @@ async fn every_error_a_client_can_cause_is_a_problem_with_its_status() {
         "{body}"
     );
 
-    let (status, _) = problem(
+    let (status, _) = sent(
         create()
             .bearer_auth(&token)
             .header(header::CONTENT_TYPE, "text/plain")
-            .body("{}")
-            .send()
-            .await
-            .expect("send"),
+            .body("{}"),
     )
     .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let big = json!({"description": "x".repeat(5000), "weight": 1});
-    let (status, body) = problem(
-        create()
-            .bearer_auth(&token)
-            .json(&big)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = sent(create().bearer_auth(&token).json(&big)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(
         body["detail"].as_str().unwrap_or_default().contains("4096"),
         "{body}"
     );
 
-    let (status, _) = problem(
+    let (status, _) = sent(
         create()
             .bearer_auth(&token)
-            .json(&json!({"description": "heavy", "weight": 2_000_000_000, "containers": [{"customer_id": "c", "origin": "o"}]}))
-            .send()
-            .await
-            .expect("send"),
+            .json(&json!({"description": "heavy", "weight": 2_000_000_000, "containers": [{"customer_id": "c", "origin": "o"}]})),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -365,28 +337,13 @@ async fn every_error_a_client_can_cause_is_a_problem_with_its_status() {
         (StatusCode::CONFLICT, Some("ALREADY_EXISTS"))
     );
 
-    let (status, _) = problem(
-        http.get(format!("{url}/v1/nowhere"))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _) = sent(http.get(format!("{url}/v1/nowhere"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = problem(
-        http.delete(format!("{url}/v1/consignments"))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _) = sent(http.delete(format!("{url}/v1/consignments"))).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    let (status, body) = problem(
+    let (status, body) = sent(
         http.get(format!("{url}/v1/consignments?page_size=lots"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("send"),
+            .bearer_auth(&token),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
