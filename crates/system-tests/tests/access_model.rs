@@ -302,3 +302,36 @@ async fn reading_users_needs_a_token_and_the_token_a_user() {
         stderr(&listed)
     );
 }
+
+/// A burst of calls with a token the consignment service has not seen yet (a client's first
+/// calls after logging in, or every client after a restart) asks the user service once whether
+/// its user exists, not once per call.
+#[tokio::test]
+async fn a_burst_with_a_new_token_asks_the_user_service_once() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let processes = cluster.start_all(1).await.expect("services start");
+    let consignment = processes
+        .iter()
+        .find(|p| p.service == "consignment")
+        .expect("consignment");
+    let token = cluster.sign_up_and_login("burst@example.com");
+    let channel = Channel::from_shared(format!("http://{}", consignment.address()))
+        .expect("address")
+        .connect()
+        .await
+        .expect("connect");
+    let calls: Vec<_> = (0..32)
+        .map(|_| {
+            let mut client = ShippingServiceClient::new(channel.clone());
+            let request = with_token(GetRequest::default(), &token);
+            tokio::spawn(async move { client.get_consignments(request).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("task").expect("listed");
+    }
+    let checks = consignment
+        .metric("shippy_auth_user_checks_total", &[])
+        .expect("metrics");
+    assert_eq!(checks, 1.0, "32 concurrent calls, one user check");
+}

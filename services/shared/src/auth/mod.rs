@@ -6,7 +6,8 @@
 //!
 //! A token that verifies is taken on the memory's word for a minute. The first time (and then
 //! once a minute while it is used) the user service is also asked, with `ValidateToken`, whether
-//! its user still exists: one call per token per minute, not per call. When the user service
+//! its user still exists: one call per token per minute, not per call, and one for a burst of
+//! concurrent first calls with the same token. When the user service
 //! cannot answer, the signature alone vouches for the token (it proves the user service issued
 //! it) and the question is asked again a few seconds later: the user service's outage does not
 //! become every service's outage, and a deleted user is refused once it answers.
@@ -31,16 +32,21 @@ mod keys;
 pub mod oidc;
 pub mod token;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
 
 use shippy_proto::user::v1::{Token, user_service_client::UserServiceClient};
+use tokio::sync::OnceCell;
 use tonic::{Status, metadata::MetadataMap};
 
 use self::keys::KeyRing;
 use crate::discovery::balance::BalancedChannel;
 
 /// Why a call is not authenticated.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     /// No token, a malformed header, or a token the user service refused (message safe for clients).
     #[error("{0}")]
@@ -67,11 +73,23 @@ impl From<AuthError> for Status {
 /// on its signature alone before the user service is asked again.
 const UNCONFIRMED_TRUST: Duration = Duration::from_secs(5);
 
+/// The user checks of the last moment, by token: concurrent first calls with one token (a client's
+/// burst after it logged in, or every client after a restart) wait for one `ValidateToken` instead
+/// of each asking. A finished check answers the calls that were already past the token memory when
+/// it finished for [`CHECK_SHARED_FOR`]; the map is pruned as it grows.
+type Checks = Mutex<HashMap<Box<str>, (Instant, Arc<OnceCell<Result<bool, AuthError>>>)>>;
+
+/// How long a user check's answer is shared with calls that started checking the same token.
+const CHECK_SHARED_FOR: Duration = Duration::from_secs(1);
+/// Checks remembered before old ones are pruned.
+const MAX_CHECKS: usize = 1024;
+
 /// Verifies bearer tokens with the user service's public keys. Clones share one key set.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    keys: std::sync::Arc<KeyRing>,
+    keys: Arc<KeyRing>,
     users: UserServiceClient<BalancedChannel>,
+    checks: Arc<Checks>,
 }
 
 impl Authenticator {
@@ -80,8 +98,9 @@ impl Authenticator {
     pub fn new(users: BalancedChannel) -> Self {
         let users = UserServiceClient::new(users);
         Self {
-            keys: std::sync::Arc::new(KeyRing::new(users.clone())),
+            keys: Arc::new(KeyRing::new(users.clone())),
             users,
+            checks: Arc::default(),
         }
     }
 
@@ -101,13 +120,36 @@ impl Authenticator {
         let (key, issuer) = self.keys.key(&kid).await?;
         let claims = token::verify(token, &key, &issuer, now)
             .map_err(|error| AuthError::Unauthenticated(error.to_string()))?;
-        let trust = if self.user_exists(token).await? {
+        let trust = if self.user_exists_once(token).await? {
             keys::REFRESH_EVERY
         } else {
             UNCONFIRMED_TRUST
         };
         self.keys.remember(token, &claims.sub, claims.exp, trust);
         Ok(claims.sub)
+    }
+
+    /// [`Authenticator::user_exists`], asked once for all the calls that check `token` at the
+    /// same time.
+    async fn user_exists_once(&self, token: &str) -> Result<bool, AuthError> {
+        let now = Instant::now();
+        let check = self.checks.lock().ok().map(|mut checks| {
+            if checks.len() >= MAX_CHECKS {
+                checks.retain(|_, (started, _)| now.duration_since(*started) < CHECK_SHARED_FOR);
+            }
+            let entry = checks
+                .entry(token.into())
+                .or_insert_with(|| (now, Arc::default()));
+            if now.duration_since(entry.0) >= CHECK_SHARED_FOR && entry.1.initialized() {
+                *entry = (now, Arc::default());
+            }
+            Arc::clone(&entry.1)
+        });
+        let Some(check) = check else {
+            return self.user_exists(token).await;
+        };
+        // A caller that goes away mid-check leaves it to the next one waiting (`OnceCell`).
+        check.get_or_init(|| self.user_exists(token)).await.clone()
     }
 
     /// Asks the user service whether the user of `token` (which verified) still exists: `true`
