@@ -1,7 +1,8 @@
 //! What a call being served passes on to the calls it makes: its **deadline**, its **version
-//! pins** and its **trace**. The server stack (`runtime`) reads both from the incoming metadata and scopes them to
-//! the task serving the call ([`CallContext::scope`]); the balanced channel ([`super::balance`])
-//! reads them back for every outgoing call.
+//! pins** and its **trace**. The server stack (`runtime`) reads them from the incoming metadata
+//! (the trace is decided there, see [`super::trace::EdgeSampler`]) and scopes them to the task
+//! serving the call ([`CallContext::scope`]); the balanced channel ([`super::balance`]) reads them
+//! back for every outgoing call.
 //!
 //! - **Deadline**: the caller's `grpc-timeout` (gRPC's own header) becomes an instant; an outgoing
 //!   call gets what is left of it, minus nothing else, as its own `grpc-timeout`, so a chain of
