@@ -271,8 +271,8 @@ pub struct EdgeSampler {
 /// What the server edge does with one call's trace.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Build the call's spans; the SDK's sampler has the last word (it agrees, see
-    /// [`EdgeDecided`]).
+    /// Build the call's spans; the SDK's sampler has the last word (it agrees: the sampler
+    /// [`Tracing::install`] sets up keeps a server span the edge decided to build).
     Record,
     /// Build no span of this call for the exporter; the call is in this trace (a child of the
     /// caller's span, or a new unsampled trace), which goes on to the calls it makes.
