@@ -36,16 +36,9 @@ fail() {
     exit 1
 }
 
-# Run a command as root: directly, or via sudo.
-as_root() {
-    if [ "$(id -u)" = 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        return 127
-    fi
-}
+# as_root: run a command as root, directly or via sudo.
+# shellcheck source=scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 can_be_root() {
     [ "$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1
