@@ -20,8 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tonic::transport::Channel;
-
+use super::connection::Connection;
 use crate::{call_metrics::PerValue, config::ClientSettings};
 
 /// How fast the latency estimate forgets: its weight halves about every 1.4 s.
@@ -34,7 +33,7 @@ const MAX_DOUBLINGS: u32 = 6;
 pub(super) struct Backend {
     pub(super) address: String,
     pub(super) version: String,
-    pub(super) channel: Channel,
+    pub(super) connection: Connection,
     in_flight: AtomicUsize,
     /// Whether any answer came back yet (see [`Backend::observe_answer`]).
     answered: AtomicBool,
@@ -58,11 +57,11 @@ struct Health {
 }
 
 impl Backend {
-    pub(super) fn new(address: String, version: String, channel: Channel) -> Self {
+    pub(super) fn new(address: String, version: String, connection: Connection) -> Self {
         Self {
             address,
             version,
-            channel,
+            connection,
             in_flight: AtomicUsize::new(0),
             answered: AtomicBool::new(false),
             latency: Mutex::new(Ewma {
@@ -217,8 +216,8 @@ mod tests {
     use super::*;
 
     fn backend() -> Arc<Backend> {
-        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        Arc::new(Backend::new("127.0.0.1:1".into(), "1".into(), channel))
+        let connection = Connection::lazy("127.0.0.1:1", Duration::from_secs(1)).expect("address");
+        Arc::new(Backend::new("127.0.0.1:1".into(), "1".into(), connection))
     }
 
     #[tokio::test]

@@ -7,8 +7,8 @@
 //! dead endpoints) and hangs forever when it has no endpoint; tower's balancer hides which instance
 //! served a call, so a retry cannot go to *another* instance, an answer cannot eject the instance
 //! that gave it, and routing by version is impossible. What is taken from well-kept crates is
-//! taken: tower's `TpsBudget` bounds retries ([`retry`]), tonic's per-instance `Channel` does the
-//! HTTP/2 work.
+//! taken: tower's `TpsBudget` bounds retries ([`retry`]), and the `h2` crate under tonic carries
+//! each instance's connection ([`connection`] says why not tonic's `Channel`).
 //!
 //! One call, in order:
 //! 1. **Deadline**: the caller's remaining deadline (`discovery::context`), or `client.timeout_ms`
@@ -44,6 +44,7 @@
 
 mod backend;
 mod breaker;
+mod connection;
 mod retry;
 mod routing;
 
@@ -58,17 +59,18 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tokio::sync::watch;
-use tonic::{
-    Code, Status,
-    body::Body,
-    transport::{Channel, Endpoint},
-};
-use tower::{Service, ServiceExt};
+use tonic::{Code, Status, body::Body};
+use tower::Service;
 use tracing::{Instrument as _, field::Empty};
 
-use self::{backend::Backend, breaker::Breaker, retry::RetryBudget};
+use self::{
+    backend::Backend,
+    breaker::Breaker,
+    connection::{Connection, SendError},
+    retry::RetryBudget,
+};
 use super::{
     DiscoveryError, InFlightGauge, InstanceSet, Registry, ServiceInstance,
     context::{self, CallContext, GRPC_TIMEOUT_HEADER},
@@ -314,23 +316,17 @@ impl Inner {
     async fn send(
         &self,
         backend: &Arc<Backend>,
-        request: http::Request<Body>,
+        parts: http::request::Parts,
+        body: Bytes,
         limit: Duration,
     ) -> Attempt {
-        let mut channel = backend.channel.clone();
-        let call = async {
-            match channel.ready().await {
-                Ok(channel) => channel.call(request).await,
-                Err(error) => Err(error),
-            }
-        };
-        match tokio::time::timeout(limit, call).await {
+        match tokio::time::timeout(limit, backend.connection.send(parts, body)).await {
             Ok(Ok(response)) => {
                 let code = grpc_code(&response);
                 Attempt::Answered(response, code)
             }
-            Ok(Err(error)) if never_sent(&error) => Attempt::NotSent(error.into()),
-            Ok(Err(error)) => Attempt::Broken(error.into()),
+            Ok(Err(error @ SendError::NotSent(_))) => Attempt::NotSent(error.into()),
+            Ok(Err(error @ SendError::Broken(_))) => Attempt::Broken(error.into()),
             Err(_) => Attempt::TimedOut,
         }
     }
@@ -379,16 +375,9 @@ impl Inner {
         }
         self.budget.deposit(settings);
         let in_flight = InFlightGauge::start(self.metrics.in_flight.clone());
-        let dispatched = self.dispatch(request, deadline, settings);
-        let result = match tokio::time::timeout_at(deadline.into(), dispatched).await {
-            Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "service '{}' did not answer within {} ms",
-                self.service,
-                (deadline - started).as_millis()
-            ))
-            .into()),
-        };
+        // No timer of its own: every wait in `dispatch` (each attempt, the wait for an instance)
+        // is bounded by the deadline already, and one timer per call is the hot path's share.
+        let result = self.dispatch(request, deadline, settings).await;
         drop(in_flight);
         self.breaker
             .record(Instant::now(), accepted(code_of(&result)));
@@ -477,17 +466,16 @@ impl Inner {
                 rpc.grpc.status_code = Empty,
                 otel.status_code = Empty,
             );
-            let mut request =
-                http::Request::from_parts(parts.clone(), Body::new(Full::new(body.clone())));
+            let mut request = parts.clone();
             request
-                .headers_mut()
+                .headers
                 .insert(GRPC_TIMEOUT_HEADER, context::encode_timeout(limit));
             // The server's span is a child of this attempt.
-            trace::inject(&span, request.headers_mut());
+            trace::inject(&span, &mut request.headers);
             let guard = backend.start();
             let started = Instant::now();
             let outcome = self
-                .send(&backend, request, limit)
+                .send(&backend, request, body.clone(), limit)
                 .instrument(span.clone())
                 .await;
             drop(guard);
@@ -592,18 +580,6 @@ impl Inner {
             self.endpoints.record(&self.set.borrow(), now);
         }
     }
-}
-
-/// Whether `error` says the connection could not be opened, so no server saw the request.
-fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
 }
 
 /// Whether a call that ended with `code` counts as handled by the service, for the breaker: an
@@ -817,18 +793,11 @@ fn next_set(
 }
 
 fn connect(address: &str, version: &str, connect_timeout: Duration) -> Option<Arc<Backend>> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .inspect_err(|error| tracing::warn!(%address, %error, "ignoring unusable address"))
-        .ok()?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
-    let channel: Channel = endpoint.connect_lazy();
+    let connection = Connection::lazy(address, connect_timeout)?;
     Some(Arc::new(Backend::new(
         address.to_owned(),
         version.to_owned(),
-        channel,
+        connection,
     )))
 }
 
