@@ -310,10 +310,7 @@ async fn reading_users_needs_a_token_and_the_token_a_user() {
 async fn a_burst_with_a_new_token_asks_the_user_service_once() {
     let mut cluster = Cluster::local().expect("cluster");
     let processes = cluster.start_all(1).await.expect("services start");
-    let consignment = processes
-        .iter()
-        .find(|p| p.service == "consignment")
-        .expect("consignment");
+    let consignment = ServiceProcess::of(&processes, "consignment");
     let token = cluster.sign_up_and_login("burst@example.com");
     let channel = Channel::from_shared(format!("http://{}", consignment.address()))
         .expect("address")

@@ -186,10 +186,7 @@ async fn an_unsampled_call_leaves_no_span_anywhere_and_a_sampled_one_keeps_them_
     cluster.set_env("SHIPPY_TELEMETRY__SAMPLING_RATIO", "1");
     cluster.set_env("OTEL_BSP_SCHEDULE_DELAY", "200");
     let processes = cluster.start_all(1).await.expect("services start");
-    let consignment = processes
-        .iter()
-        .find(|p| p.service == "consignment")
-        .expect("consignment");
+    let consignment = ServiceProcess::of(&processes, "consignment");
     let token = cluster.sign_up_and_login("sampling@example.com");
 
     let unsampled = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -271,14 +268,8 @@ async fn log_lines_of_an_unsampled_call_without_spans_still_carry_its_ids() {
         "warn,shippy_vessel=info,shippy_consignment=info",
     );
     let processes = cluster.start_all(1).await.expect("services start");
-    let consignment = processes
-        .iter()
-        .find(|p| p.service == "consignment")
-        .expect("consignment");
-    let vessel = processes
-        .iter()
-        .find(|p| p.service == "vessel")
-        .expect("vessel");
+    let consignment = ServiceProcess::of(&processes, "consignment");
+    let vessel = ServiceProcess::of(&processes, "vessel");
     let token = cluster.sign_up_and_login("logs@example.com");
 
     let trace_id = "6df92f3577b34da6a3ce929d0e0e4738";

@@ -77,6 +77,14 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
+    /// The first of `processes` that runs `service` (panics when none does: a test's setup is wrong).
+    pub fn of<'a>(processes: &'a [ServiceProcess], service: &str) -> &'a ServiceProcess {
+        processes
+            .iter()
+            .find(|p| p.service == service)
+            .unwrap_or_else(|| panic!("no {service} process among those started"))
+    }
+
     /// The address it serves on.
     pub fn address(&self) -> &str {
         &self.instance.address
