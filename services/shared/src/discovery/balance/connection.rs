@@ -12,8 +12,10 @@
 //! server.
 //!
 //! The settings are those the `Channel` had: connect timeout, `TCP_NODELAY`, a ping every 10 s
-//! answered within 5 s or the connection is dropped, and hyper's client windows (2 MiB per stream,
-//! 5 MiB per connection) so small answers never wait for a `WINDOW_UPDATE`.
+//! answered within 5 s or the connection is dropped, and hyper's client settings: windows of 2 MiB
+//! per stream and 5 MiB per connection (small answers never wait for a `WINDOW_UPDATE`), answer
+//! headers of at most 16 KiB (an instance cannot make its caller buffer more), at most 100 streams
+//! before the server's limit is known, no server push.
 
 use std::{
     pin::Pin,
@@ -36,9 +38,11 @@ use tonic::body::Body;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection is given up.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
-/// hyper's client defaults, which the `Channel` used.
+/// hyper's client defaults, which the `Channel` used (see the module doc).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+const STREAMS_BEFORE_SETTINGS: usize = 100;
 
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +183,9 @@ impl Connection {
             h2::client::Builder::new()
                 .initial_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW)
+                .max_header_list_size(MAX_HEADER_LIST)
+                .initial_max_send_streams(STREAMS_BEFORE_SETTINGS)
+                .enable_push(false)
                 .handshake::<_, Bytes>(tcp)
                 .await
                 .map_err(std::io::Error::other)
@@ -226,8 +233,10 @@ impl Connection {
 
 /// Sorts a stream's failure: refused before processing, or broken after it may have begun.
 fn classify(error: h2::Error) -> SendError {
+    // Only the server's word counts: h2 itself resets with `REFUSED_STREAM` an answer whose
+    // headers are too large, and that request was processed.
     let unprocessed =
-        (error.is_go_away() && error.is_remote()) || error.reason() == Some(Reason::REFUSED_STREAM);
+        error.is_remote() && (error.is_go_away() || error.reason() == Some(Reason::REFUSED_STREAM));
     if unprocessed {
         SendError::NotSent(error.to_string())
     } else {
@@ -289,6 +298,8 @@ mod tests {
         Echo,
         /// Resets the stream with this reason.
         Reset(Reason),
+        /// Answers with headers larger than a caller takes.
+        HugeHeaders,
     }
 
     /// Serves on a free loopback port; returns its address and a count of connections accepted.
@@ -314,6 +325,14 @@ mod tests {
                             .await;
                             match behaviour {
                                 Server::Reset(reason) => respond.send_reset(reason),
+                                Server::HugeHeaders => {
+                                    let mut answer = http::Response::new(());
+                                    let value = "x".repeat(32 * 1024);
+                                    answer
+                                        .headers_mut()
+                                        .insert("x-padding", value.parse().expect("value"));
+                                    let _ = respond.send_response(answer, true);
+                                }
                                 Server::Echo => {
                                     let body = body.expect("request body").to_bytes();
                                     let answer = http::Response::new(());
@@ -387,6 +406,15 @@ mod tests {
     #[tokio::test]
     async fn a_stream_reset_after_it_was_taken_is_broken() {
         let (address, _) = serve(Server::Reset(Reason::INTERNAL_ERROR)).await;
+        let error = connection(&address)
+            .send(request(), Bytes::from_static(b"x"))
+            .await;
+        assert!(matches!(error, Err(SendError::Broken(_))), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_with_oversized_headers_is_broken_not_never_sent() {
+        let (address, _) = serve(Server::HugeHeaders).await;
         let error = connection(&address)
             .send(request(), Bytes::from_static(b"x"))
             .await;
