@@ -69,7 +69,8 @@ pub(super) struct Connection {
     opening: tokio::sync::Mutex<()>,
 }
 
-/// An open connection: the handle streams are opened on, and whether its task has ended.
+/// An open connection: the handle streams are opened on, and whether it is done (its task ended,
+/// or a call found it closed).
 #[derive(Debug, Clone)]
 struct Open {
     sender: SendRequest<Bytes>,
@@ -107,12 +108,12 @@ impl Connection {
         uri.authority = Some(self.authority.clone());
         *request.uri_mut() = http::Uri::from_parts(uri)
             .map_err(|error| SendError::NotSent(format!("unusable request path: {error}")))?;
-        let mut sender = self.ready().await?;
+        let Open { mut sender, closed } = self.ready().await?;
         let (answer, mut stream) = match sender.send_request(request, body.is_empty()) {
             Ok(sent) => sent,
             Err(error) => {
                 // Nothing went out: the connection failed between `ready` and now.
-                self.forget();
+                closed.store(true, Ordering::Release);
                 return Err(SendError::NotSent(format!(
                     "{}: connection closed: {error}",
                     self.address
@@ -132,12 +133,13 @@ impl Connection {
     }
 
     /// A handle ready for a new stream, on the open connection or on a new one when it is gone.
-    async fn ready(&self) -> Result<SendRequest<Bytes>, SendError> {
-        if let Some(open) = self.live() {
-            match open.sender.ready().await {
-                Ok(sender) => return Ok(sender),
+    async fn ready(&self) -> Result<Open, SendError> {
+        if let Some(Open { sender, closed }) = self.live() {
+            match sender.ready().await {
+                Ok(sender) => return Ok(Open { sender, closed }),
                 // It closed under us (a `GOAWAY`, or the server went away): nothing was sent.
-                Err(_) => self.forget(),
+                // Marked, not removed: another call may have put a new one in its place already.
+                Err(_) => closed.store(true, Ordering::Release),
             }
         }
         let _opening = self.opening.lock().await;
@@ -152,25 +154,23 @@ impl Connection {
                 open
             }
         };
-        open.sender.ready().await.map_err(|error| {
-            self.forget();
-            SendError::NotSent(format!("{}: {error}", self.address))
-        })
+        let Open { sender, closed } = open;
+        match sender.ready().await {
+            Ok(sender) => Ok(Open { sender, closed }),
+            Err(error) => {
+                closed.store(true, Ordering::Release);
+                Err(SendError::NotSent(format!("{}: {error}", self.address)))
+            }
+        }
     }
 
-    /// The open connection, unless its task has ended.
+    /// The open connection, unless it has ended or a call found it unusable.
     fn live(&self) -> Option<Open> {
         let current = self.current.lock().ok()?;
         current
             .as_ref()
             .filter(|open| !open.closed.load(Ordering::Acquire))
             .cloned()
-    }
-
-    fn forget(&self) {
-        if let Ok(mut current) = self.current.lock() {
-            *current = None;
-        }
     }
 
     async fn open(&self) -> Result<Open, SendError> {
@@ -233,8 +233,8 @@ impl Connection {
 
 /// Sorts a stream's failure: refused before processing, or broken after it may have begun.
 fn classify(error: h2::Error) -> SendError {
-    // Only the server's word counts: h2 itself resets with `REFUSED_STREAM` an answer whose
-    // headers are too large, and that request was processed.
+    // Only the server's word counts: h2 resets streams itself too (`REFUSED_STREAM` among its
+    // reasons, e.g. for answer headers over the limit), and such a request was processed.
     let unprocessed =
         error.is_remote() && (error.is_go_away() || error.reason() == Some(Reason::REFUSED_STREAM));
     if unprocessed {
