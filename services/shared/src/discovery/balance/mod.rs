@@ -27,7 +27,8 @@
 //! 5. **Attempt**: idempotent calls ([`retry`]) get `client.attempt_timeout_ms` per attempt and are
 //!    retried on another instance after `UNAVAILABLE`, a broken connection or a timed-out attempt,
 //!    while the retry budget lasts; any call is retried when its connection could not be opened
-//!    (no server saw it). Writes are never sent twice once they may have reached a server.
+//!    or the server refused its stream unprocessed (no service saw it). Writes are never sent
+//!    twice once they may have reached a service.
 //! 6. **Outcome**: failures count towards ejecting the instance (never more than
 //!    `client.max_ejected_percent` at once); latency feeds its EWMA; the breaker counts the call.
 //!
