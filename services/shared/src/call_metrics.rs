@@ -97,11 +97,13 @@ impl<const N: usize> PerValue<N> {
 /// Handles keyed by two static label values (such as a store operation and its outcome), made on
 /// first use. The keys are a few fixed strings of the code, so the set stays small; a lookup is a
 /// short scan under a read lock.
+#[cfg(feature = "server")]
 #[derive(Debug)]
 pub(crate) struct ByStaticPair<T> {
     handles: RwLock<Vec<((&'static str, &'static str), T)>>,
 }
 
+#[cfg(feature = "server")]
 impl<T> ByStaticPair<T> {
     /// An empty set (usable in a `static`).
     pub(crate) const fn new() -> Self {
@@ -111,6 +113,7 @@ impl<T> ByStaticPair<T> {
     }
 }
 
+#[cfg(feature = "server")]
 impl<T: Clone> ByStaticPair<T> {
     /// The handle of `key`, made by `make` the first time.
     pub(crate) fn get(&self, key: (&'static str, &'static str), make: impl FnOnce() -> T) -> T {
@@ -149,6 +152,11 @@ mod tests {
         assert!(values.get("other", |_| Counter::noop()).is_none());
         let codes = PerCode::default();
         let _ = codes.get(Code::Unauthenticated, Counter::noop);
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn handles_are_made_once_per_static_pair() {
         let pairs: ByStaticPair<usize> = ByStaticPair::new();
         let mut made = 0;
         for key in [("create", "ok"), ("create", "ok"), ("create", "internal")] {
