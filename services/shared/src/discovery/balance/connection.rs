@@ -364,6 +364,13 @@ mod tests {
         Connection::lazy(address, Duration::from_secs(2)).expect("address")
     }
 
+    /// One call on a new connection to `address`.
+    async fn send_once(address: &str) -> Result<http::Response<Body>, SendError> {
+        connection(address)
+            .send(request(), Bytes::from_static(b"x"))
+            .await
+    }
+
     #[tokio::test]
     async fn an_answer_brings_its_body_and_trailers_over_one_reused_connection() {
         let (address, accepted) = serve(Server::Echo).await;
@@ -391,33 +398,25 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = closed.local_addr().expect("address").to_string();
         drop(closed);
-        let error = connection(&address)
-            .send(request(), Bytes::from_static(b"x"))
-            .await;
+        let error = send_once(&address).await;
         assert!(matches!(error, Err(SendError::NotSent(_))), "{error:?}");
 
         let (refusing, _) = serve(Server::Reset(Reason::REFUSED_STREAM)).await;
-        let error = connection(&refusing)
-            .send(request(), Bytes::from_static(b"x"))
-            .await;
+        let error = send_once(&refusing).await;
         assert!(matches!(error, Err(SendError::NotSent(_))), "{error:?}");
     }
 
     #[tokio::test]
     async fn a_stream_reset_after_it_was_taken_is_broken() {
         let (address, _) = serve(Server::Reset(Reason::INTERNAL_ERROR)).await;
-        let error = connection(&address)
-            .send(request(), Bytes::from_static(b"x"))
-            .await;
+        let error = send_once(&address).await;
         assert!(matches!(error, Err(SendError::Broken(_))), "{error:?}");
     }
 
     #[tokio::test]
     async fn an_answer_with_oversized_headers_is_broken_not_never_sent() {
         let (address, _) = serve(Server::HugeHeaders).await;
-        let error = connection(&address)
-            .send(request(), Bytes::from_static(b"x"))
-            .await;
+        let error = send_once(&address).await;
         assert!(matches!(error, Err(SendError::Broken(_))), "{error:?}");
     }
 
