@@ -8,8 +8,8 @@
 //! - **Request id**: `x-request-id`, taken from the caller or made by the first hop, passed on in
 //!   every outgoing call made while serving the request ([`RequestId::scope`]), and returned in
 //!   the metadata of every answer, errors included.
-//! - **Trace context**: `traceparent` / `tracestate` (W3C), read and written with the SDK's
-//!   [`TraceContextPropagator`] over the HTTP/2 headers that carry gRPC metadata.
+//! - **Trace context**: `traceparent` / `tracestate` (W3C) in the HTTP/2 headers that carry gRPC
+//!   metadata, read and written in place by [`traceparent`] (every call crosses it twice).
 //! - **Export** ([`Tracing::install`]): spans go to an OTLP collector (Jaeger, the OpenTelemetry
 //!   Collector, ...) over gRPC through a batch processor on its own thread, so a request never
 //!   waits for, or fails because of, the collector; a collector that does not answer is one
@@ -20,7 +20,6 @@ use std::{fmt, time::Duration};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::{
     Context, KeyValue,
-    propagation::{Extractor, Injector, TextMapPropagator},
     trace::{
         Link, SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags, TraceId, TraceState,
         TracerProvider as _,
@@ -29,7 +28,6 @@ use opentelemetry::{
 use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::{
     Resource,
-    propagation::TraceContextPropagator,
     trace::{
         Sampler, SamplingDecision, SamplingResult, SdkTracer, SdkTracerProvider, ShouldSample,
     },
@@ -38,6 +36,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::context::CallContext;
 use crate::config::TelemetrySettings;
+
+mod traceparent;
 
 /// The metadata key of the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -105,42 +105,29 @@ impl fmt::Display for RequestId {
     }
 }
 
-struct HeaderInjector<'a>(&'a mut HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
-    }
-}
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Writes the trace context of `span` (`traceparent`, `tracestate`) into `headers`; writes nothing
 /// when tracing is not installed in this process. A span not built for the exporter (one opened
 /// inside an unsampled call, see [`super::context`]) has no context of its own: the call's server
 /// span's context goes instead, so the next hop learns that the trace is not sampled.
 pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
-    let context = span.context();
-    if context.span().span_context().is_valid() {
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
-    } else if let Some(trace) = CallContext::current().trace() {
-        let context = Context::new().with_remote_span_context(trace.clone());
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    let trace = match span_context(span) {
+        Some(own) => own,
+        None => match CallContext::current().trace() {
+            Some(call) => call.clone(),
+            None => return,
+        },
+    };
+    let value = HeaderValue::from_bytes(&traceparent::format(&trace))
+        .expect("hex digits and dashes are a valid header value");
+    headers.insert(TRACEPARENT, value);
+    let state = trace.trace_state().header();
+    if let Ok(state) = HeaderValue::try_from(state)
+        && !state.is_empty()
+    {
+        headers.insert(TRACESTATE, state);
     }
 }
 
@@ -153,7 +140,15 @@ pub fn log_parent(span: &tracing::Span) -> Option<tracing::Id> {
 
 /// The caller's trace context from `headers` (empty when there is none or it is malformed).
 pub fn extract(headers: &HeaderMap) -> Context {
-    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+    let state = headers
+        .get(TRACESTATE)
+        .and_then(|value| value.to_str().ok());
+    headers
+        .get(TRACEPARENT)
+        .and_then(|value| traceparent::parse(value.as_bytes(), state))
+        .map_or_else(Context::new, |parent| {
+            Context::new().with_remote_span_context(parent)
+        })
 }
 
 /// The trace id and span id of `span` as lower-case hex, when tracing is installed.
