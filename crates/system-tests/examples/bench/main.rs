@@ -107,8 +107,9 @@ fn request(token: &str, i: usize) -> Request<Consignment> {
 ///
 /// Each binary is first dropped from the page cache, so it starts as it does from an image on a
 /// fresh node. Started straight after the linker wrote it, the same binary measured up to 1 MiB
-/// more (the page cache still holds the file as the linker wrote it, and the kernel maps more of
-/// it around each first touch): an artefact of the build, not of the service.
+/// more, most likely because the page cache still holds the file in the large pieces the linker
+/// wrote and the kernel maps a whole piece at the first touch: an artefact of the build, not of
+/// the service.
 async fn static_idle_rss() -> anyhow::Result<()> {
     let Some(dir) = std::env::var_os("BENCH_STATIC_BIN_DIR").map(std::path::PathBuf::from) else {
         println!("idle RSS   static binaries: not measured (BENCH_STATIC_BIN_DIR unset)");
