@@ -115,16 +115,14 @@ async fn static_idle_rss() -> anyhow::Result<()> {
         println!("idle RSS   static binaries: not measured (BENCH_STATIC_BIN_DIR unset)");
         return Ok(());
     };
-    for service in ["user", "vessel", "consignment", "gateway"] {
-        let binary = std::fs::File::open(dir.join(format!("shippy-{service}")))?;
-        nix::fcntl::posix_fadvise(&binary, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)?;
-    }
     let mut cluster = Cluster::local()?;
-    cluster.use_binaries_from(dir);
+    cluster.use_binaries_from(dir.clone());
     cluster.set_env("SHIPPY_LOG__LEVEL", "warn");
     cluster.set_env("SHIPPY_STORE__BACKEND", "memory");
     let mut processes = Vec::new();
     for service in ["user", "vessel", "consignment", "gateway"] {
+        let binary = std::fs::File::open(dir.join(format!("shippy-{service}")))?;
+        nix::fcntl::posix_fadvise(&binary, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)?;
         processes.push(cluster.start(service).await?);
     }
     println!(

@@ -124,8 +124,8 @@ pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
         .expect("hex digits and dashes are a valid header value");
     headers.insert(TRACEPARENT, value);
     let state = trace.trace_state().header();
-    if let Ok(state) = HeaderValue::try_from(state)
-        && !state.is_empty()
+    if !state.is_empty()
+        && let Ok(state) = HeaderValue::try_from(state)
     {
         headers.insert(TRACESTATE, state);
     }

@@ -77,6 +77,30 @@ struct Open {
     closed: Arc<AtomicBool>,
 }
 
+impl Open {
+    /// Waits until the connection takes a new stream; marks it done when it never will (a
+    /// `GOAWAY`, or the server went away: nothing was sent). Marked, not removed: another call
+    /// may have put a new connection in its place already.
+    async fn ready(self) -> Result<Self, h2::Error> {
+        let Self { sender, closed } = self;
+        match sender.ready().await {
+            Ok(sender) => Ok(Self { sender, closed }),
+            Err(error) => {
+                closed.store(true, Ordering::Release);
+                Err(error)
+            }
+        }
+    }
+
+    fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
 impl Connection {
     /// A connection to `address` (`host:port`), opened when first used; `None` when `address`
     /// cannot be a URI's authority.
@@ -108,12 +132,12 @@ impl Connection {
         uri.authority = Some(self.authority.clone());
         *request.uri_mut() = http::Uri::from_parts(uri)
             .map_err(|error| SendError::NotSent(format!("unusable request path: {error}")))?;
-        let Open { mut sender, closed } = self.ready().await?;
-        let (answer, mut stream) = match sender.send_request(request, body.is_empty()) {
+        let mut open = self.ready().await?;
+        let (answer, mut stream) = match open.sender.send_request(request, body.is_empty()) {
             Ok(sent) => sent,
             Err(error) => {
                 // Nothing went out: the connection failed between `ready` and now.
-                closed.store(true, Ordering::Release);
+                open.mark_closed();
                 return Err(SendError::NotSent(format!(
                     "{}: connection closed: {error}",
                     self.address
@@ -134,13 +158,10 @@ impl Connection {
 
     /// A handle ready for a new stream, on the open connection or on a new one when it is gone.
     async fn ready(&self) -> Result<Open, SendError> {
-        if let Some(Open { sender, closed }) = self.live() {
-            match sender.ready().await {
-                Ok(sender) => return Ok(Open { sender, closed }),
-                // It closed under us (a `GOAWAY`, or the server went away): nothing was sent.
-                // Marked, not removed: another call may have put a new one in its place already.
-                Err(_) => closed.store(true, Ordering::Release),
-            }
+        if let Some(open) = self.live()
+            && let Ok(open) = open.ready().await
+        {
+            return Ok(open);
         }
         let _opening = self.opening.lock().await;
         // Someone else may have opened it while this call waited.
@@ -154,23 +175,15 @@ impl Connection {
                 open
             }
         };
-        let Open { sender, closed } = open;
-        match sender.ready().await {
-            Ok(sender) => Ok(Open { sender, closed }),
-            Err(error) => {
-                closed.store(true, Ordering::Release);
-                Err(SendError::NotSent(format!("{}: {error}", self.address)))
-            }
-        }
+        open.ready()
+            .await
+            .map_err(|error| SendError::NotSent(format!("{}: {error}", self.address)))
     }
 
     /// The open connection, unless it has ended or a call found it unusable.
     fn live(&self) -> Option<Open> {
         let current = self.current.lock().ok()?;
-        current
-            .as_ref()
-            .filter(|open| !open.closed.load(Ordering::Acquire))
-            .cloned()
+        current.as_ref().filter(|open| !open.is_closed()).cloned()
     }
 
     async fn open(&self) -> Result<Open, SendError> {
