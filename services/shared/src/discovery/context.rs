@@ -159,12 +159,26 @@ pub fn parse_timeout(value: &[u8]) -> Option<Duration> {
 /// budget is refused before any call is made).
 pub fn encode_timeout(timeout: Duration) -> HeaderValue {
     let millis = timeout.as_nanos().div_ceil(1_000_000).max(1);
-    let text = if millis < 100_000_000 {
-        format!("{millis}m")
+    let (mut amount, unit) = if millis < 100_000_000 {
+        (millis, b'm')
     } else {
-        format!("{}S", millis.div_ceil(1_000).min(99_999_999))
+        (millis.div_ceil(1_000).min(99_999_999), b'S')
     };
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("99999999S"))
+    // Written into a buffer on the stack: this runs for every outgoing call, and a `format!`
+    // would cost a heap string only to be copied into the header value.
+    let mut text = [0u8; 9];
+    let mut start = 8;
+    text[8] = unit;
+    loop {
+        start -= 1;
+        // `amount % 10` is a single digit.
+        text[start] = b'0' + (amount % 10) as u8;
+        amount /= 10;
+        if amount == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&text[start..]).unwrap_or(HeaderValue::from_static("99999999S"))
 }
 
 #[cfg(test)]
@@ -192,6 +206,15 @@ mod tests {
         }
         assert_eq!(encode_timeout(Duration::from_micros(1_500)), "2m");
         assert_eq!(encode_timeout(Duration::ZERO), "1m");
+        assert_eq!(
+            encode_timeout(Duration::from_millis(99_999_999)),
+            "99999999m"
+        );
+        assert_eq!(
+            encode_timeout(Duration::from_millis(100_000_000)),
+            "100000S"
+        );
+        assert_eq!(encode_timeout(Duration::MAX), "99999999S");
         assert_eq!(
             parse_timeout(encode_timeout(Duration::from_secs(90)).as_bytes()),
             Some(Duration::from_secs(90))

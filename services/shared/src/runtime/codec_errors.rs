@@ -74,8 +74,19 @@ fn size(bytes: u64) -> String {
     }
 }
 
+/// The `grpc-status` values of the codec's statuses: `INTERNAL` and `OUT_OF_RANGE`.
+const CODEC_CODES: [&[u8]; 2] = [b"13", b"11"];
+
 /// Replaces the status in `headers` (response headers or trailers) when it is the codec's.
 fn rewrite(headers: &mut HeaderMap) {
+    // Every other answer, each OK one's trailers above all, stops here: reading a status copies
+    // the whole map into its metadata.
+    if !headers
+        .get("grpc-status")
+        .is_some_and(|value| CODEC_CODES.contains(&value.as_bytes()))
+    {
+        return;
+    }
     let Some(status) = Status::from_header_map(headers) else {
         return;
     };
@@ -154,6 +165,19 @@ mod tests {
 
     fn answered(status: &Status) -> Option<(Code, String)> {
         clear_answer(status).map(|s| (s.code(), s.message().to_owned()))
+    }
+
+    #[test]
+    fn the_codes_checked_first_are_the_codecs() {
+        assert_eq!(
+            CODEC_CODES,
+            [Code::Internal, Code::OutOfRange].map(|code| (code as i32).to_string().into_bytes())
+        );
+        // An OK answer's trailers are left as they are.
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        rewrite(&mut trailers);
+        assert_eq!(trailers.len(), 1);
     }
 
     #[test]

@@ -61,6 +61,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use smallvec::SmallVec;
 use tokio::sync::watch;
 use tonic::{Code, Status, body::Body};
 use tower::Service;
@@ -225,8 +226,8 @@ impl Inner {
             version.is_none_or(|v| b.version == v) && !refused.iter().any(|r| Arc::ptr_eq(r, b))
         };
         let untried = |b: &&Arc<Backend>| !tried.iter().any(|t| Arc::ptr_eq(t, b));
-        let live: Vec<&Arc<Backend>> = set.live.iter().filter(fits).collect();
-        let fresh: Vec<&Arc<Backend>> = live
+        let live: Candidates<'_> = set.live.iter().filter(fits).collect();
+        let fresh: Candidates<'_> = live
             .iter()
             .copied()
             .filter(untried)
@@ -351,9 +352,8 @@ impl Inner {
             Some(theirs) => theirs.min(started + own),
             None => started + own,
         };
-        let target = self.service.clone();
         if deadline <= started {
-            metrics::counter!("shippy_client_deadline_exhausted_total", "target" => target)
+            metrics::counter!("shippy_client_deadline_exhausted_total", "target" => self.service.clone())
                 .increment(1);
             return Err(Status::deadline_exceeded(format!(
                 "the caller's deadline has passed; service '{}' was not called",
@@ -365,7 +365,7 @@ impl Inner {
         self.metrics.breaker_ratio.set(ratio);
         if ratio > 0.0 && rand::random::<f64>() < ratio {
             self.breaker.record(started, false);
-            metrics::counter!("shippy_client_breaker_rejected_total", "target" => target)
+            metrics::counter!("shippy_client_breaker_rejected_total", "target" => self.service.clone())
                 .increment(1);
             tracing::debug!(service = %self.service, "refused locally: the service is failing most calls");
             return Err(Status::unavailable(format!(
@@ -416,7 +416,6 @@ impl Inner {
                 )
             }),
         };
-        let target = self.service.clone();
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut refused: Vec<Arc<Backend>> = Vec::new();
         let mut waited = false;
@@ -467,7 +466,7 @@ impl Inner {
                 rpc.grpc.status_code = Empty,
                 otel.status_code = Empty,
             );
-            let mut request = parts.clone();
+            let mut request = attempt_of(&parts);
             request
                 .headers
                 .insert(GRPC_TIMEOUT_HEADER, context::encode_timeout(limit));
@@ -481,7 +480,8 @@ impl Inner {
                 .await;
             drop(guard);
             let now = Instant::now();
-            let attempt_counter = |outcome: &'static str| backend.count_attempt(&target, outcome);
+            let attempt_counter =
+                |outcome: &'static str| backend.count_attempt(&self.service, outcome);
             let more = attempts < settings.max_attempts.max(1);
             let reason = match outcome {
                 Attempt::Answered(response, code) => {
@@ -558,7 +558,7 @@ impl Inner {
                     "timeout"
                 }
             };
-            metrics::counter!("shippy_client_retries_total", "target" => target.clone(), "reason" => reason).increment(1);
+            metrics::counter!("shippy_client_retries_total", "target" => self.service.clone(), "reason" => reason).increment(1);
             tried.push(backend);
         }
     }
@@ -581,6 +581,22 @@ impl Inner {
             self.endpoints.record(&self.set.borrow(), now);
         }
     }
+}
+
+/// The instances one pick chooses among. Held inline: a pick runs for every attempt, and a
+/// service rarely has more instances than this (more spill to the heap).
+type Candidates<'a> = SmallVec<[&'a Arc<Backend>; 8]>;
+
+/// The head of one attempt's request: `parts` without its extensions. Those are for this
+/// process's own layers; the HTTP/2 client reads none of them, and copying their map cost an
+/// allocation per attempt.
+fn attempt_of(parts: &http::request::Parts) -> http::request::Parts {
+    let mut request = http::Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
 }
 
 /// Whether a call that ended with `code` counts as handled by the service, for the breaker: an
