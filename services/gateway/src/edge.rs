@@ -158,9 +158,10 @@ pub async fn layer(
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     let headers = response.headers_mut();
-    if let Some(id) = request_id.header_value() {
-        headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
-    }
+    headers.insert(
+        HeaderName::from_static(REQUEST_ID_HEADER),
+        request_id.header_value(),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -50,13 +50,17 @@ tokio::task_local! {
 }
 
 /// The id a person quotes to find every log line and span of one request.
+///
+/// Held as the header value it travels in (printable ASCII, checked when it is made): it goes out
+/// in every call made while serving the request and in the answer, and a clone shares its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(String);
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// A fresh id (a UUID v4, as text).
     pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
+        let id = uuid::Uuid::new_v4().to_string();
+        Self(HeaderValue::try_from(id).expect("a UUID's text is a valid header value"))
     }
 
     /// The caller's id from `headers`, when it is present and sane (printable ASCII, at most 128
@@ -64,13 +68,11 @@ impl RequestId {
     pub fn from_headers(headers: &HeaderMap) -> Self {
         headers
             .get(REQUEST_ID_HEADER)
-            .and_then(|value| value.to_str().ok())
             .filter(|id| {
-                !id.is_empty()
-                    && id.len() <= MAX_REQUEST_ID
-                    && id.bytes().all(|b| b.is_ascii_graphic())
+                let id = id.as_bytes();
+                !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(u8::is_ascii_graphic)
             })
-            .map_or_else(Self::generate, |id| Self(id.to_owned()))
+            .map_or_else(Self::generate, |id| Self(id.clone()))
     }
 
     /// The id of the request this task is serving, if any.
@@ -90,18 +92,19 @@ impl RequestId {
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Printable ASCII by construction, so never the default.
+        self.0.to_str().unwrap_or_default()
     }
 
-    /// The id as a header value (it is printable ASCII by construction).
-    pub fn header_value(&self) -> Option<HeaderValue> {
-        HeaderValue::from_str(&self.0).ok()
+    /// The id as a header value (sharing its bytes).
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.clone()
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -632,6 +635,16 @@ mod tests {
             RequestId::from_headers(&HeaderMap::new()).as_str().len(),
             36
         );
+    }
+
+    #[test]
+    fn a_request_id_shows_as_its_text() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("abc-123"));
+        let id = RequestId::from_headers(&headers);
+        assert_eq!(id.to_string(), "abc-123");
+        assert_eq!(format!("{id:?}"), r#"RequestId("abc-123")"#);
+        assert_eq!(id.header_value(), "abc-123");
     }
 
     #[tokio::test]

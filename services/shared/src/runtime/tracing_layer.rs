@@ -226,9 +226,7 @@ fn answer<R>(
         }
         _ => Code::Ok,
     };
-    if let Some(value) = request_id.header_value() {
-        headers.insert(REQUEST_ID_HEADER, value);
-    }
+    headers.insert(REQUEST_ID_HEADER, request_id.header_value());
     span.record("rpc.grpc.status_code", code as i32);
     if is_server_error(code) {
         span.record("otel.status_code", "ERROR");

@@ -832,10 +832,10 @@ impl Service<http::Request<Body>> for BalancedChannel {
         let inner = Arc::clone(&self.inner);
         // The request id of the call being served goes on; the first hop makes one.
         let request_id = RequestId::current_or_new();
-        if !request.headers().contains_key(REQUEST_ID_HEADER)
-            && let Some(value) = request_id.header_value()
-        {
-            request.headers_mut().insert(REQUEST_ID_HEADER, value);
+        if !request.headers().contains_key(REQUEST_ID_HEADER) {
+            request
+                .headers_mut()
+                .insert(REQUEST_ID_HEADER, request_id.header_value());
         }
         let (name, rpc_service, rpc_method) = trace::rpc_names(request.uri().path());
         let span = tracing::info_span!(
