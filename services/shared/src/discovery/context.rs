@@ -20,7 +20,10 @@
 //!   hot-path figures). Outgoing calls still carry the trace context, with its sampled flag, so
 //!   the next hop makes the same choice and log lines keep their trace id.
 
-use std::time::{Duration, Instant};
+use std::{
+    io::Write as _,
+    time::{Duration, Instant},
+};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::SpanContext;
@@ -159,26 +162,23 @@ pub fn parse_timeout(value: &[u8]) -> Option<Duration> {
 /// budget is refused before any call is made).
 pub fn encode_timeout(timeout: Duration) -> HeaderValue {
     let millis = timeout.as_nanos().div_ceil(1_000_000).max(1);
-    let (mut amount, unit) = if millis < 100_000_000 {
-        (millis, b'm')
+    let (amount, unit) = if millis < 100_000_000 {
+        (millis, 'm')
     } else {
-        (millis.div_ceil(1_000).min(99_999_999), b'S')
+        (millis.div_ceil(1_000).min(99_999_999), 'S')
     };
-    // Written into a buffer on the stack: this runs for every outgoing call, and a `format!`
-    // would cost a heap string only to be copied into the header value.
+    // Formatted into a buffer on the stack: this runs for every outgoing call, and a `format!`
+    // would cost a heap string only to be copied into the header value. At most 8 digits and a
+    // unit, so it always fits.
     let mut text = [0u8; 9];
-    let mut start = 8;
-    text[8] = unit;
-    loop {
-        start -= 1;
-        // `amount % 10` is a single digit.
-        text[start] = b'0' + (amount % 10) as u8;
-        amount /= 10;
-        if amount == 0 {
-            break;
-        }
-    }
-    HeaderValue::from_bytes(&text[start..]).unwrap_or(HeaderValue::from_static("99999999S"))
+    let capacity = text.len();
+    let len = {
+        let mut out = &mut text[..];
+        write!(out, "{amount}{unit}").map(|()| capacity - out.len())
+    };
+    len.ok()
+        .and_then(|len| HeaderValue::from_bytes(&text[..len]).ok())
+        .unwrap_or(HeaderValue::from_static("99999999S"))
 }
 
 #[cfg(test)]
