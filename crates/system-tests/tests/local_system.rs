@@ -110,6 +110,43 @@ async fn full_story_through_the_cli() {
     );
 }
 
+/// `make demo` starts every service at once and runs the CLI as soon as all are registered: the
+/// consignment service may have looked at the registry just before the user and vessel services
+/// registered, and sees them only at its next poll. A call in that gap waits for them instead of
+/// failing with "the user service is unavailable" (a CI run of the demo once did).
+#[tokio::test]
+async fn a_call_right_after_its_dependencies_register_waits_for_discovery_to_see_them() {
+    let mut cluster = Cluster::local().expect("cluster");
+    // Started first, it scans the registry before the others are in it, and (with this poll)
+    // not again for 3 s: the story below runs inside that gap.
+    let consignment = cluster
+        .start_with(
+            "consignment",
+            &[("SHIPPY_REGISTRY__LOCAL__POLL_MS", "3000")],
+        )
+        .await
+        .expect("consignment starts");
+    let _user = cluster.start("user").await.expect("user starts");
+    let _vessel = cluster.start("vessel").await.expect("vessel starts");
+    cluster.sign_up_and_login("early@example.com");
+
+    let created = cluster.cli_with_stdin(
+        ["consignment", "create", "-"],
+        Some(&consignment_json(55_000, 3)),
+    );
+    assert!(
+        created.status.success(),
+        "{}\n{}",
+        stderr(&created),
+        consignment.log()
+    );
+    let out = String::from_utf8_lossy(&created.stdout);
+    assert!(
+        out.contains("Consignment created on vessel vessel001"),
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn nothing_fits_is_not_found() {
     let mut cluster = Cluster::local().expect("cluster");

@@ -247,4 +247,10 @@ impl Registry for EtcdRegistry {
         .await?;
         Ok(set)
     }
+
+    fn propagation_delay(&self) -> Duration {
+        // The watch pushes each change as etcd commits it: milliseconds on a working network;
+        // this leaves room for a loaded machine.
+        Duration::from_millis(100)
+    }
 }

@@ -536,6 +536,12 @@ impl Registry for LocalRegistry {
         });
         Ok(rx)
     }
+
+    fn propagation_delay(&self) -> Duration {
+        // A registration made just after a scan began is seen by the next one, a poll later; the
+        // second poll covers the scan itself on a loaded machine.
+        self.poll * 2
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ pub mod etcd;
 pub mod local;
 pub mod trace;
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -98,6 +98,12 @@ pub trait Registry: Send + Sync + fmt::Debug {
         &self,
         service: &str,
     ) -> Result<watch::Receiver<InstanceSet>, DiscoveryError>;
+
+    /// How long a registration may take to reach a subscription made earlier (the local
+    /// registry's poll; an etcd watch's push). Until that long has passed, a subscription that
+    /// shows no instance only says that none had registered a moment ago: a caller that finds
+    /// none waits this long for one before it reports that none is registered.
+    fn propagation_delay(&self) -> Duration;
 }
 
 /// Handle of a live registration; stops the keep-alive and removes the entry.

@@ -23,7 +23,9 @@
 //!    that just left the registry stay usable for `client.departed_grace_ms` when nothing else is
 //!    left (a deregistered instance drains for a while; a registry that lost its data will be
 //!    re-filled), and when every instance has just left, the call waits for one to appear
-//!    within its deadline instead of failing at once.
+//!    within its deadline instead of failing at once. When none is known at all, the call waits
+//!    as long as a registration takes to reach this process (a poll of the local registry)
+//!    before it reports that none is registered: the instance may have started a moment ago.
 //! 5. **Attempt**: idempotent calls ([`retry`]) get `client.attempt_timeout_ms` per attempt and are
 //!    retried on another instance after `UNAVAILABLE`, a broken connection or a timed-out attempt,
 //!    while the retry budget lasts; any call is retried when its connection could not be opened
@@ -159,6 +161,8 @@ struct Inner {
     endpoints: Endpoints,
     /// Metric handles of this target and of each method called on it (see `call_metrics`).
     metrics: TargetMetrics,
+    /// How long a new registration may take to reach `set` ([`Registry::propagation_delay`]).
+    propagation: Duration,
 }
 
 /// The per-call metric handles of one target.
@@ -277,8 +281,11 @@ impl Inner {
     }
 
     /// Waits (within `deadline`) for a live instance of `version` other than those that
-    /// `refused` this call, when instances were there a moment ago (they are restarting, or
-    /// have just left the registry); `false` at once when there were none, or when none came.
+    /// `refused` this call: while instances were there a moment ago (they are restarting, or
+    /// have just left the registry), until the deadline; while none is known, only as long as a
+    /// registration takes to arrive (`propagation`), since the instance may have registered a
+    /// moment ago: a client started with its service sees it a poll later, and a call in that
+    /// gap would otherwise be told that nothing is registered. `false` when none came.
     async fn wait_for_another(
         &self,
         version: Option<&str>,
@@ -286,22 +293,24 @@ impl Inner {
         deadline: Instant,
     ) -> bool {
         let now = Instant::now();
-        {
+        let until = {
             let set = self.set.borrow();
             if set.live.is_empty() && set.departed_until(now).next().is_none() {
-                return false;
+                if self.propagation.is_zero() {
+                    return false;
+                }
+                deadline.min(now + self.propagation)
+            } else {
+                deadline
             }
-        }
+        };
         let mut set = self.set.clone();
         let came = set.wait_for(|set| {
             set.live.iter().any(|b| {
                 version.is_none_or(|v| b.version == v) && !refused.iter().any(|r| Arc::ptr_eq(r, b))
             })
         });
-        matches!(
-            tokio::time::timeout_at(deadline.into(), came).await,
-            Ok(Ok(_))
-        )
+        matches!(tokio::time::timeout_at(until.into(), came).await, Ok(Ok(_)))
     }
 
     fn unavailable(&self, version: Option<&str>, pinned: bool) -> BoxError {
@@ -629,7 +638,12 @@ impl BalancedChannel {
         settings: watch::Receiver<ClientSettings>,
     ) -> Result<Self, DiscoveryError> {
         let instances = registry.subscribe(service).await?;
-        Ok(Self::from_watch(service, instances, settings))
+        Ok(Self::build(
+            service,
+            instances,
+            settings,
+            registry.propagation_delay(),
+        ))
     }
 
     /// Balances over a fixed list of addresses (e.g. the CLI's `--addr`).
@@ -647,11 +661,22 @@ impl BalancedChannel {
         Self::from_watch(service, rx, settings)
     }
 
-    /// Balances over an instance set that someone else keeps current.
+    /// Balances over an instance set that someone else keeps current (and current at once: a
+    /// call that finds it empty fails without waiting for an instance to appear).
     pub fn from_watch(
+        service: &str,
+        instances: watch::Receiver<InstanceSet>,
+        settings: watch::Receiver<ClientSettings>,
+    ) -> Self {
+        Self::build(service, instances, settings, Duration::ZERO)
+    }
+
+    /// A channel over `instances`, whose changes may take `propagation` to arrive.
+    fn build(
         service: &str,
         mut instances: watch::Receiver<InstanceSet>,
         settings: watch::Receiver<ClientSettings>,
+        propagation: Duration,
     ) -> Self {
         // Connections opened later keep the connect timeout of the start (it needs a restart).
         let connect_timeout = Duration::from_millis(settings.borrow().connect_timeout_ms.max(1));
@@ -680,6 +705,7 @@ impl BalancedChannel {
             budget: RetryBudget::default(),
             endpoints,
             metrics: TargetMetrics::new(service),
+            propagation,
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         let name = service.to_owned();
@@ -1032,6 +1058,33 @@ mod tests {
         set.wait_for(|s| !s.live.is_empty()).await.expect("updated");
         assert!(Arc::ptr_eq(&set.borrow().live[0], &first));
         assert!(set.borrow().departed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_call_that_finds_no_instance_waits_as_long_as_a_registration_takes_to_arrive() {
+        let (tx, rx) = watch::channel(Vec::new());
+        let settings = live::fixed(ClientSettings::default());
+        let channel = BalancedChannel::build("svc", rx, settings, Duration::from_millis(200));
+        let far = Instant::now() + Duration::from_secs(60);
+
+        // Nothing registers: the wait ends after the propagation delay, not at the deadline.
+        let started = Instant::now();
+        assert!(!channel.inner.wait_for_another(None, &[], far).await);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "waited for the deadline"
+        );
+
+        // An instance that registered just before the call arrives during the wait.
+        let waiting = {
+            let channel = channel.clone();
+            tokio::spawn(async move { channel.inner.wait_for_another(None, &[], far).await })
+        };
+        tx.send_replace(instances(&["127.0.0.1:1"]));
+        assert!(
+            waiting.await.expect("joined"),
+            "the new instance was not seen"
+        );
     }
 
     #[tokio::test]
