@@ -14,7 +14,8 @@
 //!
 //! It also prints the server CPU per call of each process (from /proc), and measures one hop
 //! against its ceiling in the same run: the same `FindAvailable` load on a shippy vessel and on a
-//! bare tonic server (`hop.rs`), so CPU, throughput and p99 read as ratios to a bare hop.
+//! bare tonic server (`hop.rs`), in alternating rounds, so CPU, throughput and p99 read as ratios
+//! to a bare hop (each round's ratio; the median and the range are printed).
 //!
 //! The REST part sends the same load as JSON through `shippy-gateway` and prints its throughput,
 //! p99 and the gateway's CPU per call as ratios to the gRPC figures (`rest.rs`).
@@ -27,7 +28,8 @@
 //! binaries the images ship.
 //!
 //! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32), `BENCH_LOGINS` (default
-//! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3), `BENCH_HOP_CALLS` (default 20000).
+//! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3), `BENCH_HOP_CALLS` (default 20000), `BENCH_HOP_ROUNDS`
+//! (default 3).
 
 mod hop;
 mod rest;
@@ -243,34 +245,48 @@ async fn main() -> anyhow::Result<()> {
     processes.push(gateway);
 
     // One hop against its ceiling, measured now: the same FindAvailable load on a shippy vessel
-    // and on a bare tonic server.
+    // and on a bare tonic server, in alternating rounds (the order swapped each round), so drift
+    // of the machine's speed during the run falls on both sides; the ratios are each round's,
+    // their median printed with their range.
     let hop_calls = env_usize("BENCH_HOP_CALLS", 20_000);
+    let hop_rounds = env_usize("BENCH_HOP_ROUNDS", 3).max(1);
     let bare = hop::BareServer::start()?;
-    let bare_hop = hop_load(&bare.address, bare.pid(), hop_calls, concurrency).await?;
-    let shippy_hop = hop_load(
-        processes[1].address(),
-        processes[1].pid(),
-        hop_calls,
-        concurrency,
-    )
-    .await?;
+    let mut rounds = Vec::with_capacity(hop_rounds);
+    let vessel = &processes[1];
+    for round in 0..hop_rounds {
+        let bare_side = || hop_load(&bare.address, bare.pid(), hop_calls, concurrency);
+        let shippy_side = || hop_load(vessel.address(), vessel.pid(), hop_calls, concurrency);
+        let (bare_hop, shippy_hop) = if round % 2 == 0 {
+            let bare_hop = bare_side().await?;
+            (bare_hop, shippy_side().await?)
+        } else {
+            let shippy_hop = shippy_side().await?;
+            (bare_side().await?, shippy_hop)
+        };
+        rounds.push((bare_hop, shippy_hop));
+    }
     drop(bare);
+    // Median and range over the rounds of a figure of the pair (bare, shippy).
+    let over =
+        |f: &dyn Fn(&Hop, &Hop) -> f64| spread(rounds.iter().map(|(b, s)| f(b, s)).collect());
+    let bare_rps = over(&|b, _| b.rps).median;
+    let bare_p99 = over(&|b, _| b.p99.as_secs_f64()).median;
+    let bare_cpu = over(&|b, _| b.cpu_per_call).median;
+    let rps = over(&|b, s| s.rps / b.rps);
+    let p99 = over(&|b, s| s.p99.as_secs_f64() / b.p99.as_secs_f64());
+    let cpu = over(&|b, s| s.cpu_per_call / b.cpu_per_call);
     println!(
-        "one hop    FindAvailable x {hop_calls}, concurrency {concurrency}: bare tonic {:.0} calls/s, p99 {:.2} ms, {:.0} µs CPU/call; shippy vessel {:.0} calls/s ({:.2} of bare), p99 {:.2} ms ({:.2}x), {:.0} µs CPU/call ({:.2} bare hops)",
-        bare_hop.rps,
-        ms(bare_hop.p99),
-        us(bare_hop.cpu_per_call),
-        shippy_hop.rps,
-        shippy_hop.rps / bare_hop.rps,
-        ms(shippy_hop.p99),
-        shippy_hop.p99.as_secs_f64() / bare_hop.p99.as_secs_f64(),
-        us(shippy_hop.cpu_per_call),
-        shippy_hop.cpu_per_call / bare_hop.cpu_per_call
+        "one hop    FindAvailable x {hop_calls}, concurrency {concurrency}, {hop_rounds} alternating rounds (medians [range]): bare tonic {bare_rps:.0} calls/s, p99 {:.2} ms, {:.0} µs CPU/call; shippy vessel {:.0} calls/s ({rps} of bare), p99 {:.2} ms ({p99}x), {:.0} µs CPU/call ({cpu} bare hops)",
+        bare_p99 * 1e3,
+        us(bare_cpu),
+        over(&|_, s| s.rps).median,
+        over(&|_, s| s.p99.as_secs_f64()).median * 1e3,
+        us(over(&|_, s| s.cpu_per_call).median),
     );
     println!(
         "ratios     CreateConsignment: server CPU per call {:.1} bare hops, p99 {:.2}x a bare hop's",
-        flow_cpu / bare_hop.cpu_per_call,
-        percentile(&latencies, 0.99).as_secs_f64() / bare_hop.p99.as_secs_f64()
+        flow_cpu / bare_cpu,
+        percentile(&latencies, 0.99).as_secs_f64() / bare_p99
     );
 
     for process in &mut processes {
@@ -287,6 +303,28 @@ async fn main() -> anyhow::Result<()> {
 
     telemetry_overhead(&mut cluster, concurrency).await?;
     login_burst(&mut cluster, env_usize("BENCH_LOGINS", 256)).await
+}
+
+/// The median of some rounds' values and their range; prints as `0.91 [0.85-0.97]`.
+struct Spread {
+    median: f64,
+    low: f64,
+    high: f64,
+}
+
+fn spread(mut values: Vec<f64>) -> Spread {
+    values.sort_by(f64::total_cmp);
+    Spread {
+        median: values[values.len() / 2],
+        low: values[0],
+        high: values[values.len() - 1],
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} [{:.2}-{:.2}]", self.median, self.low, self.high)
+    }
 }
 
 /// What a one-hop load measured.
