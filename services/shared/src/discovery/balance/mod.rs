@@ -24,8 +24,9 @@
 //!    left (a deregistered instance drains for a while; a registry that lost its data will be
 //!    re-filled), and when every instance has just left, the call waits for one to appear
 //!    within its deadline instead of failing at once. When none is known at all, the call waits
-//!    as long as a registration takes to reach this process (a poll of the local registry)
-//!    before it reports that none is registered: the instance may have started a moment ago.
+//!    as long as a registration takes to reach this process (two polls of the local registry,
+//!    an etcd watch's push) before it reports that none is registered: the instance may have
+//!    started a moment ago.
 //! 5. **Attempt**: idempotent calls ([`retry`]) get `client.attempt_timeout_ms` per attempt and are
 //!    retried on another instance after `UNAVAILABLE`, a broken connection or a timed-out attempt,
 //!    while the retry budget lasts; any call is retried when its connection could not be opened
