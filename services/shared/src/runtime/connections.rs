@@ -134,24 +134,24 @@ impl Guarded {
         }
     }
 
-    /// `Pending`, with the task woken at once, the first time a write is attempted; `Ready` the
-    /// second time, when the caller should write. Other tasks that are ready run in between.
-    fn yield_once(&mut self, cx: &Context<'_>) -> Poll<()> {
-        if self.yielded {
-            Poll::Ready(())
-        } else {
+    /// Runs `write` on the socket, but only at the second attempt: the first returns `Pending` with
+    /// the task woken at once, so other ready tasks run in between (see the module doc). Once a
+    /// write is done (or failed), the next one yields again.
+    fn write_after_yield<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if !self.yielded {
             self.yielded = true;
             cx.waker().wake_by_ref();
-            Poll::Pending
+            return Poll::Pending;
         }
-    }
-
-    /// Notes the result of a write: once it is done (or failed), the next write yields again.
-    fn wrote<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if result.is_ready() {
+        let written = write(Pin::new(&mut self.inner), cx);
+        if written.is_ready() {
             self.yielded = false;
         }
-        result
+        written
     }
 }
 
@@ -198,10 +198,8 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.yield_once(cx));
-        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.wrote(written)
+        self.get_mut()
+            .write_after_yield(cx, |inner, cx| inner.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -209,10 +207,8 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.yield_once(cx));
-        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.wrote(written)
+        self.get_mut()
+            .write_after_yield(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     /// Always false, so that h2 copies messages under 1 KiB into its own buffer and sends an answer
