@@ -47,7 +47,7 @@ struct StoredContainer {
 impl SqliteStore {
     /// The store on `db`, creating its table and index if they are missing.
     pub async fn open(db: Sqlite) -> Result<Self, StoreError> {
-        db.run(|c| c.execute_batch(SCHEMA)).await?;
+        db.write(|c| c.execute_batch(SCHEMA)).await?;
         Ok(Self { db })
     }
 
@@ -57,9 +57,9 @@ impl SqliteStore {
         owner: Option<(String, Option<String>, i64)>,
     ) -> Result<Vec<Consignment>, StoreError> {
         self.db
-            .run_with(move |c| {
+            .read_with(move |c| {
                 let read =
-                    |c: &mut rusqlite::Connection| -> rusqlite::Result<Vec<(Consignment, String)>> {
+                    |c: &rusqlite::Connection| -> rusqlite::Result<Vec<(Consignment, String)>> {
                         let mut statement = c.prepare_cached(&sql)?;
                         let rows = match &owner {
                             Some((owner, after, limit)) => statement
@@ -132,7 +132,7 @@ impl ConsignmentStore for SqliteStore {
         let containers = containers_to_json(&consignment.containers)?;
         let c = consignment.clone();
         self.db
-            .run_with(move |connection| {
+            .write_with(move |connection| {
                 connection
                     .execute(
                         &format!(

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::call_metrics::ByStaticPair;
 
 /// Store failures, classified by what a caller can do about them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A unique key is taken (e.g. a user's email); the text says what.
     #[error("{0} already exists")]

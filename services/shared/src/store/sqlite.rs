@@ -7,29 +7,34 @@
 //! so nothing acknowledged is lost when a process or the machine dies. For more than one host, use
 //! MongoDB.
 //!
-//! rusqlite is synchronous: each operation runs on tokio's blocking pool, holding this process's
-//! one connection for its duration. Other processes wait on SQLite's own lock, up to
+//! rusqlite is synchronous: a handle keeps two connections, each on a thread of its own, one for
+//! reads and one for writes, and commits concurrent writes as a group with one `fsync` ([`worker`]
+//! says how and why). Other processes wait on SQLite's own lock, up to
 //! `store.sqlite.busy_timeout_ms`.
+
+mod worker;
 
 use std::{
     fs,
     os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+use self::worker::Queue;
 use crate::{config::SqliteSettings, store::StoreError};
 
 /// Default wait for another writer.
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The database file of this host, opened. Clones share the connection.
+/// The database file of this host, opened. Clones share the connections; the last one dropped
+/// closes them.
 #[derive(Clone)]
 pub struct Sqlite {
-    connection: Arc<Mutex<Connection>>,
+    reads: Queue,
+    writes: Queue,
     path: PathBuf,
 }
 
@@ -113,33 +118,40 @@ impl Sqlite {
             .busy_timeout_ms
             .map_or(DEFAULT_BUSY_TIMEOUT, Duration::from_millis);
         let opened = path.clone();
-        let connection = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            if let Some(dir) = opened.parent().filter(|d| !d.as_os_str().is_empty()) {
-                secure_dir(dir)?;
-            }
-            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-            let connection = Connection::open_with_flags(&opened, flags).map_err(|e| {
-                StoreError::Internal(format!("cannot open {}: {e}", opened.display()))
-            })?;
-            connection.busy_timeout(busy).map_err(|e| classify(&e))?;
-            connection
-                .pragma_update(None, "journal_mode", "WAL")
-                .map_err(|e| classify(&e))?;
-            connection
-                .pragma_update(None, "synchronous", "FULL")
-                .map_err(|e| classify(&e))?;
-            // The file holds password hashes: only its owner may read it.
-            let _ = fs::set_permissions(&opened, fs::Permissions::from_mode(0o600));
-            Ok(connection)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("opening SQLite failed: {e}")))??;
+        let (writer, reader) =
+            tokio::task::spawn_blocking(move || -> Result<(Connection, Connection), StoreError> {
+                if let Some(dir) = opened.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    secure_dir(dir)?;
+                }
+                // The writer first: it creates the file and switches it to WAL, which the reader
+                // needs to read beside it.
+                let writer = connect(&opened, busy)?;
+                writer
+                    .pragma_update(None, "journal_mode", "WAL")
+                    .map_err(|e| classify(&e))?;
+                writer
+                    .pragma_update(None, "synchronous", "FULL")
+                    .map_err(|e| classify(&e))?;
+                // The file holds password hashes: only its owner may read it.
+                let _ = fs::set_permissions(&opened, fs::Permissions::from_mode(0o600));
+                let reader = connect(&opened, busy)?;
+                // A write sent to the reader by mistake fails instead of bypassing group commit.
+                reader
+                    .pragma_update(None, "query_only", true)
+                    .map_err(|e| classify(&e))?;
+                Ok((writer, reader))
+            })
+            .await
+            .map_err(|e| StoreError::Internal(format!("opening SQLite failed: {e}")))??;
+        let threads = |e: std::io::Error| {
+            StoreError::Internal(format!("cannot start the SQLite threads: {e}"))
+        };
+        let writes = Queue::writer(writer).map_err(threads)?;
+        let reads = Queue::reader(reader).map_err(threads)?;
         tracing::info!(path = %path.display(), "SQLite store opened");
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            reads,
+            writes,
             path,
         })
     }
@@ -149,31 +161,61 @@ impl Sqlite {
         &self.path
     }
 
-    /// Runs `operation` on the connection, off the async runtime. Its errors are classified by
-    /// [`classify`]; use [`Sqlite::run_with`] to classify them yourself.
-    pub async fn run<T, F>(&self, operation: F) -> Result<T, StoreError>
+    /// Runs the query `operation` on the read connection, off the async runtime. It sees every
+    /// write acknowledged before it was called. Errors are classified by [`classify`]; the
+    /// connection refuses writes.
+    pub async fn read<T, F>(&self, operation: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.run_with(move |connection| operation(connection).map_err(|e| classify(&e)))
+        self.read_with(move |connection| operation(connection).map_err(|e| classify(&e)))
             .await
     }
 
-    /// Runs `operation` on the connection, off the async runtime.
-    pub async fn run_with<T, F>(&self, operation: F) -> Result<T, StoreError>
+    /// [`Sqlite::read`], classifying errors yourself.
+    pub async fn read_with<T, F>(&self, operation: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().map_err(StoreError::poisoned)?;
-            operation(&mut connection)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("SQLite task failed: {e}")))?
+        self.reads.submit(operation).await
     }
+
+    /// Runs `operation` on the write connection, off the async runtime, and returns once it is
+    /// committed, perhaps in one transaction with other writes (so `operation` must not begin
+    /// or end a transaction itself). Errors are classified by [`classify`]; use
+    /// [`Sqlite::write_with`] to classify them yourself.
+    pub async fn write<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.write_with(move |connection| operation(connection).map_err(|e| classify(&e)))
+            .await
+    }
+
+    /// [`Sqlite::write`], classifying errors yourself. An error rolls back what `operation`
+    /// wrote.
+    pub async fn write_with<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writes.submit(operation).await
+    }
+}
+
+/// One connection to `path`, not following a symbolic link, waiting `busy` for other writers.
+fn connect(path: &Path, busy: Duration) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let connection = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Internal(format!("cannot open {}: {e}", path.display())))?;
+    connection.busy_timeout(busy).map_err(|e| classify(&e))?;
+    Ok(connection)
 }
 
 /// Classifies an SQLite error: a unique or primary-key violation is [`StoreError::Duplicate`]
@@ -234,14 +276,14 @@ mod tests {
             fs::metadata(&dir).expect("dir").permissions().mode() & 0o777,
             0o700
         );
-        db.run(|c| c.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT UNIQUE)"))
+        db.write(|c| c.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT UNIQUE)"))
             .await
             .expect("create");
-        db.run(|c| c.execute("INSERT INTO t VALUES ('a', 'x')", []))
+        db.write(|c| c.execute("INSERT INTO t VALUES ('a', 'x')", []))
             .await
             .expect("insert");
         let duplicate = db
-            .run_with(|c| {
+            .write_with(|c| {
                 c.execute("INSERT INTO t VALUES ('b', 'x')", [])
                     .map_err(|e| classify_insert(&e, || "value x".into()))
             })
@@ -249,7 +291,7 @@ mod tests {
             .expect_err("unique");
         assert!(matches!(&duplicate, StoreError::Duplicate(what) if what == "value x"));
         let mode: String = db
-            .run(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+            .read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
             .await
             .expect("pragma");
         assert_eq!(mode, "wal");
@@ -277,16 +319,92 @@ mod tests {
         let path = root.path().join("shared.db");
         let a = Sqlite::open(&settings(path.clone())).await.expect("a");
         let b = Sqlite::open(&settings(path)).await.expect("b");
-        a.run(|c| c.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY)"))
+        a.write(|c| c.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY)"))
             .await
             .expect("create");
-        a.run(|c| c.execute("INSERT INTO t VALUES ('from-a')", []))
+        a.write(|c| c.execute("INSERT INTO t VALUES ('from-a')", []))
             .await
             .expect("insert");
         let seen: String = b
-            .run(|c| c.query_row("SELECT id FROM t", [], |r| r.get(0)))
+            .read(|c| c.query_row("SELECT id FROM t", [], |r| r.get(0)))
             .await
             .expect("read");
         assert_eq!(seen, "from-a");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_all_committed_and_each_duplicate_fails_alone() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let db = Sqlite::open(&settings(root.path().join("group.db")))
+            .await
+            .expect("open");
+        db.write(|c| c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+            .await
+            .expect("create");
+        // 400 writes at once, so the writer commits them in groups; every tenth id is written
+        // twice, and exactly one of the two may win.
+        let writes = (0..400).map(|n: i64| {
+            let db = db.clone();
+            let id = if n % 10 == 9 { n - 1 } else { n };
+            tokio::spawn(async move {
+                let acknowledged = db
+                    .write_with(move |c| {
+                        c.execute("INSERT INTO t VALUES (?1)", [id])
+                            .map_err(|e| classify_insert(&e, || format!("row {id}")))
+                    })
+                    .await;
+                // What a caller is told is what a reader then sees.
+                let seen: i64 = db
+                    .read(move |c| {
+                        c.query_row("SELECT COUNT(*) FROM t WHERE id = ?1", [id], |r| r.get(0))
+                    })
+                    .await
+                    .expect("read");
+                (id, acknowledged, seen)
+            })
+        });
+        let mut duplicates = 0;
+        for write in writes.collect::<Vec<_>>() {
+            let (id, acknowledged, seen) = write.await.expect("task");
+            assert_eq!(seen, 1, "row {id} is stored");
+            match acknowledged {
+                Ok(rows) => assert_eq!(rows, 1),
+                Err(StoreError::Duplicate(what)) => {
+                    assert_eq!(what, format!("row {id}"));
+                    duplicates += 1;
+                }
+                Err(other) => panic!("row {id}: {other}"),
+            }
+        }
+        assert_eq!(duplicates, 40);
+        let stored: i64 = db
+            .read(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
+            .await
+            .expect("count");
+        assert_eq!(stored, 360);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_operation_fails_alone_and_reads_cannot_write() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let db = Sqlite::open(&settings(root.path().join("p.db")))
+            .await
+            .expect("open");
+        db.write(|c| c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+            .await
+            .expect("create");
+        let panicked = db
+            .write(|_| -> rusqlite::Result<()> { panic!("a bug in an operation") })
+            .await
+            .expect_err("reported");
+        assert!(matches!(panicked, StoreError::Internal(_)), "{panicked}");
+        db.write(|c| c.execute("INSERT INTO t VALUES (1)", []))
+            .await
+            .expect("the writer still works");
+        let refused = db
+            .read(|c| c.execute("INSERT INTO t VALUES (2)", []))
+            .await
+            .expect_err("the read connection refuses writes");
+        assert!(matches!(refused, StoreError::Internal(_)), "{refused}");
     }
 }

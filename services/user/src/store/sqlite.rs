@@ -33,14 +33,14 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// The store on `db`, creating its table (with the unique email index) if it is missing.
     pub async fn open(db: Sqlite) -> Result<Self, StoreError> {
-        db.run(|c| c.execute_batch(SCHEMA)).await?;
+        db.write(|c| c.execute_batch(SCHEMA)).await?;
         Ok(Self { db })
     }
 
     async fn query(&self, sql: String, key: String) -> Result<Vec<User>, StoreError> {
         let rows: Vec<Stored> = self
             .db
-            .run(move |c| {
+            .read(move |c| {
                 let mut statement = c.prepare_cached(&sql)?;
                 let rows = if key.is_empty() {
                     statement
@@ -102,7 +102,7 @@ impl UserStore for SqliteStore {
     async fn create(&self, user: &User) -> Result<(), StoreError> {
         let u = user.clone();
         self.db
-            .run_with(move |c| {
+            .write_with(move |c| {
                 c.execute(
                     &format!("INSERT INTO users ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
                     params![

@@ -38,7 +38,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// The store on `db`, creating its table and index if they are missing.
     pub async fn open(db: Sqlite) -> Result<Self, StoreError> {
-        db.run(|c| c.execute_batch(SCHEMA)).await?;
+        db.write(|c| c.execute_batch(SCHEMA)).await?;
         Ok(Self { db })
     }
 }
@@ -59,7 +59,7 @@ impl VesselStore for SqliteStore {
     async fn create(&self, vessel: &Vessel) -> Result<(), StoreError> {
         let v = vessel.clone();
         self.db
-            .run_with(move |c| {
+            .write_with(move |c| {
                 c.execute(
                     &format!("INSERT INTO vessels ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
                     params![
@@ -79,7 +79,7 @@ impl VesselStore for SqliteStore {
 
     async fn list(&self) -> Result<Vec<Vessel>, StoreError> {
         self.db
-            .run(|c| {
+            .read(|c| {
                 c.prepare_cached(&format!("SELECT {COLUMNS} FROM vessels ORDER BY id"))?
                     .query_map([], vessel)?
                     .collect()
@@ -95,7 +95,7 @@ impl VesselStore for SqliteStore {
         let after = after.map(str::to_owned);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 c.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM vessels WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
                 ))?
@@ -108,7 +108,7 @@ impl VesselStore for SqliteStore {
     async fn find_available(&self, spec: &Specification) -> Result<Option<Vessel>, StoreError> {
         let spec = *spec;
         self.db
-            .run(move |c| {
+            .read(move |c| {
                 c.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM vessels \
                      WHERE available = 1 AND capacity >= ?1 AND max_weight >= ?2 \
@@ -122,7 +122,7 @@ impl VesselStore for SqliteStore {
 
     async fn count(&self) -> Result<u64, StoreError> {
         self.db
-            .run(|c| c.query_row("SELECT COUNT(*) FROM vessels", [], |r| r.get(0)))
+            .read(|c| c.query_row("SELECT COUNT(*) FROM vessels", [], |r| r.get(0)))
             .await
     }
 }
