@@ -28,6 +28,7 @@ pub mod etcd;
 pub mod page;
 pub mod probe;
 pub mod validate;
+mod write_shaping;
 
 #[cfg(feature = "server")]
 pub mod auth;

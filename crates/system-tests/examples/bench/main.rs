@@ -20,6 +20,9 @@
 //! The REST part sends the same load as JSON through `shippy-gateway` and prints its throughput,
 //! p99 and the gateway's CPU per call as ratios to the gRPC figures (`rest.rs`).
 //!
+//! The same load then runs on a fresh system on the default SQLite store, where every write is
+//! synced before its answer, printed as ratios to the memory store's figures.
+//!
 //! A third part measures what telemetry costs: the same load with telemetry off, metrics only, and
 //! metrics plus traces exported to a real Jaeger at 10 % and 100 % sampling, interleaved over a few
 //! rounds and printed as ratios to "off".
@@ -301,8 +304,59 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    default_store(calls, concurrency, grpc_rps, flow_cpu).await?;
     telemetry_overhead(&mut cluster, concurrency).await?;
     login_burst(&mut cluster, env_usize("BENCH_LOGINS", 256)).await
+}
+
+/// The same `CreateConsignment` load on the default store, SQLite, where every write is synced to
+/// disk before it is answered: what durability costs, as ratios to the memory store's figures
+/// (`memory_rps`, `memory_cpu` per call) measured above. The file is on this machine's disk, in the
+/// cluster's own directory.
+async fn default_store(
+    calls: usize,
+    concurrency: usize,
+    memory_rps: f64,
+    memory_cpu: f64,
+) -> anyhow::Result<()> {
+    let mut cluster = Cluster::local()?;
+    cluster.set_env("SHIPPY_LOG__LEVEL", "warn");
+    let mut processes = Vec::new();
+    for service in ["user", "vessel", "consignment"] {
+        processes.push(cluster.start(service).await?);
+    }
+    let token = cluster.sign_up_and_login("bench-sqlite@example.com");
+    let token = token.trim().to_owned();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", processes[2].address()))?
+            .connect()
+            .await?;
+    let client = ShippingServiceClient::new(channel);
+    load(&client, &token, 500, concurrency).await?;
+    let cpu_before: Vec<f64> = processes
+        .iter()
+        .map(|p| hop::cpu_seconds(p.pid()).unwrap_or(0.0))
+        .collect();
+    let measured = load(&client, &token, calls, concurrency).await?;
+    let cpu: f64 = processes
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, before)| hop::cpu_seconds(p.pid()).unwrap_or(0.0) - before)
+        .sum::<f64>()
+        / calls as f64;
+    let rps = calls as f64 / measured.elapsed.as_secs_f64();
+    println!(
+        "SQLite     the same {calls} calls on the default store (every write synced before its answer): {rps:.0} calls/s ({:.2} of memory's), p99 {:.2} ms, flow CPU {:.0} µs/call ({:.2}x memory's), {} failed",
+        rps / memory_rps,
+        percentile(&measured.latencies, 0.99).as_secs_f64() * 1e3,
+        cpu * 1e6,
+        cpu / memory_cpu,
+        measured.failures,
+    );
+    for mut process in processes {
+        process.stop(Duration::from_secs(20))?;
+    }
+    Ok(())
 }
 
 /// The median of some rounds' values and their range; prints as `0.91 [0.85-0.97]`.

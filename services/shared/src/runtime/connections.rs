@@ -9,22 +9,7 @@
 //! client then sees the refusal immediately (and a balanced client tries another instance) instead
 //! of hanging until its deadline. Calls on connections already open are not affected.
 //!
-//! Writes are shaped so that answers leave in fewer, fuller writes. Each write is a system call at
-//! both ends, and on loopback the kernel's send path was the largest single cost of a call:
-//! - **The socket reports that it takes no vectored writes.** h2 picks from this how large a
-//!   message must be to be sent from its own buffer rather than copied into h2's: 256 bytes with
-//!   vectored writes, 1 KiB without. A message sent from its own buffer ends the write it starts,
-//!   so an answer of 256 B to 1 KiB (a created consignment is about 440 B) went out as two writes,
-//!   headers and message, then the trailers alone. Copied, the whole answer is one write. An answer
-//!   over 1 KiB takes one write more than before (the buffer, then the message), but such answers
-//!   are pages of lists, where moving the bytes costs more than the extra call.
-//! - **A write first lets the worker's other ready tasks run once.** Every call's answer is queued
-//!   by that call's own task, and the connection's task writes out whatever is queued when it runs.
-//!   Yielding once before the write lets the answers being finished on this worker join it. Go's
-//!   gRPC writer does the same before it flushes a small batch. The second attempt always writes,
-//!   so nothing waits longer than one pass of the scheduler.
-//!
-//! Measured under `FindAvailable` and `CreateConsignment` load (see the README's benchmark section).
+//! Writes are shaped so that answers leave in fewer, fuller writes ([`Coalesced`]).
 
 use std::{
     future::Future,
@@ -44,7 +29,7 @@ use tokio::{
 use tokio_stream::{Stream, StreamExt as _, wrappers::TcpListenerStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::config::ServerSettings;
+use crate::{config::ServerSettings, write_shaping::Coalesced};
 
 /// Length of the HTTP/2 client connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`), the first
 /// bytes every gRPC client sends.
@@ -114,44 +99,21 @@ impl Refusals {
 /// closes it) once its handshake deadline passes before the client sent the preface.
 #[derive(Debug)]
 pub(super) struct Guarded {
-    inner: TcpStream,
+    inner: Coalesced<TcpStream>,
     /// Until the preface has arrived: when it must have.
     deadline: Option<Pin<Box<Sleep>>>,
     received: usize,
-    /// Whether the write now being attempted has already yielded once (see the module doc).
-    yielded: bool,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Guarded {
     fn new(inner: TcpStream, permit: OwnedSemaphorePermit, handshake: Option<Duration>) -> Self {
         Self {
-            inner,
+            inner: Coalesced::new(inner),
             deadline: handshake.map(|after| Box::pin(tokio::time::sleep(after))),
             received: 0,
-            yielded: false,
             _permit: permit,
         }
-    }
-
-    /// Runs `write` on the socket, but only at the second attempt: the first returns `Pending` with
-    /// the task woken at once, so other ready tasks run in between (see the module doc). Once a
-    /// write is done (or failed), the next one yields again.
-    fn write_after_yield<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        if !self.yielded {
-            self.yielded = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let written = write(Pin::new(&mut self.inner), cx);
-        if written.is_ready() {
-            self.yielded = false;
-        }
-        written
     }
 }
 
@@ -159,7 +121,7 @@ impl Connected for Guarded {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        self.inner.get_ref().connect_info()
     }
 }
 
@@ -198,8 +160,7 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .write_after_yield(cx, |inner, cx| inner.poll_write(cx, buf))
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -207,15 +168,11 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .write_after_yield(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
-    /// Always false, so that h2 copies messages under 1 KiB into its own buffer and sends an answer
-    /// whole (see the module doc). Writers that are handed several buffers anyway still get them
-    /// written in one call.
     fn is_write_vectored(&self) -> bool {
-        false
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -267,50 +224,6 @@ mod tests {
                 Ok(Ok(_)) => {}
                 Err(_) => return false,
             }
-        }
-    }
-
-    /// Counts how often a task is woken.
-    #[derive(Default)]
-    struct Wakes(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for Wakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_write_lets_other_tasks_run_once_then_sends_everything_in_one_piece() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        let permit = Arc::new(Semaphore::new(1))
-            .try_acquire_owned()
-            .expect("permit");
-        let mut conn = Guarded::new(server, permit, None);
-        // h2 copies messages under 1 KiB into its buffer only when told writes are not vectored.
-        assert!(!conn.is_write_vectored());
-
-        let wakes = Arc::new(Wakes::default());
-        let waker = std::task::Waker::from(Arc::clone(&wakes));
-        let mut cx = Context::from_waker(&waker);
-        let answer = [7u8; 600];
-        for round in 1..=2 {
-            // The first attempt yields and wakes the task at once, so it is polled again.
-            let first = Pin::new(&mut conn).poll_write(&mut cx, &answer);
-            assert!(first.is_pending(), "round {round}: first attempt yields");
-            assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), round);
-            // The second attempt writes.
-            match Pin::new(&mut conn).poll_write(&mut cx, &answer) {
-                Poll::Ready(Ok(n)) => assert_eq!(n, answer.len()),
-                other => panic!("round {round}: second attempt wrote nothing: {other:?}"),
-            }
-            let mut got = vec![0; answer.len()];
-            client.read_exact(&mut got).await.expect("read");
-            assert_eq!(got, answer);
         }
     }
 
