@@ -6,6 +6,7 @@
 //! | [`validate`] | field validation with errors that name the field | |
 //! | [`page`] | paging of list calls: page size, tokens, byte budget | |
 //! | `call_metrics` | per-call metric handles, made once and reused | |
+//! | `write_shaping` | sockets whose HTTP/2 writes leave in fewer, fuller pieces (servers and balanced clients) | |
 //! | [`config`] | typed, layered settings; live settings as watch channels | |
 //! | [`etcd`] | the process's one etcd connection | |
 //! | [`centre`] | the etcd config centre | |

@@ -10,6 +10,7 @@ const ORDER: &[&str] = &[
     "validate",
     "page",
     "call_metrics",
+    "write_shaping",
     "config",
     "etcd",
     "centre",
