@@ -147,9 +147,17 @@ fn commit_group(connection: &mut Connection, group: Vec<Job>) {
             "ROLLBACK TO write; RELEASE write"
         };
         // Some errors (a full disk, an I/O error) end the whole transaction, and then the
-        // savepoint is gone too: the group has failed.
+        // savepoint is gone too: the group has failed. The writes that had succeeded were lost
+        // to another's failure, which a retry may not meet: unavailable, not internal.
         if let Err(error) = connection.execute_batch(end) {
-            broken = Some((classify(&error), None));
+            let error = if connection.is_autocommit() {
+                StoreError::Unavailable(format!(
+                    "rolled back with another write of its group ({error})"
+                ))
+            } else {
+                classify(&error)
+            };
+            broken = Some((error, None));
             break;
         }
     }
@@ -198,9 +206,18 @@ mod tests {
 
     /// A job running `sql` with `id`, recording what its caller was told.
     fn write(sql: &'static str, id: i64, told: &Told) -> Job {
+        job(id, told, move |c| c.execute(sql, [id]).map(drop))
+    }
+
+    /// A job running `operation` for `id`, recording what its caller was told.
+    fn job(
+        id: i64,
+        told: &Told,
+        operation: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Job {
         let told = Arc::clone(told);
         Box::new(move |c: &mut Connection| {
-            let result = c.execute(sql, [id]).map(drop).map_err(|e| classify(&e));
+            let result = operation(c).map_err(|e| classify(&e));
             let succeeded = result.is_ok();
             let reply: Reply = Box::new(move |commit_failed| {
                 let result = match commit_failed {
@@ -265,6 +282,37 @@ mod tests {
         let told = told.lock().expect("lock");
         assert_eq!(told.len(), 3);
         assert!(told.iter().all(|(_, r)| r.is_err()), "{told:?}");
+        assert!(c.is_autocommit());
+    }
+
+    #[test]
+    fn a_write_whose_error_ends_the_transaction_fails_its_group_and_the_rest_run_alone() {
+        let mut c = table();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        // The second write ends the whole transaction, as a full disk would; its group mate
+        // before it is lost with it, the one after it has not run yet.
+        let group = vec![
+            insert(1, &told),
+            job(0, &told, |c| {
+                c.execute_batch("ROLLBACK")?;
+                Err(rusqlite::Error::QueryReturnedNoRows)
+            }),
+            insert(2, &told),
+        ];
+        commit_group(&mut c, group);
+        assert_eq!(
+            ids(&c),
+            [2],
+            "only the write run alone afterwards is stored"
+        );
+        let told = told.lock().expect("lock");
+        let first = told.iter().find(|(id, _)| *id == 1).expect("answered");
+        assert!(
+            matches!(&first.1, Err(e) if e.starts_with("store unavailable")),
+            "{first:?}"
+        );
+        let last = told.iter().find(|(id, _)| *id == 2).expect("answered");
+        assert!(last.1.is_ok(), "{last:?}");
         assert!(c.is_autocommit());
     }
 }
