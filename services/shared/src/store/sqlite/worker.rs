@@ -77,23 +77,8 @@ impl Queue {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (answer, outcome) = oneshot::channel();
-        let job: Job = Box::new(move |connection| {
-            // A panic must not end the thread that every later operation needs.
-            let result =
-                catch_unwind(AssertUnwindSafe(|| operation(connection))).unwrap_or_else(|_| {
-                    Err(StoreError::Internal("an SQLite operation panicked".into()))
-                });
-            let succeeded = result.is_ok();
-            let reply: Reply = Box::new(move |commit_failed| {
-                let result = match commit_failed {
-                    Some(error) if succeeded => Err(error.clone()),
-                    _ => result,
-                };
-                // The caller may have gone (its call was cancelled); the work stands either way.
-                let _ = answer.send(result);
-            });
-            (succeeded, reply)
-        });
+        // The caller may have gone (its call was cancelled); the work stands either way.
+        let job = job(operation, move |result| drop(answer.send(result)));
         self.0
             .send(job)
             .map_err(|_| StoreError::Internal("the SQLite thread has stopped".into()))?;
@@ -101,6 +86,29 @@ impl Queue {
             .await
             .map_err(|_| StoreError::Internal("the SQLite thread stopped".into()))?
     }
+}
+
+/// The job that runs `operation`, catching a panic, and hands its outcome to `deliver` once the
+/// commit is known: a success in a group whose commit failed becomes that failure.
+fn job<T, F, D>(operation: F, deliver: D) -> Job
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    D: FnOnce(Result<T, StoreError>) + Send + 'static,
+{
+    Box::new(move |connection| {
+        // A panic must not end the thread that every later operation needs.
+        let result = catch_unwind(AssertUnwindSafe(|| operation(connection)))
+            .unwrap_or_else(|_| Err(StoreError::Internal("an SQLite operation panicked".into())));
+        let succeeded = result.is_ok();
+        let reply: Reply = Box::new(move |commit_failed| {
+            deliver(match commit_failed {
+                Some(error) if succeeded => Err(error.clone()),
+                _ => result,
+            });
+        });
+        (succeeded, reply)
+    })
 }
 
 fn read_loop(mut connection: Connection, queue: Receiver<Job>) {
@@ -206,30 +214,24 @@ mod tests {
 
     /// A job running `sql` with `id`, recording what its caller was told.
     fn write(sql: &'static str, id: i64, told: &Told) -> Job {
-        job(id, told, move |c| c.execute(sql, [id]).map(drop))
+        recorded(id, told, move |c| c.execute(sql, [id]).map(drop))
     }
 
     /// A job running `operation` for `id`, recording what its caller was told.
-    fn job(
+    fn recorded(
         id: i64,
         told: &Told,
         operation: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
     ) -> Job {
         let told = Arc::clone(told);
-        Box::new(move |c: &mut Connection| {
-            let result = operation(c).map_err(|e| classify(&e));
-            let succeeded = result.is_ok();
-            let reply: Reply = Box::new(move |commit_failed| {
-                let result = match commit_failed {
-                    Some(error) if succeeded => Err(error.clone()),
-                    _ => result,
-                };
+        job(
+            move |c| operation(c).map_err(|e| classify(&e)),
+            move |result: Result<(), StoreError>| {
                 told.lock()
                     .expect("lock")
                     .push((id, result.map_err(|e| e.to_string())));
-            });
-            (succeeded, reply)
-        })
+            },
+        )
     }
 
     fn insert(id: i64, told: &Told) -> Job {
@@ -293,7 +295,7 @@ mod tests {
         // before it is lost with it, the one after it has not run yet.
         let group = vec![
             insert(1, &told),
-            job(0, &told, |c| {
+            recorded(0, &told, |c| {
                 c.execute_batch("ROLLBACK")?;
                 Err(rusqlite::Error::QueryReturnedNoRows)
             }),
