@@ -115,6 +115,10 @@ pub struct ServerSettings {
     /// The version this instance registers in discovery, which routing weights and version pins
     /// select by (`client.routing`, `x-shippy-route-<service>`); by default the binary's version.
     pub version: Option<String>,
+    /// Threads that run the service's tasks; 0 (the default) is one per core the process may use
+    /// (a container's CPU limit counts). Read at start from the file and the environment only:
+    /// the runtime exists before the config centre is reached.
+    pub worker_threads: u8,
 }
 
 impl Default for ServerSettings {
@@ -128,11 +132,17 @@ impl Default for ServerSettings {
             keepalive_interval_ms: 60_000,
             keepalive_timeout_ms: 20_000,
             version: None,
+            worker_threads: 0,
         }
     }
 }
 
 impl ServerSettings {
+    /// How many worker threads the runtime gets, when set (`None`: one per usable core).
+    pub fn worker_threads(&self) -> Option<usize> {
+        (self.worker_threads > 0).then_some(usize::from(self.worker_threads))
+    }
+
     /// The handshake deadline of a new connection, if any.
     pub fn handshake_timeout(&self) -> Option<Duration> {
         (self.handshake_timeout_ms > 0).then(|| Duration::from_millis(self.handshake_timeout_ms))

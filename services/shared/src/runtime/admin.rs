@@ -5,7 +5,8 @@
 //! balanced channel, registration) and rendered here. The facade's recorder is process-wide by
 //! design: [`install_recorder`] installs it once, from a service binary's `main`; a process without
 //! one (the CLI, a test running services in-process) records nothing and pays nothing. `/metrics`
-//! also carries the standard `process_*` metrics, read from `/proc` at each scrape.
+//! also carries the standard `process_*` metrics, read from `/proc` at each scrape, and the size
+//! of the async runtime (`shippy_runtime_worker_threads`).
 
 use std::{
     convert::Infallible,
@@ -230,6 +231,14 @@ fn process_metrics() -> String {
             "gauge",
             "Maximum number of open file descriptors.",
             max,
+        );
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        metric(
+            "shippy_runtime_worker_threads",
+            "gauge",
+            "Worker threads of the async runtime (server.worker_threads).",
+            runtime.metrics().num_workers() as f64,
         );
     }
     let boot = std::fs::read_to_string("/proc/stat")

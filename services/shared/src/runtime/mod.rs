@@ -214,35 +214,41 @@ pub async fn launch<Svc: Service>(settings: Svc::Settings) -> anyhow::Result<App
 /// build, serve until SIGTERM/SIGINT, shut down in order. Errors are printed as one sentence and
 /// give a non-zero exit code.
 pub fn main<Svc: Service>() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let args = ServiceArgs::parse_for(Svc::SPEC, Svc::VERSION);
+    // The file and environment layers are read before the runtime is built, since they size it
+    // (`server.worker_threads`); the config centre is layered on top once the runtime runs.
+    let failed = |error: anyhow::Error| {
+        eprintln!("{}: {error:#}", Svc::SPEC.binary);
+        ExitCode::FAILURE
+    };
+    let base = match config::layered_checked::<Svc::Settings>(args.config.as_deref(), None, None) {
+        Ok(base) => base,
+        Err(error) => return failed(error.into()),
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(workers) = base.settings.common().server.worker_threads() {
+        runtime.worker_threads(workers);
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!(
-                "{}: cannot start the async runtime: {error}",
-                Svc::SPEC.binary
-            );
-            return ExitCode::FAILURE;
+            return failed(anyhow::Error::new(error).context("cannot start the async runtime"));
         }
     };
-    match runtime.block_on(run::<Svc>()) {
+    match runtime.block_on(run::<Svc>(args, base)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("{}: {error:#}", Svc::SPEC.binary);
-            ExitCode::FAILURE
+            failed(error)
         }
     }
 }
 
-async fn run<Svc: Service>() -> anyhow::Result<()> {
+async fn run<Svc: Service>(args: ServiceArgs, base: Layered<Svc::Settings>) -> anyhow::Result<()> {
     // Before anything else, so a SIGTERM during start-up still shuts down in order.
     let shutdown = shutdown_signal();
-    let args = ServiceArgs::parse_for(Svc::SPEC, Svc::VERSION);
     let file = args.config.as_deref();
-    let base = config::layered_checked::<Svc::Settings>(file, None, None)?;
     if args.is_healthcheck() {
         // A probe reads only the file and the environment: it must not depend on etcd.
         return healthcheck(base.settings.common().server.port, Svc::SPEC.grpc_service).await;
@@ -252,6 +258,7 @@ async fn run<Svc: Service>() -> anyhow::Result<()> {
         (Some(etcd), true) => Some(ConfigCentre::new(etcd.clone(), Svc::SPEC.name)?),
         _ => None,
     };
+    let sized = base.settings.common().server.worker_threads;
     let Layered { settings, unknown } = match &centre {
         Some(centre) => centre.layered(file).await?,
         None => base,
@@ -267,6 +274,12 @@ async fn run<Svc: Service>() -> anyhow::Result<()> {
     }
     for key in unknown {
         tracing::warn!("{key}");
+    }
+    if settings.common().server.worker_threads != sized {
+        tracing::warn!(
+            running = sized,
+            "server.worker_threads from the config centre is ignored: set it in the file or the environment"
+        );
     }
     if let Some(endpoint) = tracer.endpoint() {
         tracing::info!(%endpoint, "exporting traces over OTLP");
