@@ -25,13 +25,15 @@
 //!
 //! A third part measures what telemetry costs: the same load with telemetry off, metrics only, and
 //! metrics plus traces exported to a real Jaeger at 10 % and 100 % sampling, interleaved over a few
-//! rounds and printed as ratios to "off".
+//! rounds and printed as ratios to "off". A fourth measures the runtime's size the same way:
+//! `server.worker_threads` at its default (one worker per core) and at 1.
 //!
 //! With `BENCH_STATIC_BIN_DIR` (set by `make bench`), it also prints the idle memory of the static
 //! binaries the images ship.
 //!
 //! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32), `BENCH_LOGINS` (default
-//! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3), `BENCH_HOP_CALLS` (default 20000), `BENCH_HOP_ROUNDS`
+//! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3), `BENCH_RUNTIME_CALLS` (default 5000),
+//! `BENCH_RUNTIME_ROUNDS` (default 4), `BENCH_HOP_CALLS` (default 20000), `BENCH_HOP_ROUNDS`
 //! (default 3).
 
 mod hop;
@@ -306,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
 
     default_store(calls, concurrency, grpc_rps, flow_cpu).await?;
     telemetry_overhead(&mut cluster, concurrency).await?;
+    runtime_size(&mut cluster, concurrency).await?;
     login_burst(&mut cluster, env_usize("BENCH_LOGINS", 256)).await
 }
 
@@ -503,41 +506,111 @@ where
     })
 }
 
-/// What telemetry costs: the same load against a fresh user, vessel and consignment with
-/// telemetry off (no metrics recorded, no traces), metrics only, and metrics with traces exported
-/// to a real Jaeger at 10 % and 100 % sampling. The modes are interleaved over
-/// `BENCH_TELEMETRY_ROUNDS` rounds (default 3) and each mode's median is compared with the median
-/// of "off", so a ratio, not an absolute, carries the result.
+/// What telemetry costs: the same load with telemetry off (no metrics recorded, no traces),
+/// metrics only, and metrics with traces exported to a real Jaeger at 10 % and 100 % sampling,
+/// as ratios to "off" ([`compare`]; `BENCH_TELEMETRY_CALLS`, `BENCH_TELEMETRY_ROUNDS`).
 async fn telemetry_overhead(cluster: &mut Cluster, concurrency: usize) -> anyhow::Result<()> {
-    let calls = env_usize("BENCH_TELEMETRY_CALLS", 3_000);
-    let rounds = env_usize("BENCH_TELEMETRY_ROUNDS", 3).max(1);
     let jaeger = shippy_test_support::jaeger::Jaeger::start()?;
     let endpoint = jaeger.otlp_endpoint();
-    let modes: [(&str, Vec<(&str, &str)>); 4] = [
-        ("off", vec![("SHIPPY_ADMIN__METRICS", "false")]),
-        ("metrics", vec![]),
-        (
-            "metrics + 10 % traces",
-            vec![
+    let modes = [
+        Mode {
+            name: "off",
+            env: &[("SHIPPY_ADMIN__METRICS", "false")],
+        },
+        Mode {
+            name: "metrics",
+            env: &[],
+        },
+        Mode {
+            name: "metrics + 10 % traces",
+            env: &[
                 ("SHIPPY_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
                 ("SHIPPY_TELEMETRY__SAMPLING_RATIO", "0.1"),
             ],
-        ),
-        (
-            "metrics + 100 % traces",
-            vec![
+        },
+        Mode {
+            name: "metrics + 100 % traces",
+            env: &[
                 ("SHIPPY_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
                 ("SHIPPY_TELEMETRY__SAMPLING_RATIO", "1.0"),
             ],
-        ),
+        },
     ];
-    // (calls/s, p99) per mode, one entry per round.
-    let mut results: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); modes.len()];
+    let load = Comparison {
+        calls: env_usize("BENCH_TELEMETRY_CALLS", 3_000),
+        rounds: env_usize("BENCH_TELEMETRY_ROUNDS", 3),
+        concurrency,
+    };
+    compare(cluster, "telemetry", &modes, &load).await
+}
+
+/// What the runtime's size does: the same load with `server.worker_threads` at its default (one
+/// worker per core this process may use) and at 1, as ratios to the default ([`compare`];
+/// `BENCH_RUNTIME_CALLS`, `BENCH_RUNTIME_ROUNDS`). On a machine whose cores the three services and
+/// the load share, one worker each spends less CPU per call: its workers do not wake and steal
+/// from each other (README, "how many threads a service runs").
+async fn runtime_size(cluster: &mut Cluster, concurrency: usize) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let default = format!("default ({cores} workers)");
+    let modes = [
+        Mode {
+            name: &default,
+            env: &[],
+        },
+        Mode {
+            name: "worker_threads=1",
+            env: &[("SHIPPY_SERVER__WORKER_THREADS", "1")],
+        },
+    ];
+    let load = Comparison {
+        calls: env_usize("BENCH_RUNTIME_CALLS", 5_000),
+        rounds: env_usize("BENCH_RUNTIME_ROUNDS", 4),
+        concurrency,
+    };
+    compare(cluster, "runtime", &modes, &load).await
+}
+
+/// One set of settings a [`compare`] starts the services with.
+struct Mode<'a> {
+    name: &'a str,
+    env: &'a [(&'a str, &'a str)],
+}
+
+/// The load of each mode in each round of a [`compare`].
+struct Comparison {
+    calls: usize,
+    rounds: usize,
+    concurrency: usize,
+}
+
+/// The same `CreateConsignment` load on a fresh user, vessel and consignment started with each
+/// mode's settings, the modes interleaved over rounds (their order reversed every other round, so
+/// that no mode always runs first). Prints each mode's medians (calls/s, p99, server CPU per call
+/// of the three processes) and their ratios to the first mode's, so a ratio, not an absolute
+/// that moves with the machine, carries the result.
+async fn compare(
+    cluster: &mut Cluster,
+    title: &str,
+    modes: &[Mode<'_>],
+    load_of: &Comparison,
+) -> anyhow::Result<()> {
+    let Comparison {
+        calls,
+        rounds,
+        concurrency,
+    } = *load_of;
+    let rounds = rounds.max(1);
+    // (calls/s, p99 in ms, CPU per call in µs) per mode, one entry per round.
+    let mut results: Vec<Vec<[f64; 3]>> = vec![Vec::new(); modes.len()];
     for round in 0..rounds {
-        for (index, (_, env)) in modes.iter().enumerate() {
+        let mut order: Vec<usize> = (0..modes.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
             let mut processes = Vec::new();
             for service in ["user", "vessel", "consignment"] {
-                processes.push(cluster.start_with(service, env).await?);
+                processes.push(cluster.start_with(service, modes[index].env).await?);
             }
             let channel = tonic::transport::Endpoint::from_shared(format!(
                 "http://{}",
@@ -547,42 +620,45 @@ async fn telemetry_overhead(cluster: &mut Cluster, concurrency: usize) -> anyhow
             .await?;
             let client = ShippingServiceClient::new(channel);
             // A fresh (in-memory) user service: a user of its own.
-            let token =
-                cluster.sign_up_and_login(&format!("telemetry-{round}-{index}@example.com"));
+            let token = cluster.sign_up_and_login(&format!("{title}-{round}-{index}@example.com"));
             let token = token.trim();
             // Warm-up: connections, caches, the first sampled traces.
             load(&client, token, 200, concurrency).await?;
+            let cpu = || -> f64 {
+                processes
+                    .iter()
+                    .map(|p| hop::cpu_seconds(p.pid()).unwrap_or(0.0))
+                    .sum()
+            };
+            let cpu_before = cpu();
             let measured = load(&client, token, calls, concurrency).await?;
-            results[index].push((
+            let cpu_per_call = (cpu() - cpu_before) / calls as f64;
+            results[index].push([
                 calls as f64 / measured.elapsed.as_secs_f64(),
-                percentile(&measured.latencies, 0.99),
-            ));
+                percentile(&measured.latencies, 0.99).as_secs_f64() * 1e3,
+                cpu_per_call * 1e6,
+            ]);
             for process in &mut processes {
                 process.stop(Duration::from_secs(20))?;
             }
         }
     }
-    let median = |values: &mut Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let summary: Vec<(f64, f64)> = results
+    let summary: Vec<[f64; 3]> = results
         .iter()
-        .map(|runs| {
-            let mut rps: Vec<f64> = runs.iter().map(|(r, _)| *r).collect();
-            let mut p99: Vec<f64> = runs.iter().map(|(_, p)| p.as_secs_f64() * 1e3).collect();
-            (median(&mut rps), median(&mut p99))
-        })
+        .map(|runs| std::array::from_fn(|k| spread(runs.iter().map(|r| r[k]).collect()).median))
         .collect();
-    let (base_rps, base_p99) = summary[0];
+    let [base_rps, base_p99, base_cpu] = summary[0];
     println!(
-        "telemetry  CreateConsignment, {calls} calls x {rounds} interleaved rounds, concurrency {concurrency} (medians):"
+        "{title:<10} CreateConsignment, {calls} calls x {rounds} interleaved rounds, concurrency {concurrency} (medians; ratios to {}):",
+        modes[0].name
     );
-    for ((name, _), (rps, p99)) in modes.iter().zip(&summary) {
+    for (mode, [rps, p99, cpu]) in modes.iter().zip(&summary) {
         println!(
-            "           {name:<24} {rps:>7.0} calls/s ({:>5.1} % of off), p99 {p99:>6.2} ms ({:.2}x off)",
+            "           {:<24} {rps:>7.0} calls/s ({:>5.1} %), p99 {p99:>6.2} ms ({:.2}x), server CPU {cpu:>4.0} µs/call ({:.2}x)",
+            mode.name,
             rps / base_rps * 100.0,
-            p99 / base_p99
+            p99 / base_p99,
+            cpu / base_cpu
         );
     }
     Ok(())
