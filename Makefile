@@ -38,7 +38,7 @@ test: test-deps bins ## Run every test (unit, integration, end to end)
 test-containers: ## Build the images and run the compose stack for real (podman + Docker Compose; installs both)
 	bash deploy/test-containers.sh
 
-bench: test-deps ## Start-up, throughput, latency, memory and telemetry overhead of the release binaries (prints numbers)
+bench: test-deps ## Start-up, throughput, latency, memory, telemetry overhead and runtime size of the release binaries (prints numbers)
 	$(WITH_PROTOC) $(CARGO) build --release --workspace --bins
 	BENCH_STATIC_BIN_DIR="$$(bash scripts/build-static.sh)" $(WITH_PROTOC) $(CARGO) run --release -q -p shippy-system-tests --example bench
 
