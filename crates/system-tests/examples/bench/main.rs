@@ -32,9 +32,9 @@
 //! binaries the images ship.
 //!
 //! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32), `BENCH_LOGINS` (default
-//! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3), `BENCH_RUNTIME_CALLS` (default 5000),
-//! `BENCH_RUNTIME_ROUNDS` (default 4), `BENCH_HOP_CALLS` (default 20000), `BENCH_HOP_ROUNDS`
-//! (default 3).
+//! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3),
+//! `BENCH_RUNTIME_CALLS` (default 5000), `BENCH_RUNTIME_ROUNDS` (default 4), `BENCH_HOP_CALLS`
+//! (default 20000), `BENCH_HOP_ROUNDS` (default 3).
 
 mod hop;
 mod rest;
@@ -536,12 +536,12 @@ async fn telemetry_overhead(cluster: &mut Cluster, concurrency: usize) -> anyhow
             ],
         },
     ];
-    let load = Comparison {
+    let comparison = Comparison {
         calls: env_usize("BENCH_TELEMETRY_CALLS", 3_000),
         rounds: env_usize("BENCH_TELEMETRY_ROUNDS", 3),
         concurrency,
     };
-    compare(cluster, "telemetry", &modes, &load).await
+    compare(cluster, "telemetry", &modes, &comparison).await
 }
 
 /// What the runtime's size does: the same load with `server.worker_threads` at its default (one
@@ -562,12 +562,12 @@ async fn runtime_size(cluster: &mut Cluster, concurrency: usize) -> anyhow::Resu
             env: &[("SHIPPY_SERVER__WORKER_THREADS", "1")],
         },
     ];
-    let load = Comparison {
+    let comparison = Comparison {
         calls: env_usize("BENCH_RUNTIME_CALLS", 5_000),
         rounds: env_usize("BENCH_RUNTIME_ROUNDS", 4),
         concurrency,
     };
-    compare(cluster, "runtime", &modes, &load).await
+    compare(cluster, "runtime", &modes, &comparison).await
 }
 
 /// One set of settings a [`compare`] starts the services with.
@@ -592,13 +592,13 @@ async fn compare(
     cluster: &mut Cluster,
     title: &str,
     modes: &[Mode<'_>],
-    load_of: &Comparison,
+    comparison: &Comparison,
 ) -> anyhow::Result<()> {
     let Comparison {
         calls,
         rounds,
         concurrency,
-    } = *load_of;
+    } = *comparison;
     let rounds = rounds.max(1);
     // (calls/s, p99 in ms, CPU per call in µs) per mode, one entry per round.
     let mut results: Vec<Vec<[f64; 3]>> = vec![Vec::new(); modes.len()];
