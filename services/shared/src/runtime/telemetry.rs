@@ -204,19 +204,8 @@ pub(super) fn init(settings: &LogSettings, tracing: &Tracing) -> Result<LogHandl
         followed.store(most_verbose(&new), Ordering::Relaxed);
         handle.modify(|current| *current = new)
     });
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracing.tracer("shippy"))
-        // Busy/idle timing reads the clock on every poll of every instrumented future, and thread
-        // attributes allocate per span; a trace is read for its call tree and durations, which
-        // stay. (Measured with `make bench`: see the README's hot-path figures.)
-        .with_tracked_inactivity(false)
-        .with_threads(false)
-        // Activation makes each span's OpenTelemetry context the thread's current one on every
-        // poll of every instrumented future (a context clone and a thread-local stack push per
-        // enter). Nothing here reads `opentelemetry::Context::current()`: parents come from the
-        // `tracing` span tree and propagation reads the span's context explicitly (`trace`).
-        // Profiled at about a fifth of the tracing cost per call.
-        .with_context_activation(false)
+    let otel = tracing
+        .layer()
         .with_filter(EnvFilter::new(TRACE_FILTER).and(traced()));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
