@@ -17,7 +17,8 @@
 //!   gRPC writer does the same before it flushes a small batch. The second attempt always writes,
 //!   so nothing waits longer than one pass of the scheduler.
 //!
-//! Measured under `FindAvailable` and `CreateConsignment` load (see the README's benchmark section).
+//! Measured under `FindAvailable` and `CreateConsignment` load (docs/PERFORMANCE.md, stops 24
+//! and 25).
 
 use std::{
     io,

@@ -548,7 +548,7 @@ async fn telemetry_overhead(cluster: &mut Cluster, concurrency: usize) -> anyhow
 /// worker per core this process may use) and at 1, as ratios to the default ([`compare`];
 /// `BENCH_RUNTIME_CALLS`, `BENCH_RUNTIME_ROUNDS`). On a machine whose cores the three services and
 /// the load share, one worker each spends less CPU per call: its workers do not wake and steal
-/// from each other (README, "how many threads a service runs").
+/// from each other (docs/PERFORMANCE.md, "how many threads a service runs").
 async fn runtime_size(cluster: &mut Cluster, concurrency: usize) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let default = format!("default ({cores} workers)");

@@ -16,9 +16,10 @@
 //!   whether it is sampled), and whether spans opened while serving it are built for the exporter
 //!   at all. They are not when the call's trace is not sampled ([`CallContext::spans_skipped`],
 //!   read by the telemetry filter): most calls are not sampled, and building, recording and
-//!   dropping spans nobody exports was most of the tracing cost per call (see the README's
-//!   hot-path figures). Outgoing calls still carry the trace context, with its sampled flag, so
-//!   the next hop makes the same choice and log lines keep their trace id.
+//!   dropping spans nobody exports was most of the tracing cost per call (docs/PERFORMANCE.md,
+//!   "no span is built for a call that is not traced"). Outgoing calls still carry the trace
+//!   context, with its sampled flag, so the next hop makes the same choice and log lines keep
+//!   their trace id.
 
 use std::{
     io::Write as _,

@@ -49,8 +49,8 @@ use self::{args::ServiceArgs, limits::Limits};
 
 /// Every service allocates with mimalloc rather than the C library's allocator: under
 /// `CreateConsignment` load glibc's malloc/free were a fifth of the consignment service's CPU, and
-/// musl's (the images are static musl builds) is slower still. Measured in the README's hot-path
-/// figures.
+/// musl's (the images are static musl builds) is slower still. Measured in
+/// docs/PERFORMANCE.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
