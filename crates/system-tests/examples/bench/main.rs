@@ -64,6 +64,23 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Each process's CPU seconds so far (utime + stime from /proc; 0 for one that cannot be read).
+fn cpu_seconds(processes: &[ServiceProcess]) -> Vec<f64> {
+    processes
+        .iter()
+        .map(|p| hop::cpu_seconds(p.pid()).unwrap_or(0.0))
+        .collect()
+}
+
+/// Each process's CPU seconds per call since `before` ([`cpu_seconds`]), over `calls` calls.
+fn cpu_per_call(processes: &[ServiceProcess], before: &[f64], calls: usize) -> Vec<f64> {
+    cpu_seconds(processes)
+        .iter()
+        .zip(before)
+        .map(|(now, before)| (now - before) / calls as f64)
+        .collect()
+}
+
 fn memory(processes: &[ServiceProcess]) -> String {
     processes
         .iter()
@@ -182,20 +199,13 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
 
-    let cpu_before: Vec<f64> = processes
-        .iter()
-        .map(|p| hop::cpu_seconds(p.pid()).unwrap_or(0.0))
-        .collect();
+    let cpu_before = cpu_seconds(&processes);
     let Load {
         elapsed,
         latencies,
         failures,
     } = load(&client, &token, calls, concurrency).await?;
-    let cpu_per_call: Vec<f64> = processes
-        .iter()
-        .zip(&cpu_before)
-        .map(|(p, before)| (hop::cpu_seconds(p.pid()).unwrap_or(0.0) - before) / calls as f64)
-        .collect();
+    let process_cpu = cpu_per_call(&processes, &cpu_before, calls);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "load       {calls} CreateConsignment calls, concurrency {concurrency}: {:.0} calls/s, {failures} failed",
@@ -214,10 +224,10 @@ async fn main() -> anyhow::Result<()> {
     let us = |seconds: f64| seconds * 1e6;
     let per_process: Vec<String> = processes
         .iter()
-        .zip(&cpu_per_call)
+        .zip(&process_cpu)
         .map(|(p, cpu)| format!("{} {:.0} µs", p.service, us(*cpu)))
         .collect();
-    let flow_cpu: f64 = cpu_per_call.iter().sum();
+    let flow_cpu: f64 = process_cpu.iter().sum();
     println!(
         "flow CPU   per CreateConsignment: {} = {:.0} µs",
         per_process.join(", "),
@@ -336,17 +346,9 @@ async fn default_store(
             .await?;
     let client = ShippingServiceClient::new(channel);
     load(&client, &token, 500, concurrency).await?;
-    let cpu_before: Vec<f64> = processes
-        .iter()
-        .map(|p| hop::cpu_seconds(p.pid()).unwrap_or(0.0))
-        .collect();
+    let cpu_before = cpu_seconds(&processes);
     let measured = load(&client, &token, calls, concurrency).await?;
-    let cpu: f64 = processes
-        .iter()
-        .zip(&cpu_before)
-        .map(|(p, before)| hop::cpu_seconds(p.pid()).unwrap_or(0.0) - before)
-        .sum::<f64>()
-        / calls as f64;
+    let cpu: f64 = cpu_per_call(&processes, &cpu_before, calls).iter().sum();
     let rps = calls as f64 / measured.elapsed.as_secs_f64();
     println!(
         "SQLite     the same {calls} calls on the default store (every write synced before its answer): {rps:.0} calls/s ({:.2} of memory's), p99 {:.2} ms, flow CPU {:.0} µs/call ({:.2}x memory's), {} failed",
@@ -624,15 +626,9 @@ async fn compare(
             let token = token.trim();
             // Warm-up: connections, caches, the first sampled traces.
             load(&client, token, 200, concurrency).await?;
-            let cpu = || -> f64 {
-                processes
-                    .iter()
-                    .map(|p| hop::cpu_seconds(p.pid()).unwrap_or(0.0))
-                    .sum()
-            };
-            let cpu_before = cpu();
+            let cpu_before = cpu_seconds(&processes);
             let measured = load(&client, token, calls, concurrency).await?;
-            let cpu_per_call = (cpu() - cpu_before) / calls as f64;
+            let cpu_per_call: f64 = cpu_per_call(&processes, &cpu_before, calls).iter().sum();
             results[index].push([
                 calls as f64 / measured.elapsed.as_secs_f64(),
                 percentile(&measured.latencies, 0.99).as_secs_f64() * 1e3,

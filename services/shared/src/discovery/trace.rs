@@ -453,11 +453,6 @@ impl Tracing {
         })
     }
 
-    /// The tracer to give `tracing_opentelemetry::layer().with_tracer(...)`.
-    pub fn tracer(&self, name: &'static str) -> SdkTracer {
-        self.provider.tracer(name)
-    }
-
     /// The layer that turns `tracing`'s spans into OpenTelemetry spans of this tracer, with what
     /// a span carries chosen once for every process (services and CLI).
     pub fn layer<S>(&self) -> OpenTelemetryLayer<S, SdkTracer>
@@ -465,7 +460,7 @@ impl Tracing {
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
         tracing_opentelemetry::layer()
-            .with_tracer(self.tracer("shippy"))
+            .with_tracer(self.provider.tracer("shippy"))
             // Busy/idle timing reads the clock on every poll of every instrumented future, and
             // thread attributes allocate per span; a trace is read for its call tree and
             // durations, which stay. (Measured with `make bench`: see docs/PERFORMANCE.md.)
