@@ -6,7 +6,8 @@
 //! design: [`install_recorder`] installs it once, from a service binary's `main`; a process without
 //! one (the CLI, a test running services in-process) records nothing and pays nothing. `/metrics`
 //! also carries the standard `process_*` metrics, read from `/proc` at each scrape, and the size
-//! of the async runtime (`shippy_runtime_worker_threads`).
+//! of the async runtime (`shippy_runtime_worker_threads`). A thread started with the recorder folds
+//! histogram samples into their buckets every second, scraped or not ([`UPKEEP_PERIOD`]).
 
 use std::{
     convert::Infallible,
@@ -15,6 +16,7 @@ use std::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -38,7 +40,15 @@ const REVISION: &str = match option_env!("SHIPPY_REVISION") {
 /// The process's renderer; set once by [`install_recorder`].
 static RENDERER: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the process's metrics recorder (once; later calls do nothing).
+/// How often the recorder folds the histogram samples recorded since the last fold into their
+/// buckets. It keeps every sample until it folds (8 bytes each, plus the blocks that hold them),
+/// and folds only when asked: at a scrape, and here. Without this a service that nobody scrapes
+/// grew for as long as it served (8 MiB per 200 000 `FindAvailable` calls, measured), and one
+/// scraped every 15 s held 15 s of samples. Each second the backlog is one second of calls.
+const UPKEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// Installs the process's metrics recorder (once; later calls do nothing), and starts the thread
+/// that folds its histogram samples every [`UPKEEP_PERIOD`].
 pub(super) fn install_recorder() {
     if RENDERER.get().is_some() {
         return;
@@ -53,7 +63,20 @@ pub(super) fn install_recorder() {
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
     if metrics::set_global_recorder(recorder).is_ok() {
-        let _ = RENDERER.set(handle);
+        let _ = RENDERER.set(handle.clone());
+        // A thread of its own, not a task: a fold takes about 8 ns a sample (0.6 ms for a second
+        // of 20 000 calls that record two each), which would stall every call on its worker.
+        let started = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_PERIOD);
+                    handle.run_upkeep();
+                }
+            });
+        if let Err(error) = started {
+            tracing::warn!(%error, "cannot start the metrics upkeep thread: histograms are folded at each scrape only");
+        }
     }
 }
 
