@@ -20,18 +20,13 @@ const MIB: u64 = 1024 * 1024;
 
 /// `VmHWM` (peak resident memory) and `VmRSS` of a process, in bytes, from /proc.
 fn memory(process: &ServiceProcess) -> (u64, u64) {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", process.pid())).expect("/proc status");
     let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse::<u64>().ok())
+        process
+            .status_kib(name)
             .map(|kib| kib * 1024)
             .unwrap_or_else(|| panic!("{name} missing from /proc status"))
     };
-    (field("VmHWM:"), field("VmRSS:"))
+    (field("VmHWM"), field("VmRSS"))
 }
 
 async fn user_service() -> (Cluster, ServiceProcess, UserServiceClient<Channel>) {

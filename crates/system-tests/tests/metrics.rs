@@ -241,19 +241,6 @@ async fn prometheus_counts_the_calls_made_and_every_dashboard_query_has_data() {
     }
 }
 
-/// Resident memory of a process in KiB, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|kib| kib.parse().ok())
-        .expect("a number of KiB")
-}
-
 /// Makes `calls` `FindAvailable` calls on `client`'s one connection, 32 at a time; each must
 /// find a vessel.
 async fn find_available(client: &VesselServiceClient<tonic::transport::Channel>, calls: usize) {
@@ -296,10 +283,11 @@ async fn a_service_nobody_scrapes_does_not_grow_with_the_calls_it_serves() {
     // First the connection's buffers, the allocator's arenas and every lazily made metric handle
     // reach their working size.
     find_available(&client, 20_000).await;
-    let before = rss_kib(vessel.pid());
+    let rss = || vessel.status_kib("VmRSS").expect("the vessel's VmRSS");
+    let before = rss();
     const CALLS: usize = 80_000;
     find_available(&client, CALLS).await;
-    let grown = rss_kib(vessel.pid()).saturating_sub(before);
+    let grown = rss().saturating_sub(before);
     // Each call records two histogram samples (the call's duration and the store's). Kept until a
     // scrape, as they were, they took about 40 bytes a call: 3 MiB over these calls.
     assert!(

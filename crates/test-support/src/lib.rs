@@ -103,6 +103,16 @@ impl ServiceProcess {
         self.child.id()
     }
 
+    /// A memory figure of `/proc/PID/status` in KiB (`field` such as `"VmRSS"` or `"VmHWM"`);
+    /// `None` once the process is gone.
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?;
+        line.split_whitespace().next()?.parse().ok()
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

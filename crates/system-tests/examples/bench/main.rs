@@ -59,13 +59,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Resident memory of a process in KiB, from /proc.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Each process's CPU seconds so far (utime + stime from /proc; 0 for one that cannot be read).
 fn cpu_seconds(processes: &[ServiceProcess]) -> Vec<f64> {
     processes
@@ -90,18 +83,11 @@ fn memory(processes: &[ServiceProcess]) -> String {
             format!(
                 "{} {:.1} MiB",
                 p.service,
-                rss_kib(p.pid()).unwrap_or(0) as f64 / 1024.0
+                p.status_kib("VmRSS").unwrap_or(0) as f64 / 1024.0
             )
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Peak resident memory (`VmHWM`) of a process in KiB, from /proc.
-fn peak_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -686,7 +672,7 @@ async fn login_burst(cluster: &mut Cluster, logins: usize) -> anyhow::Result<()>
         .start_with("user", &[("SHIPPY_AUTH__LOGIN_PER_CLIENT_PER_MINUTE", "0")])
         .await?;
     let mib = |kib: Option<u64>| kib.unwrap_or(0) as f64 / 1024.0;
-    let idle = rss_kib(user.pid());
+    let idle = user.status_kib("VmRSS");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", user.address()))?
         .connect()
         .await?;
@@ -714,10 +700,10 @@ async fn login_burst(cluster: &mut Cluster, logins: usize) -> anyhow::Result<()>
         *answers.entry(call.await?).or_default() += 1;
     }
     let took = started.elapsed();
-    let peak = peak_kib(user.pid());
-    let during = rss_kib(user.pid());
+    let peak = user.status_kib("VmHWM");
+    let during = user.status_kib("VmRSS");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(user.pid());
+    let after = user.status_kib("VmRSS");
     println!(
         "logins     {logins} concurrent wrong-password Auth calls in {:.0} ms: {answers:?}",
         took.as_secs_f64() * 1e3
