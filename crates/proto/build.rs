@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = compiler.file_descriptor_set();
 
     tonic_prost_build::configure()
+        // prost's codec behind a count of each message's fields (see `src/codec.rs`).
+        .codec_path("crate::codec::BoundedCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

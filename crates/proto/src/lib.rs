@@ -3,14 +3,15 @@
 //! Code is generated at build time from `proto/` by protox and tonic-prost-build; no system
 //! `protoc` is involved. Versioned packages map to modules: `shippy.vessel.v1` is [`vessel::v1`].
 
-#![allow(
+pub mod codec;
+
+/// `shippy.consignment.v1`.
+#[allow(
     missing_docs,
     clippy::all,
     clippy::pedantic,
     missing_debug_implementations
 )]
-
-/// `shippy.consignment.v1`.
 pub mod consignment {
     /// Version 1 of the consignment API.
     pub mod v1 {
@@ -19,6 +20,12 @@ pub mod consignment {
 }
 
 /// `shippy.vessel.v1`.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
 pub mod vessel {
     /// Version 1 of the vessel API.
     pub mod v1 {
@@ -27,6 +34,12 @@ pub mod vessel {
 }
 
 /// `shippy.user.v1`.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
 pub mod user {
     /// Version 1 of the user API.
     pub mod v1 {

@@ -22,6 +22,10 @@ use crate::{
     store::ConsignmentStore,
 };
 
+// The codec refuses a message with more fields than `MAX_FIELDS` before decoding it; a request
+// just over the domain's own limit must still reach the domain, for its precise refusal.
+const _: () = assert!(crate::domain::MAX_CONTAINERS < shippy_proto::codec::MAX_FIELDS);
+
 /// Serves `shippy.consignment.v1.ShippingService`.
 #[derive(Debug, Clone)]
 pub struct ShippingHandler {

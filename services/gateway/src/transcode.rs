@@ -14,6 +14,8 @@ use prost_reflect::{
     Value,
 };
 
+use shippy_proto::codec::MAX_FIELDS;
+
 use crate::routes::{Body, Route};
 
 /// Why a request could not be turned into its message.
@@ -121,6 +123,7 @@ fn from_json(descriptor: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessa
     };
     // A byte-order mark is accepted, as the CLI accepts files saved with one.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    count_list_elements(body).map_err(|error| fail(error.to_string()))?;
     let mut json = serde_json::Deserializer::from_slice(body);
     let message = DynamicMessage::deserialize_with_options(
         descriptor.clone(),
@@ -130,6 +133,75 @@ fn from_json(descriptor: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessa
     .map_err(|error| fail(error.to_string()))?;
     json.end().map_err(|error| fail(error.to_string()))?;
     Ok(message)
+}
+
+/// Refuses a body whose lists hold more than [`MAX_FIELDS`] elements in all, before it is turned
+/// into a message. Each element of a list becomes a whole value once parsed (`{}` is three bytes
+/// of JSON and a message in memory), so a body within the size limit could otherwise take far more
+/// memory than its size, with no token needed: the services' own limits (at most 10 000
+/// containers) apply only after the gateway has built and sent the message. The walk allocates
+/// nothing; a body that is not JSON is left for the parse after it to describe.
+fn count_list_elements(body: &[u8]) -> Result<(), serde_json::Error> {
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess};
+
+    /// List elements still allowed.
+    struct Count<'a>(&'a mut usize);
+
+    impl<'de> DeserializeSeed<'de> for Count<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, value: D) -> Result<(), D::Error> {
+            value.deserialize_any(self)
+        }
+    }
+
+    impl<'de> de::Visitor<'de> for Count<'_> {
+        type Value = ();
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut list: A) -> Result<(), A::Error> {
+            while list.next_element_seed(Count(&mut *self.0))?.is_some() {
+                *self.0 = self.0.checked_sub(1).ok_or_else(|| {
+                    de::Error::custom(format_args!(
+                        "its lists hold more than {MAX_FIELDS} elements in all; no shippy call \
+                         takes as many"
+                    ))
+                })?;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<(), A::Error> {
+            while members.next_key::<IgnoredAny>()?.is_some() {
+                members.next_value_seed(Count(&mut *self.0))?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut allowed = MAX_FIELDS;
+    let mut json = serde_json::Deserializer::from_slice(body);
+    match Count(&mut allowed).deserialize(&mut json) {
+        Err(error) if error.is_data() => Err(error),
+        _ => Ok(()),
+    }
 }
 
 fn decode(text: &str) -> Result<String, InputError> {
@@ -245,6 +317,36 @@ mod tests {
             request(&list, &[], None, b"{}"),
             Err(InputError::UnexpectedBody)
         );
+    }
+
+    #[test]
+    fn lists_may_hold_only_so_many_elements_in_all() {
+        let create = route("/v1/consignments", "POST");
+        let body = |n: usize, element: &str| {
+            format!(
+                r#"{{"description": "d", "weight": 1, "containers": [{}]}}"#,
+                vec![element; n].join(",")
+            )
+        };
+        // Four MiB of empty containers: refused before any is built.
+        let flood = body(1_400_000, "{}");
+        let refused = request(&create, &[], None, flood.as_bytes()).expect_err("too many");
+        assert!(
+            refused
+                .to_string()
+                .contains("its lists hold more than 20000 elements in all"),
+            "{refused}"
+        );
+        assert!(request(&create, &[], None, body(MAX_FIELDS + 1, "{}").as_bytes()).is_err());
+        // As many as the bound, spread over nested lists or not, pass on to the service.
+        let element = r#"{"customer_id": "c", "origin": "o"}"#;
+        let encoded = request(&create, &[], None, body(MAX_FIELDS, element).as_bytes())
+            .expect("within the bound");
+        let decoded = shippy_proto::consignment::v1::Consignment::decode(encoded).expect("decodes");
+        assert_eq!(decoded.containers.len(), MAX_FIELDS);
+        // A body that is not JSON is still described by the parser.
+        let broken = request(&create, &[], None, b"{\"containers\": [{}, ").expect_err("cut");
+        assert!(broken.to_string().contains("EOF"), "{broken}");
     }
 
     #[test]
