@@ -1,8 +1,8 @@
 //! Log-ins cannot exhaust the user service: a burst of concurrent wrong-password `Auth` calls
 //! against the real binary is answered in full (each call `UNAUTHENTICATED`, or
 //! `RESOURCE_EXHAUSTED` when no hashing slot freed up in time) while the process's memory stays
-//! within what its bounded number of concurrent hashes allows; and one email gets only so many
-//! attempts a minute.
+//! within what its bounded number of concurrent hashes allows; one email gets only so many
+//! attempts a minute; and one client only so many sign-ups and log-ins together.
 
 use std::time::Duration;
 
@@ -179,4 +179,73 @@ async fn one_email_gets_only_so_many_attempts_a_minute() {
         .await
         .expect_err("unknown email");
     assert_eq!(other.code(), Code::Unauthenticated);
+}
+
+/// Sign-ups cost a hash as log-ins do, so they share the per-client allowance: an anonymous flood
+/// of sign-ups cannot hold every hashing slot and lock everyone out of logging in. A refused
+/// sign-up stores nothing, and another client keeps its own allowance.
+#[tokio::test]
+async fn one_client_gets_only_so_many_sign_ups_and_log_ins_a_minute() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let user = cluster
+        .start_with("user", &[("SHIPPY_AUTH__LOGIN_PER_CLIENT_PER_MINUTE", "3")])
+        .await
+        .expect("user service starts");
+    let connect_from = |ip: [u8; 4]| {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", user.address()))
+            .expect("endpoint")
+            .local_address(Some(std::net::IpAddr::from(ip)))
+            .connect_lazy()
+    };
+    let mut first = UserServiceClient::new(connect_from([127, 0, 0, 1]));
+    let sign_up = |email: &str| {
+        let mut request = Request::new(User {
+            name: "Flood".into(),
+            email: email.into(),
+            password: "correct horse".into(),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(60));
+        request
+    };
+
+    first
+        .create(sign_up("one@example.com"))
+        .await
+        .expect("first sign-up");
+    first
+        .auth(credentials("one@example.com", "correct horse"))
+        .await
+        .expect("log-in");
+    first
+        .create(sign_up("two@example.com"))
+        .await
+        .expect("second sign-up");
+    let refused = first
+        .create(sign_up("three@example.com"))
+        .await
+        .expect_err("the fourth attempt is over the allowance");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let message = refused.message();
+    assert!(
+        message.starts_with("too many sign-ups from this client; try again in "),
+        "{message}"
+    );
+    let log_in = first
+        .auth(credentials("one@example.com", "correct horse"))
+        .await
+        .expect_err("log-ins share the allowance");
+    assert_eq!(log_in.code(), Code::ResourceExhausted, "{log_in:?}");
+
+    // Another client: its own allowance, and the refused sign-up was not stored.
+    let mut second = UserServiceClient::new(connect_from([127, 0, 0, 2]));
+    let unknown = second
+        .auth(credentials("three@example.com", "correct horse"))
+        .await
+        .expect_err("never registered");
+    assert_eq!(unknown.code(), Code::Unauthenticated, "{unknown:?}");
+    second
+        .create(sign_up("three@example.com"))
+        .await
+        .expect("the same sign-up from another client");
 }

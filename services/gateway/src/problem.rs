@@ -58,13 +58,19 @@ impl Problem {
         }
     }
 
-    /// The answer to a failed gRPC call.
+    /// The answer to a failed gRPC call. A `RESOURCE_EXHAUSTED` one always says when to retry: what
+    /// the service asked for, else in a second.
     pub fn from_status(status: &tonic::Status) -> Self {
         let detail = match status.message() {
             "" => format!("the call failed ({})", status.code().description()),
             message => message.to_owned(),
         };
-        Self::new(status.code(), detail)
+        let problem = Self::new(status.code(), detail);
+        if status.code() == Code::ResourceExhausted {
+            problem.retry_after(shippy_shared::status::retry_after(status).unwrap_or(1))
+        } else {
+            problem
+        }
     }
 
     /// Names the request id in the body.
@@ -178,5 +184,21 @@ mod tests {
         assert_eq!(json["code"], "NOT_FOUND");
         assert_eq!(json["detail"], "no vessel fits");
         assert_eq!(json["request_id"], "r-1");
+    }
+
+    #[test]
+    fn every_429_says_when_to_retry() {
+        let retry_after = |status: &tonic::Status| {
+            Problem::from_status(status)
+                .into_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|value| value.to_str().expect("ASCII").to_owned())
+        };
+        let limited = shippy_shared::status::exhausted("too many login attempts", 7);
+        assert_eq!(retry_after(&limited).as_deref(), Some("7"));
+        let unsaid = tonic::Status::resource_exhausted("busy");
+        assert_eq!(retry_after(&unsaid).as_deref(), Some("1"));
+        assert_eq!(retry_after(&tonic::Status::not_found("no vessel")), None);
     }
 }

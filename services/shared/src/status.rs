@@ -7,6 +7,31 @@ use tonic::{Code, Status};
 
 use crate::store::StoreError;
 
+/// The metadata key of a `RESOURCE_EXHAUSTED` answer that says how many seconds to wait before
+/// trying again (the REST gateway passes it on as `Retry-After`).
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// `RESOURCE_EXHAUSTED` with `message`, asking the caller to wait `secs` (at least 1) before trying
+/// again.
+pub fn exhausted(message: impl Into<String>, secs: u64) -> Status {
+    let mut status = Status::resource_exhausted(message);
+    status
+        .metadata_mut()
+        .insert(RETRY_AFTER, secs.max(1).into());
+    status
+}
+
+/// The seconds `status` asks its caller to wait, when it says.
+pub fn retry_after(status: &Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// The status to answer when the `service` we depend on answered `status`.
 pub fn upstream(service: &str, status: &Status) -> Status {
     tracing::warn!(service, code = ?status.code(), message = status.message(), "dependency failed");

@@ -104,7 +104,8 @@ impl Email {
                     && domain.contains('.')
                     && !domain.starts_with('.')
                     && !domain.ends_with('.')
-                    && !email.chars().any(char::is_whitespace)
+                    // Control characters too: an address is shown in logs and terminals.
+                    && !email.chars().any(|c| c.is_whitespace() || c.is_control())
             }
             None => false,
         };
@@ -300,6 +301,12 @@ pub enum UserError {
         /// Seconds until the next attempt is accepted (at least 1).
         retry_after_secs: u64,
     },
+    /// Too many sign-ups (or sign-ups and log-ins together) from this client.
+    #[error("too many sign-ups from this client; try again in {retry_after_secs} s")]
+    TooManySignUps {
+        /// Seconds until the next attempt is accepted (at least 1).
+        retry_after_secs: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -442,6 +449,18 @@ mod tests {
             Email::parse(&long).expect_err("long").to_string(),
             "email: longer than 254 characters"
         );
+        for control in [
+            "a\u{1b}[2J@x.io",
+            "a\u{7f}@x.io",
+            "a@x\u{0}.io",
+            "a\u{85}@x.io",
+        ] {
+            let refused = Email::parse(control).expect_err("a control character");
+            assert!(
+                refused.to_string().contains("is not an email address"),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -162,8 +162,11 @@ fn status(error: UserError) -> Status {
         UserError::Oidc(_) => Status::unauthenticated(error.to_string()),
         UserError::NotFound => Status::not_found(error.to_string()),
         UserError::NotYours => Status::permission_denied(error.to_string()),
-        UserError::Busy | UserError::TooManyAttempts { .. } => {
-            Status::resource_exhausted(error.to_string())
+        // A hashing slot frees up within the time one hash takes, well under a second.
+        UserError::Busy => shippy_shared::status::exhausted(error.to_string(), 1),
+        UserError::TooManyAttempts { retry_after_secs }
+        | UserError::TooManySignUps { retry_after_secs } => {
+            shippy_shared::status::exhausted(error.to_string(), *retry_after_secs)
         }
         UserError::Store(store) => shippy_shared::status::store(store),
         UserError::Internal(cause) => shippy_shared::status::internal(cause),
@@ -217,7 +220,12 @@ impl From<User> for pb::User {
 #[tonic::async_trait]
 impl UserService for UserHandler {
     async fn create(&self, request: Request<pb::User>) -> Result<Response<pb::Response>, Status> {
-        // The id is always made here (`domain::new_id`); one sent by the client is ignored.
+        // A sign-up costs a hash as a log-in does, so it counts against the same per-client
+        // allowance, checked first: a flood of sign-ups cannot keep the hashing slots from
+        // log-ins. The id is always made here (`domain::new_id`); one sent by the client is ignored.
+        self.limits
+            .sign_up(self.client_ip(&request))
+            .map_err(status)?;
         let wait = hash_wait(request.metadata());
         let request = request.into_inner();
         let new = NewUser::parse(
@@ -711,5 +719,7 @@ mod tests {
                 "too many login attempts; try again in 7 s"
             )
         );
+        assert_eq!(shippy_shared::status::retry_after(&limited), Some(7));
+        assert_eq!(shippy_shared::status::retry_after(&busy), Some(1));
     }
 }

@@ -1,6 +1,8 @@
 //! Log-in rate limits (`auth.login_per_client_per_minute`, `auth.login_per_email_per_minute`):
 //! password guessing is slowed per client IP address and per account, and refused attempts cost
-//! no hashing at all (they are checked before the password is).
+//! no hashing at all (they are checked before the password is). Sign-ups count against the same
+//! per-client allowance, since each costs a hash too: otherwise anyone could keep every hashing
+//! slot busy with sign-ups and lock everybody out of logging in.
 //!
 //! Each limit is a token bucket per key (governor): a burst of the per-minute number, refilled
 //! evenly over the minute. Every attempt counts, right or wrong: counting only failures would need
@@ -82,6 +84,17 @@ impl LoginLimits {
             Some(ip) => self.per_client.check(&ip, sweep).map_err(refused),
             None => Ok(()),
         }
+    }
+
+    /// Counts a sign-up from `client` (when known) against the same allowance as its log-ins: both
+    /// cost a hash. [`UserError::TooManySignUps`] over the limit.
+    pub fn sign_up(&self, client: Option<IpAddr>) -> Result<(), UserError> {
+        self.client(client).map_err(|refused| match refused {
+            UserError::TooManyAttempts { retry_after_secs } => {
+                UserError::TooManySignUps { retry_after_secs }
+            }
+            other => other,
+        })
     }
 
     /// Counts an attempt for `email`; [`UserError::TooManyAttempts`] over the limit.

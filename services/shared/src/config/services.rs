@@ -163,7 +163,8 @@ pub struct AuthSettings {
     /// Log-in attempts per minute for one email (a burst of this many, then refilled evenly);
     /// 0 = unlimited.
     pub login_per_email_per_minute: u32,
-    /// Log-in attempts per minute from one client IP address; 0 = unlimited.
+    /// Log-in attempts and sign-ups together per minute from one client IP address (both cost a
+    /// hash); 0 = unlimited.
     pub login_per_client_per_minute: u32,
 }
 

@@ -212,7 +212,8 @@ impl Gate for RateLimit {
         if self.check() {
             Ok(())
         } else {
-            Err(Status::resource_exhausted(RATE_LIMITED))
+            // The bucket refills every second.
+            Err(crate::status::exhausted(RATE_LIMITED, 1))
         }
     }
 }
