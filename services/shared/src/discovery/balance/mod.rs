@@ -518,12 +518,11 @@ impl Inner {
                     attempt_counter("unreachable");
                     self.failed(&backend, settings, now, true);
                     tracing::warn!(parent: trace::log_parent(&span), service = %self.service, address = %backend.address, %error, "instance unreachable, trying another");
+                    // The cause (an address, an OS error) is logged above, never sent: this
+                    // status may travel on to a client outside (the REST gateway's).
                     last_error = Some(
-                        Status::unavailable(format!(
-                            "service '{}' is unreachable: {error}",
-                            self.service
-                        ))
-                        .into(),
+                        Status::unavailable(format!("service '{}' is unreachable", self.service))
+                            .into(),
                     );
                     // No server saw it: any call may go on to another instance. Each refusal
                     // rules an instance out for this call, so the loop ends when none is left
@@ -540,7 +539,7 @@ impl Inner {
                     self.failed(&backend, settings, now, false);
                     tracing::warn!(parent: trace::log_parent(&span), service = %self.service, address = %backend.address, %error, "connection broke during the call");
                     let status = Status::unavailable(format!(
-                        "service '{}' is unreachable: {error}",
+                        "the connection to service '{}' broke during the call",
                         self.service
                     ));
                     if !(idempotent && more && self.spend(settings)) {
