@@ -385,7 +385,8 @@ pub struct ClientSettings {
     pub max_attempts: u32,
     /// Retry budget: retries may add this share (percent) of the calls of the last 10 s...
     pub retry_budget_percent: u32,
-    /// ...plus this many retries per second, so a lone failed call can still be retried.
+    /// ...plus this many retries per second, so a lone failed call can still be retried (at most
+    /// 1 000 000 is taken).
     pub retry_min_per_second: u32,
     /// Failures in a row (unreachable, `UNAVAILABLE`, attempt timed out) that eject an instance.
     pub eject_after_failures: u32,

@@ -38,8 +38,31 @@ pub enum SettingsError {
 
 impl From<config::ConfigError> for SettingsError {
     fn from(error: config::ConfigError) -> Self {
-        Self::Invalid(error)
+        Self::Invalid(match error {
+            config::ConfigError::FileParse { uri, cause } => config::ConfigError::FileParse {
+                uri,
+                cause: without_source_lines(&cause.to_string()).into(),
+            },
+            other => other,
+        })
     }
+}
+
+/// A parser's message without the lines it quotes from the file: the TOML parser shows the line
+/// it stopped at, and in a settings file that line can hold a secret (an unquoted MongoDB URI, a
+/// JWT secret with a bad escape). Where (line and column) and why are kept.
+fn without_source_lines(message: &str) -> String {
+    let quoted = |line: &str| {
+        let line = line.trim_start();
+        line.trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start()
+            .starts_with('|')
+    };
+    message
+        .lines()
+        .filter(|line| !quoted(line))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `SHIPPY_*` environment variables that are not settings (the CLI's and the tools' own), so no
@@ -354,6 +377,42 @@ mod tests {
         let err = layered_with_env::<Svc>(None, Some("server:\n  port: lots\n"), env(&[]))
             .expect_err("port must be a number");
         assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_is_reported_without_its_text() {
+        for (suffix, text) in [
+            (
+                ".toml",
+                "[store]\nuri = mongodb://shippy:hunter2@db:27017\n",
+            ),
+            (
+                ".yaml",
+                "store:\n  uri: \"mongodb://shippy:hunter2@db\n  backend: [\n",
+            ),
+            (
+                ".json",
+                "{\"store\": {\"uri\": \"mongodb://shippy:hunter2@db\" \"x\"}}",
+            ),
+        ] {
+            let mut file = tempfile::Builder::new()
+                .suffix(suffix)
+                .tempfile()
+                .expect("temp file");
+            write!(file, "{text}").expect("write");
+            let err = layered_with_env::<Svc>(Some(file.path()), None, env(&[]))
+                .expect_err("does not parse")
+                .to_string();
+            assert!(!err.contains("hunter2"), "{suffix}: {err}");
+            assert!(err.contains("line"), "{suffix}: where: {err}");
+            let name = file
+                .path()
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            assert!(err.contains(&name), "{suffix}: which file: {err}");
+        }
     }
 
     #[test]

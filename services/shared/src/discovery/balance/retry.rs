@@ -67,6 +67,9 @@ fn idempotent_methods(encoded: &[u8]) -> HashSet<String> {
     paths
 }
 
+/// The most retries per second `client.retry_min_per_second` can allow; more is taken as this.
+const MAX_MIN_PER_SECOND: u32 = 1_000_000;
+
 /// The settings a budget was made from: (percent, minimum per second).
 type BudgetKey = (u32, u32);
 
@@ -83,9 +86,11 @@ impl RetryBudget {
         match current.as_ref() {
             Some((had, budget)) if *had == key => Some(Arc::clone(budget)),
             _ => {
+                // Clamped to what tower's budget accepts (it panics past them): any `u32` is a
+                // valid setting, and a panic here would poison the lock and end retries for good.
                 let budget = Arc::new(TpsBudget::new(
                     BUDGET_WINDOW,
-                    key.1,
+                    key.1.min(MAX_MIN_PER_SECOND),
                     (key.0 as f32 / 100.0).min(1000.0),
                 ));
                 *current = Some((key, Arc::clone(&budget)));
@@ -152,5 +157,23 @@ mod tests {
             ..settings
         };
         assert!(budget.withdraw(&generous));
+    }
+
+    #[tokio::test]
+    async fn any_setting_makes_a_budget() {
+        let budget = RetryBudget::default();
+        for (percent, min_per_second) in [(u32::MAX, u32::MAX), (0, i32::MAX as u32), (0, 0)] {
+            let settings = ClientSettings {
+                retry_budget_percent: percent,
+                retry_min_per_second: min_per_second,
+                ..ClientSettings::default()
+            };
+            budget.deposit(&settings);
+            let _ = budget.withdraw(&settings);
+            assert!(
+                budget.budget(&settings).is_some(),
+                "{percent} {min_per_second}"
+            );
+        }
     }
 }
