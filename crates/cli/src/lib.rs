@@ -485,7 +485,11 @@ async fn status(
         Some(name) => vec![catalog::find(name).ok_or_else(|| unknown_service(name))?],
     };
     let registry = connector.registry().await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.unwrap_or(0));
+    // Any `u64` of seconds is accepted; one past what the clock can add waits without end.
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(Duration::from_secs(wait.unwrap_or(0)))
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
     loop {
         let mut rows = Vec::new();
         for spec in &specs {
