@@ -355,6 +355,14 @@ async fn every_error_a_client_can_cause_is_a_problem_with_its_status() {
         "{body}"
     );
 
+    // A path segment that is not UTF-8 once decoded: a problem too, not the router's plain text.
+    let (status, body) = sent(http.get(format!("{url}/v1/users/%FF")).bearer_auth(&token)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT")),
+        "{body}"
+    );
+
     // A request head over the limit is refused by the HTTP layer itself.
     let huge = http
         .get(format!("{url}/v1/vessels"))
@@ -533,7 +541,7 @@ fn a_route_exists_by_annotation_alone() {
 #[tokio::test]
 async fn log_in_limits_count_each_rest_client_not_the_gateway() {
     let mut cluster = Cluster::local().expect("cluster");
-    let (_processes, url) = system(
+    let (processes, url) = system(
         &mut cluster,
         &[("SHIPPY_AUTH__LOGIN_PER_CLIENT_PER_MINUTE", "2")],
         &[],
@@ -557,6 +565,22 @@ async fn log_in_limits_count_each_rest_client_not_the_gateway() {
                 .status()
         }
     };
+    // Until the user service has seen the gateway registered, the gateway's calls count as its
+    // own address's.
+    let (user, gateway) = (&processes[0], processes.last().expect("the gateway"));
+    let gateway_address = gateway.address().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !user.log().lines().any(|line| {
+        line.contains("client addresses forwarded by these gateways are believed")
+            && line.contains(&gateway_address)
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the user service never saw the gateway {gateway_address}:\n{}",
+            user.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let first = from([127, 0, 0, 1]);
     let statuses = [
         log_in(first.clone(), 1).await,

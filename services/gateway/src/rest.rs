@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use axum::{
     Router,
     body::Body,
-    extract::RawPathParams,
+    extract::{RawPathParams, rejection::RawPathParamsRejection},
     response::{IntoResponse, Response},
     routing::{MethodFilter, on},
 };
@@ -55,7 +55,8 @@ pub fn router(routes: Vec<Route>, upstreams: Arc<Upstreams>) -> Router {
             &template,
             on(
                 filter,
-                move |params: RawPathParams, request: Request<Body>| {
+                move |params: Result<RawPathParams, RawPathParamsRejection>,
+                      request: Request<Body>| {
                     serve(Arc::clone(&route), Arc::clone(&upstreams), params, request)
                 },
             ),
@@ -64,15 +65,32 @@ pub fn router(routes: Vec<Route>, upstreams: Arc<Upstreams>) -> Router {
     router
 }
 
-/// Serves one REST call of `route`.
+/// Serves one REST call of `route`, within one deadline (`gateway.timeout_ms`) for all of it:
+/// reading the body, exchanging a provider's token, and the service's call get what is left of it,
+/// not a full timeout each.
 async fn serve(
     route: Arc<Route>,
     upstreams: Arc<Upstreams>,
-    params: RawPathParams,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     request: Request<Body>,
 ) -> Response {
     let request_id = RequestId::current_or_new();
-    match call(&route, &upstreams, params, request, &request_id).await {
+    let deadline = tokio::time::Instant::now() + upstreams.timeout;
+    let answer = tokio::time::timeout_at(
+        deadline,
+        call(&route, &upstreams, params, request, &request_id, deadline),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Problem::new(
+            Code::DeadlineExceeded,
+            format!(
+                "the call did not finish within {} ms",
+                upstreams.timeout.as_millis()
+            ),
+        ))
+    });
+    match answer {
         Ok(json) => {
             let mut response = (StatusCode::OK, json).into_response();
             response.headers_mut().insert(
@@ -88,14 +106,22 @@ async fn serve(
 async fn call(
     route: &Route,
     upstreams: &Upstreams,
-    params: RawPathParams,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     request: Request<Body>,
     request_id: &RequestId,
+    deadline: tokio::time::Instant,
 ) -> Result<Bytes, Problem> {
+    // axum's own refusal is plain text; the gateway's refusals are problems.
+    let params = params.map_err(|_| {
+        Problem::new(
+            Code::InvalidArgument,
+            "a path segment is not valid UTF-8 after percent-decoding",
+        )
+    })?;
     let (parts, body) = request.into_parts();
     // The body gets the call's deadline too: a client trickling it in holds nothing for longer.
-    let body = tokio::time::timeout(
-        upstreams.timeout,
+    let body = tokio::time::timeout_at(
+        deadline,
         read_body(&parts, body, route, upstreams.body_limit),
     )
     .await
@@ -139,7 +165,7 @@ async fn call(
             &route.grpc_path(),
             message,
             metadata,
-            upstreams.timeout,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
         ))
         .await
         .map_err(|status| {

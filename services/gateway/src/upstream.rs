@@ -23,10 +23,10 @@ pub async fn call(
     let path = PathAndQuery::try_from(path)
         .map_err(|_| Status::internal("the route's gRPC path is not a valid URI path"))?;
     let mut client = tonic::client::Grpc::new(channel);
-    client
-        .ready()
-        .await
-        .map_err(|error| Status::unavailable(format!("the service is not reachable: {error}")))?;
+    client.ready().await.map_err(|error| {
+        tracing::warn!(%error, path = %path, "the service is not reachable");
+        Status::unavailable("the service is not reachable")
+    })?;
     let mut request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), request);
     request.set_timeout(timeout);
     Ok(client.unary(request, path, RawCodec).await?.into_inner())

@@ -103,10 +103,32 @@ impl Service for UserApp {
             auth.login_per_email_per_minute,
         );
         let gateways = context.registry().subscribe(catalog::GATEWAY.name).await?;
+        tokio::spawn(report_trusted_gateways(gateways.clone()));
         let handler = grpc::UserHandler::new(store, tokens, hasher, limits)
             .with_oidc(oidc)
             .with_proxies(gateways);
         Ok(Routes::new(UserServiceServer::new(handler)))
+    }
+}
+
+/// Logs the gateways whose `x-forwarded-for` is believed each time they change: the log-in limit
+/// counts their clients one by one, and everyone else by their own address.
+async fn report_trusted_gateways(
+    mut gateways: tokio::sync::watch::Receiver<shippy_shared::discovery::InstanceSet>,
+) {
+    loop {
+        let addresses: Vec<String> = gateways
+            .borrow_and_update()
+            .iter()
+            .map(|gateway| gateway.address.clone())
+            .collect();
+        tracing::info!(
+            ?addresses,
+            "client addresses forwarded by these gateways are believed"
+        );
+        if gateways.changed().await.is_err() {
+            return;
+        }
     }
 }
 

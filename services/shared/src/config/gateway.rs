@@ -38,7 +38,8 @@ pub struct GatewaySection {
     pub http: ServerSettings,
     /// Largest request body accepted, in bytes; larger ones get 413 before they are read.
     pub body_limit_bytes: usize,
-    /// Deadline of one REST call, passed on as the gRPC deadline; a client's own
+    /// Deadline of one REST request, everything it does included (body, token exchange, the
+    /// service's call, which gets what is left as its gRPC deadline); a client's own
     /// `grpc-timeout`-style wish is not taken, so no client can hold a call open longer.
     pub timeout_ms: u64,
     /// Per-client request rate (by peer address).
