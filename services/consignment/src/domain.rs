@@ -13,6 +13,14 @@ pub const MAX_DESCRIPTION: usize = 2_000;
 pub const MAX_CONTAINERS: usize = 10_000;
 /// Longest customer id, origin or user id of a container.
 pub const MAX_FIELD: usize = 200;
+/// Most bytes a consignment may take once stored: its text, and per container what the service
+/// adds ([`ADDED_PER_CONTAINER`]). Every answer that holds a consignment (the one that created it,
+/// a page of a list) must stay under the 4 MiB a client accepts by default; without this bound a
+/// request just under 4 MiB would be stored at nearly 5 MiB and could never be read back.
+pub const MAX_STORED_BYTES: usize = 3 * 1024 * 1024 + 512 * 1024;
+/// Bytes the service may add to each container as it stores it: its id (36), the caller's id as
+/// its user when it names none (36), and room for the encoding's framing.
+const ADDED_PER_CONTAINER: usize = 96;
 
 /// A container of a consignment, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,10 +142,27 @@ impl NewConsignment {
                 format!("at most {MAX_CONTAINERS} per consignment"),
             ));
         }
-        let containers = containers
+        let containers: Vec<NewContainer> = containers
             .enumerate()
             .map(|(i, fields)| NewContainer::parse(i, fields))
             .collect::<Result<_, _>>()?;
+        let stored = description.len()
+            + containers
+                .iter()
+                .map(|c| {
+                    c.customer_id.len() + c.origin.len() + c.user_id.len() + ADDED_PER_CONTAINER
+                })
+                .sum::<usize>();
+        if stored > MAX_STORED_BYTES {
+            return Err(FieldError::new(
+                "containers",
+                format!(
+                    "{} KiB in all once stored; a consignment may take at most {} KiB",
+                    stored.div_ceil(1024),
+                    MAX_STORED_BYTES / 1024
+                ),
+            ));
+        }
         Ok(Self {
             description,
             weight,
@@ -310,5 +335,20 @@ mod tests {
         let new = NewConsignment::parse(&"x".repeat(MAX_DESCRIPTION), 1, max.iter().copied())
             .expect("at the limits");
         assert_eq!(new.container_count(), 10_000);
+    }
+
+    #[test]
+    fn what_is_stored_stays_readable() {
+        // 10 000 containers of 150-byte fields: about 3 MB, under 4 MiB as a request, but about
+        // 3.9 MB once ids are added.
+        let field = "f".repeat(150);
+        let full = vec![container(&field, &field); MAX_CONTAINERS];
+        assert_eq!(
+            refused("d", 1, &full).to_string(),
+            "containers: 3868 KiB in all once stored; a consignment may take at most 3584 KiB"
+        );
+        let field = "f".repeat(130);
+        let fits = vec![container(&field, &field); MAX_CONTAINERS];
+        NewConsignment::parse("d", 1, fits.iter().copied()).expect("3.4 MiB once stored");
     }
 }
