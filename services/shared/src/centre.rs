@@ -128,7 +128,11 @@ impl ConfigCentre {
                 .map(|value| String::from_utf8_lossy(value).into_owned())
         })
         .await?;
-        documents.mark_unchanged();
+        // The first document is looked at too: it may have changed between the read at start
+        // and this watch, and such a change would otherwise wait for the next edit. When it is
+        // the one read at start it changes nothing, and its unknown keys were reported then.
+        documents.mark_changed();
+        let mut first = true;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -136,13 +140,14 @@ impl ConfigCentre {
                     changed = documents.changed() => if changed.is_err() { return },
                 }
                 let document = documents.borrow_and_update().clone();
+                let report_unknown = !std::mem::replace(&mut first, false);
                 let next: S = match config::layered_checked(
                     file.as_deref(),
                     document.as_deref(),
                     None,
                 ) {
                     Ok(Layered { settings, unknown }) => {
-                        for key in unknown {
+                        for key in unknown.into_iter().filter(|_| report_unknown) {
                             tracing::warn!(key = %self.key, "{key}");
                         }
                         settings

@@ -123,7 +123,7 @@ pub fn layered_checked<T: DeserializeOwned + Serialize + Default>(
     centre: Option<&str>,
     env: Option<config::Map<String, String>>,
 ) -> Result<Layered<T>, SettingsError> {
-    let config = build(file, centre, env)?;
+    let (config, kept_text) = build(file, centre, env)?;
     // A key of another service's settings is not a typo: one environment often serves them all.
     let mut known = known_keys(&T::default());
     known.extend(super::services::every_service_key());
@@ -148,7 +148,7 @@ pub fn layered_checked<T: DeserializeOwned + Serialize + Default>(
     }
     unknown.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(Layered {
-        settings: deserialize(config)?,
+        settings: deserialize(config, &kept_text)?,
         unknown,
     })
 }
@@ -160,14 +160,35 @@ pub fn layered_with_env<T: DeserializeOwned>(
     centre: Option<&str>,
     env: Option<config::Map<String, String>>,
 ) -> Result<T, SettingsError> {
-    deserialize(build(file, centre, env)?)
+    let (config, kept_text) = build(file, centre, env)?;
+    deserialize(config, &kept_text)
 }
 
-fn deserialize<T: DeserializeOwned>(config: Config) -> Result<T, SettingsError> {
+fn deserialize<T: DeserializeOwned>(
+    config: Config,
+    kept_text: &[(String, String)],
+) -> Result<T, SettingsError> {
     // Services embed `CommonSettings` with `#[serde(flatten)]`, which hides the key of a bad value
     // from the config crate; deserializing the shared part on its own first names the key.
     config.clone().try_deserialize::<CommonSettings>()?;
-    Ok(config.try_deserialize()?)
+    config.try_deserialize().map_err(|error| {
+        // A value kept as text (see `build`) that a number setting refuses: the error names the
+        // value but, through `flatten`, not the key; the variable that set it is named here.
+        let message = error.to_string();
+        let culprits: Vec<&str> = kept_text
+            .iter()
+            .filter(|(_, value)| message.contains(&format!("{value:?}")))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if culprits.is_empty() {
+            SettingsError::Invalid(error)
+        } else {
+            SettingsError::Invalid(config::ConfigError::Message(format!(
+                "{message} (from {}: write a number setting as a plain number)",
+                culprits.join(", ")
+            )))
+        }
+    })
 }
 
 /// Every settings key of `value`, dotted (`store.mongodb.uri`); an empty map below a key (a
@@ -271,11 +292,12 @@ pub(crate) fn string_or_number<'de, D: serde::Deserializer<'de>>(
     })
 }
 
+/// The layers, built; and the environment's values kept as text (name, value), for errors.
 fn build(
     file: Option<&Path>,
     centre: Option<&str>,
     env: Option<config::Map<String, String>>,
-) -> Result<Config, SettingsError> {
+) -> Result<(Config, Vec<(String, String)>), SettingsError> {
     let mut builder = Config::builder();
     if let Some(path) = file {
         if !path.exists() {
@@ -287,18 +309,54 @@ fn build(
         // YAML is a superset of JSON, so one parser takes both.
         builder = builder.add_source(File::from_str(doc, FileFormat::Yaml));
     }
-    let mut environment = Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator("_")
-        .separator("__")
-        .try_parsing(true)
-        .list_separator(",");
-    for key in LIST_KEYS {
-        environment = environment.with_list_parse_key(key);
+    // Values are typed (`true`, `8080`) so that numbers and switches reach their settings, except
+    // where typing would change the text: `1.10` would become 1.1 and `007` 7, so a version or a
+    // database name given that way would silently be another. Those stay text; a number setting
+    // given one is refused with the key named, not misread.
+    let vars = env.unwrap_or_else(|| {
+        std::env::vars_os()
+            .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+            .collect()
+    });
+    let (text, typed): (config::Map<_, _>, config::Map<_, _>) = vars
+        .into_iter()
+        .partition(|(_, value)| typing_changes(value));
+    let environment = |vars, typed| {
+        let mut environment = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(typed)
+            .list_separator(",");
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        environment.source(Some(vars))
+    };
+    let prefix = format!("{ENV_PREFIX}_");
+    let kept_text = text
+        .iter()
+        .filter(|(name, _)| name.to_ascii_uppercase().starts_with(&prefix))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let config = builder
+        .add_source(environment(typed, true))
+        .add_source(environment(text, false))
+        .build()?;
+    Ok((config, kept_text))
+}
+
+/// Whether reading `text` as a number, as typed environment values are read, would change it
+/// (`1.10` is 1.1, `007` is 7, `1e3` is 1000).
+fn typing_changes(text: &str) -> bool {
+    if text.to_lowercase().parse::<bool>().is_ok() {
+        false
+    } else if let Ok(number) = text.parse::<i64>() {
+        number.to_string() != text
+    } else if let Ok(number) = text.parse::<f64>() {
+        number.to_string() != text
+    } else {
+        false
     }
-    if let Some(vars) = env {
-        environment = environment.source(Some(vars));
-    }
-    Ok(builder.add_source(environment).build()?)
 }
 
 #[cfg(test)]
@@ -370,6 +428,45 @@ mod tests {
             vec!["http://a:2379", "http://b:2379"]
         );
         assert!(s.extra.flag);
+    }
+
+    #[test]
+    fn environment_values_keep_their_text_where_a_number_would_change_it() {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct Texts {
+            #[serde(flatten)]
+            common: CommonSettings,
+            names: Names,
+        }
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct Names {
+            database: String,
+            secret: String,
+        }
+        let s: Texts = layered_with_env(
+            None,
+            None,
+            env(&[
+                ("SHIPPY_SERVER__VERSION", "1.10"),
+                ("SHIPPY_SERVER__PORT", "7000"),
+                ("SHIPPY_NAMES__DATABASE", "007"),
+                ("SHIPPY_NAMES__SECRET", "123456789012345678901234567890"),
+                ("SHIPPY_REGISTRY__TTL_SECS", "5"),
+            ]),
+        )
+        .expect("layers load");
+        assert_eq!(s.common.server.version.as_deref(), Some("1.10"));
+        assert_eq!(s.common.server.port, 7000);
+        assert_eq!(s.common.registry.ttl_secs, 5);
+        assert_eq!(s.names.database, "007");
+        assert_eq!(s.names.secret, "123456789012345678901234567890");
+        // A number setting spelled so that it would change is refused, naming the key.
+        let err = layered_with_env::<Svc>(None, None, env(&[("SHIPPY_SERVER__PORT", "07000")]))
+            .expect_err("not read as 7000 silently");
+        assert!(err.to_string().contains("SHIPPY_SERVER__PORT"), "{err}");
+        assert!(typing_changes("1e3") && !typing_changes("true") && !typing_changes("-5"));
     }
 
     #[test]

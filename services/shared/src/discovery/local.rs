@@ -171,6 +171,12 @@ struct Entry {
     /// Process that owns the entry, on host `host`.
     pid: u32,
     host: String,
+    /// The owner's `registry.ttl_secs`, in ms: how old the file may get before it is stale. The
+    /// owner refreshes it at a third of that; a reader with a shorter TTL of its own must not take
+    /// it for stale (and delete it) between two refreshes. Absent in entries of older versions,
+    /// which are judged by the reader's TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
 }
 
 /// File-based registry for the processes of one host.
@@ -378,7 +384,8 @@ impl Scanner {
             let path = item.path();
             match read_entry(&path) {
                 Ok(Some((entry, modified))) => {
-                    let fresh = now.duration_since(modified).unwrap_or_default() <= self.ttl;
+                    let ttl = entry.ttl_ms.map_or(self.ttl, Duration::from_millis);
+                    let fresh = now.duration_since(modified).unwrap_or_default() <= ttl;
                     if fresh && (entry.host != self.host || process_alive(entry.pid)) {
                         live.push(entry.instance);
                     } else {
@@ -420,6 +427,7 @@ impl Registry for LocalRegistry {
             instance: instance.clone(),
             pid: std::process::id(),
             host: this_host(),
+            ttl_ms: Some(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)),
         };
         {
             let (root, dir, entry) = (self.dir.clone(), dir.clone(), entry.clone());
@@ -601,17 +609,20 @@ mod tests {
             instance: ServiceInstance::new("user", "1", "127.0.0.1:1".into()),
             pid: std::process::id(),
             host: host.clone(),
+            ttl_ms: None,
         };
         // A pid far above pid_max does not exist.
         let dead = Entry {
             instance: ServiceInstance::new("user", "1", "127.0.0.1:2".into()),
             pid: 999_999_999,
             host: host.clone(),
+            ttl_ms: None,
         };
         let remote = Entry {
             instance: ServiceInstance::new("user", "1", "10.0.0.1:3".into()),
             pid: 999_999_999,
             host: "another-host".into(),
+            ttl_ms: None,
         };
         for e in [&alive, &dead, &remote] {
             write_entry(tmp.path(), e).expect("write");
@@ -626,12 +637,21 @@ mod tests {
             "dead entry removed"
         );
 
-        // With a zero TTL every entry is stale.
-        assert!(
-            Scanner::new(tmp.path().to_owned(), Duration::ZERO, host)
-                .scan()
-                .is_empty()
+        // An entry's own TTL is the one that counts: a reader with a shorter one leaves it be.
+        let own_ttl = Entry {
+            instance: ServiceInstance::new("user", "2", "127.0.0.1:4".into()),
+            ttl_ms: Some(60_000),
+            ..alive.clone()
+        };
+        write_entry(tmp.path(), &own_ttl).expect("write");
+        let live = Scanner::new(tmp.path().to_owned(), Duration::ZERO, host).scan();
+        assert_eq!(
+            live.iter().map(|i| i.address.as_str()).collect::<Vec<_>>(),
+            ["127.0.0.1:4"],
+            "with a zero TTL of the reader's, every entry without one of its own is stale"
         );
+        assert!(entry_path(tmp.path(), &own_ttl.instance.id).exists());
+        assert!(!entry_path(tmp.path(), &alive.instance.id).exists());
     }
 
     #[tokio::test]
@@ -760,6 +780,7 @@ mod tests {
             instance: ServiceInstance::new("vessel", "1", "127.0.0.1:1".into()),
             pid: std::process::id(),
             host: host.clone(),
+            ttl_ms: None,
         };
         write_entry(&dir, &good).expect("write");
         let mut bad = vec![
