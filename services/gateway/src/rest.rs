@@ -76,21 +76,7 @@ async fn serve(
 ) -> Response {
     let request_id = RequestId::current_or_new();
     let deadline = tokio::time::Instant::now() + upstreams.timeout;
-    let answer = tokio::time::timeout_at(
-        deadline,
-        call(&route, &upstreams, params, request, &request_id, deadline),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Problem::new(
-            Code::DeadlineExceeded,
-            format!(
-                "the call did not finish within {} ms",
-                upstreams.timeout.as_millis()
-            ),
-        ))
-    });
-    match answer {
+    match call(&route, &upstreams, params, request, &request_id, deadline).await {
         Ok(json) => {
             let mut response = (StatusCode::OK, json).into_response();
             response.headers_mut().insert(
@@ -149,10 +135,24 @@ async fn call(
     {
         metadata.insert("x-forwarded-for", value);
     }
-    upstreams
-        .credentials
-        .forward(parts.headers.get(header::AUTHORIZATION), &mut metadata)
-        .await?;
+    tokio::time::timeout_at(
+        deadline,
+        upstreams
+            .credentials
+            .forward(parts.headers.get(header::AUTHORIZATION), &mut metadata),
+    )
+    .await
+    .map_err(|_| {
+        Problem::new(
+            Code::DeadlineExceeded,
+            format!(
+                "the call did not finish within {} ms",
+                upstreams.timeout.as_millis()
+            ),
+        )
+    })??;
+    // The service's call gets what is left, as its gRPC deadline; the balancer keeps to it and
+    // says which service did not answer in time.
     let channel = upstreams
         .channels
         .get(route.service.name)
