@@ -53,6 +53,12 @@ pub fn store(error: &StoreError) -> Status {
             tracing::warn!(%cause, "store unavailable");
             Status::unavailable("storage is unavailable; nothing was saved, try again later")
         }
+        StoreError::Unconfirmed(cause) => {
+            tracing::warn!(%cause, "store did not confirm a write");
+            Status::unavailable(
+                "storage did not confirm the write: it may have been saved; check before trying again",
+            )
+        }
         StoreError::Internal(cause) => {
             tracing::error!(%cause, "store failure");
             Status::internal("internal error")
@@ -95,5 +101,17 @@ mod tests {
         assert!(!status.message().contains("10.0.0.5"));
         let status = store(&StoreError::Duplicate("email a@b.c".into()));
         assert_eq!(status.code(), Code::AlreadyExists);
+        let status = store(&StoreError::Unconfirmed(
+            "waiting for replication, w=2".into(),
+        ));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("may have been saved"),
+            "{status:?}"
+        );
+        assert!(
+            !status.message().contains("nothing was saved"),
+            "{status:?}"
+        );
     }
 }

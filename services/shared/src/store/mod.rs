@@ -19,9 +19,14 @@ pub enum StoreError {
     /// A unique key is taken (e.g. a user's email); the text says what.
     #[error("{0} already exists")]
     Duplicate(String),
-    /// The backend cannot be reached or did not acknowledge the write; retrying later may work.
+    /// The backend cannot be reached; retrying later may work.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The write reached the backend, which did not confirm it as asked (MongoDB's write concern
+    /// was not satisfied): it may be stored, or may yet be rolled back. A client told "nothing
+    /// was saved" would retry and store it twice.
+    #[error("store did not confirm the write: {0}")]
+    Unconfirmed(String),
     /// Anything else: a bug or corrupt data.
     #[error("store failure: {0}")]
     Internal(String),
@@ -40,6 +45,7 @@ impl StoreError {
         match self {
             Self::Duplicate(_) => "duplicate",
             Self::Unavailable(_) => "unavailable",
+            Self::Unconfirmed(_) => "unconfirmed",
             Self::Internal(_) => "internal",
         }
     }
@@ -47,7 +53,7 @@ impl StoreError {
 
 /// Runs one store operation named `operation` (e.g. `find_available`) inside a `store` span and
 /// records its latency in the histogram `shippy_store_operation_seconds{operation, outcome}`
-/// (`ok`, `duplicate`, `unavailable` or `internal`). Services wrap each call their edge makes into
+/// (`ok`, `duplicate`, `unavailable`, `unconfirmed` or `internal`). Services wrap each call their edge makes into
 /// the store, whatever the backend, so a dashboard shows which operation is slow or failing.
 pub async fn observe<T>(
     operation: &'static str,

@@ -161,16 +161,17 @@ fn redact(text: &str, uri: &str) -> String {
 }
 
 /// Classifies a driver error: a unique-key violation is [`StoreError::Duplicate`] (stores replace
-/// its generic text with what was duplicated), anything that may succeed later (no reachable
-/// server, network, timeouts, a cleared pool, an unsatisfied write concern, a node stepping down)
-/// is [`StoreError::Unavailable`], and the rest is [`StoreError::Internal`].
+/// its generic text with what was duplicated), an unsatisfied write concern (the write was
+/// applied, but not confirmed as asked) is [`StoreError::Unconfirmed`], anything that may succeed
+/// later (no reachable server, network, timeouts, a cleared pool, a node stepping down) is
+/// [`StoreError::Unavailable`], and the rest is [`StoreError::Internal`].
 pub fn classify(error: &Error) -> StoreError {
     let cause = error.to_string();
     match error.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(write)) if write.code == DUPLICATE_KEY => {
             duplicate()
         }
-        ErrorKind::Write(WriteFailure::WriteConcernError(_)) => StoreError::Unavailable(cause),
+        ErrorKind::Write(WriteFailure::WriteConcernError(_)) => StoreError::Unconfirmed(cause),
         ErrorKind::Command(command) if command.code == DUPLICATE_KEY => duplicate(),
         ErrorKind::Command(command) if TRANSIENT_CODES.contains(&command.code) => {
             StoreError::Unavailable(cause)
@@ -180,7 +181,7 @@ pub fn classify(error: &Error) -> StoreError {
             if errors.clone().any(|e| e.code == DUPLICATE_KEY) {
                 duplicate()
             } else if many.write_concern_error.is_some() {
-                StoreError::Unavailable(cause)
+                StoreError::Unconfirmed(cause)
             } else {
                 StoreError::Internal(cause)
             }
@@ -189,7 +190,7 @@ pub fn classify(error: &Error) -> StoreError {
             if bulk.write_errors.values().any(|e| e.code == DUPLICATE_KEY) {
                 duplicate()
             } else if !bulk.write_concern_errors.is_empty() {
-                StoreError::Unavailable(cause)
+                StoreError::Unconfirmed(cause)
             } else {
                 StoreError::Internal(cause)
             }
@@ -434,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn unreachable_or_unacknowledged_is_unavailable() {
+    fn unreachable_is_unavailable_and_unacknowledged_is_unconfirmed() {
         let refused = Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(matches!(classify(&refused), StoreError::Unavailable(_)));
         let timed_out = Error::from(std::io::ErrorKind::TimedOut);
@@ -442,7 +443,8 @@ mod tests {
         let concern = Error::from(ErrorKind::Write(WriteFailure::WriteConcernError(
             from_doc::<WriteConcernError>(doc! { "code": 64, "errmsg": "waiting for replication" }),
         )));
-        assert!(matches!(classify(&concern), StoreError::Unavailable(_)));
+        // Applied, but not confirmed as asked: not "nothing was saved".
+        assert!(matches!(classify(&concern), StoreError::Unconfirmed(_)));
         for code in [91, 189, 10107, 11600] {
             assert!(
                 matches!(classify(&command(code)), StoreError::Unavailable(_)),
