@@ -33,6 +33,14 @@ pub enum EtcdError {
         /// etcd's message.
         reason: String,
     },
+    /// A timeout of the `etcd` settings is 0, which would fail every request at once.
+    #[error("{key} must be more than 0 ({env})")]
+    ZeroTimeout {
+        /// The setting.
+        key: &'static str,
+        /// Its environment variable.
+        env: &'static str,
+    },
     /// etcd did not answer in time.
     #[error(
         "etcd at {endpoints} did not answer within {limit:?}; is etcd running? check \
@@ -97,6 +105,20 @@ impl std::fmt::Debug for Etcd {
 impl Etcd {
     /// A client of every endpoint in `settings`; connects on first use.
     pub async fn connect(settings: &EtcdSettings) -> Result<Self, EtcdError> {
+        // Elsewhere a 0 timeout means "none"; etcd's client takes it literally and gives up on
+        // every request before sending it, with an error that blames etcd.
+        if settings.connect_timeout_ms == 0 {
+            return Err(EtcdError::ZeroTimeout {
+                key: "etcd.connect_timeout_ms",
+                env: "SHIPPY_ETCD__CONNECT_TIMEOUT_MS",
+            });
+        }
+        if settings.request_timeout_ms == 0 {
+            return Err(EtcdError::ZeroTimeout {
+                key: "etcd.request_timeout_ms",
+                env: "SHIPPY_ETCD__REQUEST_TIMEOUT_MS",
+            });
+        }
         let endpoints = settings.endpoints.join(",");
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
@@ -338,6 +360,30 @@ async fn list(etcd: &Etcd, prefix: &str) -> Result<(KeyValues, i64), EtcdError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_zero_timeout_is_refused_naming_the_setting() {
+        for (connect_timeout_ms, request_timeout_ms, named) in [
+            (
+                0,
+                3_000,
+                "etcd.connect_timeout_ms must be more than 0 (SHIPPY_ETCD__CONNECT_TIMEOUT_MS)",
+            ),
+            (
+                2_000,
+                0,
+                "etcd.request_timeout_ms must be more than 0 (SHIPPY_ETCD__REQUEST_TIMEOUT_MS)",
+            ),
+        ] {
+            let settings = EtcdSettings {
+                connect_timeout_ms,
+                request_timeout_ms,
+                ..EtcdSettings::default()
+            };
+            let refused = Etcd::connect(&settings).await.expect_err("refused");
+            assert_eq!(refused.to_string(), named);
+        }
+    }
 
     #[test]
     fn client_errors_become_one_sentence_naming_the_endpoints() {
