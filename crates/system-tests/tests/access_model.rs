@@ -12,20 +12,11 @@ use shippy_proto::{
     consignment::v1::{GetRequest, shipping_service_client::ShippingServiceClient},
     user::v1::{Request as UsersRequest, Token, User, user_service_client::UserServiceClient},
 };
-use shippy_test_support::{Cluster, ServiceProcess, consignment_json};
-use tonic::{Code, Request, transport::Channel};
+use shippy_test_support::{Cluster, ServiceProcess, consignment_json, with_token};
+use tonic::{Code, transport::Channel};
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", token.trim()).parse().expect("header"),
-    );
-    request
 }
 
 async fn users(process: &ServiceProcess) -> UserServiceClient<Channel> {

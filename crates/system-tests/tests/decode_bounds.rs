@@ -10,8 +10,8 @@
 use shippy_proto::consignment::v1::{
     Consignment, Container, shipping_service_client::ShippingServiceClient,
 };
-use shippy_test_support::{Cluster, ServiceProcess};
-use tonic::{Code, Request};
+use shippy_test_support::{Cluster, ServiceProcess, with_token};
+use tonic::Code;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -33,15 +33,6 @@ fn filled(n: usize) -> Vec<Container> {
         };
         n
     ]
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", token.trim()).parse().expect("header"),
-    );
-    request
 }
 
 #[tokio::test]

@@ -6,8 +6,10 @@ use std::time::Duration;
 use shippy_proto::consignment::v1::{
     Consignment, Container, GetRequest, shipping_service_client::ShippingServiceClient,
 };
-use shippy_test_support::{Cluster, ServiceProcess, consignment_json, example_consignment};
-use tonic::{Code, Request, transport::Channel};
+use shippy_test_support::{
+    Cluster, ServiceProcess, consignment_json, example_consignment, with_token,
+};
+use tonic::{Code, transport::Channel};
 
 type Client = ShippingServiceClient<Channel>;
 
@@ -15,15 +17,6 @@ async fn client(process: &ServiceProcess) -> Client {
     ShippingServiceClient::connect(format!("http://{}", process.address()))
         .await
         .expect("connect")
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    request
 }
 
 fn cargo(weight: i32, containers: usize) -> Consignment {

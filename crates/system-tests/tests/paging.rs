@@ -3,17 +3,8 @@
 //! answers in pages bounded by count and bytes, and the CLI follows them.
 
 use shippy_proto::consignment::v1::{GetRequest, shipping_service_client::ShippingServiceClient};
-use shippy_test_support::{Cluster, consignment_json};
-use tonic::{Code, Request, transport::Channel};
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", token.trim()).parse().expect("header"),
-    );
-    request
-}
+use shippy_test_support::{Cluster, consignment_json, with_token};
+use tonic::{Code, transport::Channel};
 
 async fn page(
     client: &mut ShippingServiceClient<Channel>,

@@ -682,6 +682,18 @@ pub fn example_consignment() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../consignment.json")
 }
 
+/// `message` as a request that carries `token` as its bearer token (`authorization` metadata).
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim())
+            .parse()
+            .expect("a token is ASCII"),
+    );
+    request
+}
+
 /// Builds a consignment JSON document.
 pub fn consignment_json(weight: i64, containers: usize) -> String {
     let containers: Vec<_> = (0..containers)

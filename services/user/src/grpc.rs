@@ -162,8 +162,9 @@ fn status(error: UserError) -> Status {
         UserError::Oidc(_) => Status::unauthenticated(error.to_string()),
         UserError::NotFound => Status::not_found(error.to_string()),
         UserError::NotYours => Status::permission_denied(error.to_string()),
-        // A hashing slot frees up within the time one hash takes, well under a second.
-        UserError::Busy => shippy_shared::status::exhausted(error.to_string(), 1),
+        // The caller already waited up to `auth.hash_queue_timeout_ms` for a slot; "a few
+        // seconds", as the message says.
+        UserError::Busy => shippy_shared::status::exhausted(error.to_string(), 2),
         UserError::TooManyAttempts { retry_after_secs }
         | UserError::TooManySignUps { retry_after_secs } => {
             shippy_shared::status::exhausted(error.to_string(), *retry_after_secs)
@@ -720,6 +721,6 @@ mod tests {
             )
         );
         assert_eq!(shippy_shared::status::retry_after(&limited), Some(7));
-        assert_eq!(shippy_shared::status::retry_after(&busy), Some(1));
+        assert_eq!(shippy_shared::status::retry_after(&busy), Some(2));
     }
 }

@@ -312,7 +312,7 @@ fn build(
     // Values are typed (`true`, `8080`) so that numbers and switches reach their settings, except
     // where typing would change the text: `1.10` would become 1.1 and `007` 7, so a version or a
     // database name given that way would silently be another. Those stay text; a number setting
-    // given one is refused with the key named, not misread.
+    // given one is refused, naming the variable, rather than misread.
     let vars = env.unwrap_or_else(|| {
         std::env::vars_os()
             .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
