@@ -125,6 +125,12 @@ pub enum ConsignmentCommand {
         /// The file.
         #[arg(default_value = "consignment.json")]
         file: String,
+        /// Your name for this consignment (printable ASCII, no spaces, at most 128 characters).
+        /// Repeating the command with the same key answers with the consignment the first run
+        /// created and creates no second one. Without it, a new key is made for each run (and
+        /// printed should the outcome be unknown).
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// List consignments.
     List,

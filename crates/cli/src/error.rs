@@ -17,6 +17,18 @@ pub enum CliError {
     /// A service answered with an error.
     #[error("{}", describe(.0))]
     Rpc(Status),
+    /// A create failed in a way that leaves open whether it was done; `retry` is the option that
+    /// makes repeating the command safe (the same idempotency key).
+    #[error(
+        "{}; to try again without risking a second one, repeat the command with {retry}",
+        describe(.status)
+    )]
+    Unsure {
+        /// What the service (or the connection) said.
+        status: Status,
+        /// The option to repeat the command with.
+        retry: String,
+    },
     /// Local setup: settings, discovery, token file.
     #[error("{0}")]
     Setup(String),
@@ -64,6 +76,42 @@ impl CliError {
     }
 }
 
+impl CliError {
+    /// The error of a create sent with the idempotency key `key`: when the failure leaves open
+    /// whether it was done (the service or the connection went away, or the time ran out), it
+    /// says how to repeat the command safely.
+    pub fn unsure(status: Status, key: &str) -> Self {
+        let unknown = matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::Internal
+        );
+        if !unknown {
+            return Self::Rpc(status);
+        }
+        Self::Unsure {
+            status,
+            retry: format!("--idempotency-key {}", shell_quoted(key)),
+        }
+    }
+}
+
+/// `text` as one shell word: as it is when that is safe, else in single quotes.
+fn shell_quoted(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&b));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 impl From<Status> for CliError {
     fn from(status: Status) -> Self {
         Self::Rpc(status)
@@ -81,5 +129,30 @@ fn describe(status: &Status) -> String {
         Code::PermissionDenied => format!("not allowed: {message}"),
         Code::ResourceExhausted => format!("too busy: {message}"),
         code => format!("{message} ({code:?})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_of_unknown_outcome_says_how_to_repeat_it_safely() {
+        let unsure = CliError::unsure(Status::unavailable("storage is unavailable"), "k-1");
+        assert_eq!(
+            unsure.to_string(),
+            "service unavailable: storage is unavailable; to try again without risking a second \
+             one, repeat the command with --idempotency-key k-1"
+        );
+        let quoted = CliError::unsure(Status::deadline_exceeded("late"), "it's;$x");
+        assert!(
+            quoted
+                .to_string()
+                .ends_with(r"--idempotency-key 'it'\''s;$x'"),
+            "{quoted}"
+        );
+        // A refusal leaves nothing open: no advice.
+        let refused = CliError::unsure(Status::invalid_argument("weight: must be at least 1"), "k");
+        assert_eq!(refused.to_string(), "rejected: weight: must be at least 1");
     }
 }

@@ -170,22 +170,29 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 /// can quote it (every log line and span of the request carries it).
 fn quote_request_id(result: Result<(), CliError>) -> Result<(), CliError> {
     match result {
-        Err(CliError::Rpc(status)) => {
-            let id = status
-                .metadata()
-                .get(trace::REQUEST_ID_HEADER)
-                .and_then(|id| id.to_str().ok())
-                .map(str::to_owned);
-            Err(CliError::Rpc(match id {
-                Some(id) => tonic::Status::with_metadata(
-                    status.code(),
-                    format!("{} (request id: {id})", status.message()),
-                    status.metadata().clone(),
-                ),
-                None => status,
-            }))
-        }
+        Err(CliError::Rpc(status)) => Err(CliError::Rpc(quoted(status))),
+        Err(CliError::Unsure { status, retry }) => Err(CliError::Unsure {
+            status: quoted(status),
+            retry,
+        }),
         other => other,
+    }
+}
+
+/// `status` with the request id it carries appended to its message.
+fn quoted(status: tonic::Status) -> tonic::Status {
+    let id = status
+        .metadata()
+        .get(trace::REQUEST_ID_HEADER)
+        .and_then(|id| id.to_str().ok())
+        .map(str::to_owned);
+    match id {
+        Some(id) => tonic::Status::with_metadata(
+            status.code(),
+            format!("{} (request id: {id})", status.message()),
+            status.metadata().clone(),
+        ),
+        None => status,
     }
 }
 
@@ -308,21 +315,43 @@ async fn consignment(
     command: ConsignmentCommand,
 ) -> Result<(), CliError> {
     match command {
-        ConsignmentCommand::Create { file } => {
-            // Local problems (file, JSON, login) are reported before any network call.
+        ConsignmentCommand::Create {
+            file,
+            idempotency_key,
+        } => {
+            // Local problems (file, JSON, login, key) are reported before any network call.
             let consignment = input::read_consignment(&file)?;
-            let request = authorized(consignment)?;
+            let mut request = authorized(consignment)?;
+            // Every create carries a key, so that the balancer may retry it on another instance
+            // and a person may repeat it safely when its outcome is unknown.
+            let chosen = idempotency_key.is_some();
+            let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let value = key.parse().map_err(|_| {
+                CliError::Input(
+                    "--idempotency-key: only printable ASCII characters without spaces".into(),
+                )
+            })?;
+            request
+                .metadata_mut()
+                .insert(shippy_proto::idempotency::METADATA_KEY, value);
             let mut client =
                 ShippingServiceClient::new(connector.channel(&catalog::CONSIGNMENT).await?)
                     .max_decoding_message_size(MAX_ANSWER);
-            let answer = client.create_consignment(request).await?.into_inner();
-            let created = answer.consignment.unwrap_or_default();
-            let vessel = created.vessel_id.clone();
-            output::consignments(
-                format,
-                &format!("Consignment created on vessel {vessel}"),
-                vec![created.into()],
-            )?;
+            let answer = client
+                .create_consignment(request)
+                .await
+                .map_err(|status| CliError::unsure(status, &key))?
+                .into_inner();
+            let consignment = answer.consignment.unwrap_or_default();
+            let vessel = consignment.vessel_id.clone();
+            // A key of this run's own making was seen before only by an attempt of this run that
+            // the balancer retried: the consignment is this run's either way.
+            let heading = if answer.created || !chosen {
+                format!("Consignment created on vessel {vessel}")
+            } else {
+                format!("Consignment already created on vessel {vessel} by a request with this key")
+            };
+            output::consignments(format, &heading, vec![consignment.into()])?;
         }
         ConsignmentCommand::List => {
             let mut client =

@@ -60,3 +60,21 @@ pub mod service_names {
     /// `shippy.user.v1.UserService`.
     pub const USER: &str = "shippy.user.v1.UserService";
 }
+
+/// Idempotency keys: the calls that honour one. A caller names what it asks to create with an
+/// `idempotency-key` (metadata; HTTP: `Idempotency-Key`), and a repeat of the call with that key
+/// is answered with what the first did, creating nothing more. The balancer may therefore retry
+/// these calls when they carry a key, and the gateway forwards the header to them alone.
+pub mod idempotency {
+    /// The metadata key (and, case aside, the HTTP header) a key travels in.
+    pub const METADATA_KEY: &str = "idempotency-key";
+
+    /// `/package.Service/Method` of every call that honours a key.
+    pub const KEYED_METHODS: &[&str] =
+        &["/shippy.consignment.v1.ShippingService/CreateConsignment"];
+
+    /// Whether the call to `path` (`/package.Service/Method`) honours a key.
+    pub fn honours_key(path: &str) -> bool {
+        KEYED_METHODS.contains(&path)
+    }
+}

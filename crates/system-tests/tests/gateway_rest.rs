@@ -187,6 +187,14 @@ async fn the_story_over_rest_submits_consignment_json_and_answers_with_a_vessel(
         .expect("JSON");
     assert_eq!(document["openapi"], "3.0.3");
     assert!(document["paths"]["/v1/consignments"]["post"].is_object());
+    // The create that honours an idempotency key documents its header (see idempotency.rs).
+    let parameters = &document["paths"]["/v1/consignments"]["post"]["parameters"];
+    assert!(
+        parameters.as_array().is_some_and(|p| p
+            .iter()
+            .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header")),
+        "{parameters}"
+    );
     validate_openapi(&document);
 
     let instances: Value = http

@@ -414,7 +414,9 @@ async fn a_callers_deadline_bounds_the_calls_made_for_it() {
     std::fs::write(&file, consignment_json(100, 1)).expect("file");
 
     // By default the consignment service gives each attempt of FindAvailable 1 s
-    // (client.attempt_timeout_ms) of its own 5 s deadline.
+    // (client.attempt_timeout_ms) of its own deadline: the CLI's 5 s, whole (the CLI's create
+    // carries an idempotency key, so the CLI's own attempts would otherwise be bounded to 1 s too).
+    cluster.set_env("SHIPPY_CLIENT__ATTEMPT_TIMEOUT_MS", "0");
     cluster.cli_ok(["consignment", "create", file.to_str().expect("utf-8")]);
     // A CLI with an 800 ms deadline: the call to vessel gets what is left of those 800 ms.
     cluster.set_env("SHIPPY_CLIENT__TIMEOUT_MS", "800");

@@ -52,6 +52,49 @@ pub struct Consignment {
     pub owner_id: String,
 }
 
+/// Longest idempotency key.
+pub const MAX_KEY: usize = 128;
+
+/// A client's name for one consignment it asks to create, unique per user: a request repeated with
+/// the same key (after a timeout, a lost answer, an "it may have been saved") is answered with
+/// the consignment the first one created, and creates nothing more. Printable ASCII without
+/// spaces, 1 to [`MAX_KEY`] characters (a UUID is a good one); only [`IdempotencyKey::parse`]
+/// makes one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The field a refusal names: the metadata key (and HTTP header) clients send it in.
+    pub const FIELD: &'static str = "idempotency-key";
+
+    /// Checks a key sent by a client.
+    pub fn parse(key: &str) -> Result<Self, FieldError> {
+        if key.is_empty() {
+            return Err(FieldError::new(Self::FIELD, "must not be empty"));
+        }
+        if key.len() > MAX_KEY {
+            return Err(FieldError::new(
+                Self::FIELD,
+                format!("longer than {MAX_KEY} characters"),
+            ));
+        }
+        // Visible ASCII only: the key travels as a header, and what cannot be typed cannot be
+        // compared by a person reading a log either.
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(FieldError::new(
+                Self::FIELD,
+                "only printable ASCII characters without spaces",
+            ));
+        }
+        Ok(Self(key.to_owned()))
+    }
+
+    /// The key as the client sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The one place consignment ids are made: a UUIDv7, whose text sorts by creation time (stores
 /// list consignments in id order, which is arrival order). Clients never choose one.
 pub fn new_id() -> String {
@@ -181,6 +224,30 @@ impl NewConsignment {
         self.weight
     }
 
+    /// Whether `stored`, created by the caller `stored.owner_id`, is what this request asks for:
+    /// the same description, weight and containers (ids and the vessel are the service's). A
+    /// repeated request must be the same request; a key used again for another consignment is a
+    /// client's mistake, not a repeat.
+    pub fn is_same_as(&self, stored: &Consignment) -> bool {
+        self.description == stored.description
+            && self.weight == stored.weight
+            && self.containers.len() == stored.containers.len()
+            && self
+                .containers
+                .iter()
+                .zip(&stored.containers)
+                .all(|(asked, kept)| {
+                    let user = if asked.user_id.is_empty() {
+                        &stored.owner_id
+                    } else {
+                        &asked.user_id
+                    };
+                    asked.customer_id == kept.customer_id
+                        && asked.origin == kept.origin
+                        && *user == kept.user_id
+                })
+    }
+
     /// The consignment to store: ids made here, `vessel_id` set, owned by the authenticated
     /// `caller`, and containers without a `user_id` attributed to the caller. (That a `user_id`
     /// sent by a client names nobody but the caller is checked at the edge, with the rest of the
@@ -220,6 +287,11 @@ pub enum ConsignmentError {
     /// No vessel fits; the text is the vessel service's explanation.
     #[error("{0}")]
     NoVessel(String),
+    /// The caller used this idempotency key before, for a different consignment.
+    #[error(
+        "idempotency-key: already used for a different consignment; a new consignment needs a new key"
+    )]
+    KeyReused,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -327,6 +399,72 @@ mod tests {
             refused("d", 1, &[with_long_user]).to_string(),
             format!("containers[0].user_id: longer than {MAX_FIELD} characters")
         );
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_and_bounded() {
+        assert_eq!(
+            IdempotencyKey::parse("0d5c2f1e-7a4b-4c1d-9e8f-123456789abc")
+                .expect("a UUID")
+                .as_str(),
+            "0d5c2f1e-7a4b-4c1d-9e8f-123456789abc"
+        );
+        IdempotencyKey::parse(&"k".repeat(MAX_KEY)).expect("at the limit");
+        for (key, reason) in [
+            ("", "idempotency-key: must not be empty"),
+            (
+                "two words",
+                "idempotency-key: only printable ASCII characters without spaces",
+            ),
+            (
+                "tab\there",
+                "idempotency-key: only printable ASCII characters without spaces",
+            ),
+            (
+                "caf\u{e9}",
+                "idempotency-key: only printable ASCII characters without spaces",
+            ),
+        ] {
+            assert_eq!(
+                IdempotencyKey::parse(key).expect_err(key).to_string(),
+                reason
+            );
+        }
+        assert_eq!(
+            IdempotencyKey::parse(&"k".repeat(MAX_KEY + 1))
+                .expect_err("too long")
+                .to_string(),
+            "idempotency-key: longer than 128 characters"
+        );
+    }
+
+    #[test]
+    fn a_repeated_request_is_recognised_and_a_different_one_is_not() {
+        let parse = |description: &str, weight: i64, user: &'static str| {
+            NewConsignment::parse(
+                description,
+                weight,
+                [
+                    container("cust001", "Derby"),
+                    ContainerFields {
+                        user_id: user,
+                        ..container("cust002", "Leeds")
+                    },
+                ]
+                .into_iter(),
+            )
+            .expect("valid")
+        };
+        let stored = parse("cargo", 10, "").assign("vessel001".into(), "user-1");
+        // The same request, whether the caller left its user id out or named itself.
+        assert!(parse("cargo", 10, "").is_same_as(&stored));
+        assert!(parse(" cargo ", 10, "user-1").is_same_as(&stored));
+        assert!(!parse("other cargo", 10, "").is_same_as(&stored));
+        assert!(!parse("cargo", 11, "").is_same_as(&stored));
+        assert!(!parse("cargo", 10, "user-2").is_same_as(&stored));
+        let one = NewConsignment::parse("cargo", 10, [container("cust001", "Derby")].into_iter())
+            .expect("valid");
+        assert!(!one.is_same_as(&stored));
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! Access model, enforced here and nowhere else: every call needs a token; a container's `user_id`
 //! may only be empty or the caller's own id ([`claims_only_the_caller`]); a stored consignment is
 //! owned by its submitter, and `GetConsignments` lists only the caller's own.
+//!
+//! A `CreateConsignment` may carry an `idempotency-key` (metadata; the gateway forwards the HTTP
+//! header of that name): the caller's name for this one consignment. The same request repeated
+//! with the same key is answered with the consignment the first created, with `created: false`,
+//! and nothing more is stored; the key used again for a different consignment is refused.
 
 use std::sync::Arc;
 
@@ -15,11 +20,11 @@ use shippy_proto::{
 use shippy_shared::{
     auth::Authenticator, discovery::balance::BalancedChannel, page::PageRequest, store::observe,
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    domain::{Consignment, ConsignmentError, ContainerFields, NewConsignment},
-    store::ConsignmentStore,
+    domain::{Consignment, ConsignmentError, ContainerFields, IdempotencyKey, NewConsignment},
+    store::{ConsignmentStore, Keyed},
 };
 
 // The codec refuses a message with more fields than `MAX_FIELDS` before decoding it; a request
@@ -78,8 +83,37 @@ fn status(error: ConsignmentError) -> Status {
     match error {
         invalid @ ConsignmentError::Invalid(_) => Status::invalid_argument(invalid.to_string()),
         ConsignmentError::NoVessel(message) => Status::not_found(message),
+        reused @ ConsignmentError::KeyReused => Status::failed_precondition(reused.to_string()),
         ConsignmentError::Store(store) => shippy_shared::status::store(&store),
     }
+}
+
+/// The request's idempotency key, if it sent one (see the module doc).
+fn idempotency_key(metadata: &MetadataMap) -> Result<Option<IdempotencyKey>, ConsignmentError> {
+    let Some(value) = metadata.get(shippy_proto::idempotency::METADATA_KEY) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        shippy_shared::validate::FieldError::new(
+            IdempotencyKey::FIELD,
+            "only printable ASCII characters without spaces",
+        )
+    })?;
+    Ok(Some(IdempotencyKey::parse(text)?))
+}
+
+/// The answer to a request repeated with its key: the consignment created the first time, if the
+/// request is the same one.
+fn repeated(new: &NewConsignment, earlier: Consignment) -> Result<pb::Response, ConsignmentError> {
+    if !new.is_same_as(&earlier) {
+        return Err(ConsignmentError::KeyReused);
+    }
+    tracing::info!(consignment = %earlier.id, user = %earlier.owner_id, "consignment request repeated: answered with the one its key created");
+    Ok(pb::Response {
+        created: false,
+        consignment: Some(earlier.into()),
+        ..Default::default()
+    })
 }
 
 /// Refuses a consignment whose containers name a user other than `caller`.
@@ -138,18 +172,34 @@ impl ShippingService for ShippingHandler {
     ) -> Result<Response<pb::Response>, Status> {
         let caller = self.auth.caller(request.metadata()).await?;
         let new = parse(request.get_ref()).map_err(status)?;
+        let key = idempotency_key(request.metadata()).map_err(status)?;
         claims_only_the_caller(&caller, request.get_ref())?;
-        let vessel_id = self.find_vessel(&new).await?;
-        let consignment = new.assign(vessel_id, &caller);
-        observe("create", self.store.create(&consignment))
+        let Some(key) = key else {
+            let vessel_id = self.find_vessel(&new).await?;
+            let consignment = new.assign(vessel_id, &caller);
+            observe("create", self.store.create(&consignment))
+                .await
+                .map_err(|e| status(e.into()))?;
+            return Ok(created(consignment, &caller));
+        };
+        // A repeat is answered without asking for a vessel again.
+        let earlier = observe("find_by_key", self.store.find_by_key(&caller, &key))
             .await
             .map_err(|e| status(e.into()))?;
-        tracing::info!(consignment = %consignment.id, vessel = %consignment.vessel_id, user = %caller, "consignment created");
-        Ok(Response::new(pb::Response {
-            created: true,
-            consignment: Some(consignment.into()),
-            ..Default::default()
-        }))
+        if let Some(earlier) = earlier {
+            return repeated(&new, earlier).map(Response::new).map_err(status);
+        }
+        let vessel_id = self.find_vessel(&new).await?;
+        // Kept to compare with, should another request with this key have stored first.
+        let asked = new.clone();
+        let consignment = new.assign(vessel_id, &caller);
+        match observe("create", self.store.create_with_key(&consignment, &key))
+            .await
+            .map_err(|e| status(e.into()))?
+        {
+            Keyed::Stored => Ok(created(consignment, &caller)),
+            Keyed::Earlier(earlier) => repeated(&asked, earlier).map(Response::new).map_err(status),
+        }
     }
 
     async fn get_consignments(
@@ -176,6 +226,16 @@ impl ShippingService for ShippingHandler {
             next_page_token: next.unwrap_or_default(),
         }))
     }
+}
+
+/// The answer to a request that stored `consignment`.
+fn created(consignment: Consignment, caller: &str) -> Response<pb::Response> {
+    tracing::info!(consignment = %consignment.id, vessel = %consignment.vessel_id, user = %caller, "consignment created");
+    Response::new(pb::Response {
+        created: true,
+        consignment: Some(consignment.into()),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -268,10 +328,39 @@ mod tests {
         let down = status(StoreError::Unavailable("10.0.0.1:27017 refused".into()).into());
         assert_eq!(down.code(), Code::Unavailable);
         assert!(!down.message().contains("10.0.0.1"));
+        let reused = status(ConsignmentError::KeyReused);
+        assert_eq!(reused.code(), Code::FailedPrecondition);
+        assert!(
+            reused
+                .message()
+                .starts_with("idempotency-key: already used")
+        );
         let duplicate = status(StoreError::Duplicate("consignment c1".into()).into());
         assert_eq!(
             (duplicate.code(), duplicate.message()),
             (Code::AlreadyExists, "consignment c1 already exists")
+        );
+    }
+
+    #[test]
+    fn the_idempotency_key_is_read_from_the_metadata_and_checked() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(idempotency_key(&metadata).expect("none"), None);
+        metadata.insert("idempotency-key", "order-1".parse().expect("ASCII"));
+        assert_eq!(
+            idempotency_key(&metadata)
+                .expect("valid")
+                .map(|k| k.as_str().to_owned()),
+            Some("order-1".to_owned())
+        );
+        metadata.insert("idempotency-key", "two words".parse().expect("ASCII"));
+        let refused = status(idempotency_key(&metadata).expect_err("a space"));
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (
+                Code::InvalidArgument,
+                "idempotency-key: only printable ASCII characters without spaces"
+            )
         );
     }
 }

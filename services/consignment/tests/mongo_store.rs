@@ -2,14 +2,14 @@
 //! `shippy_test_support::ferretdb`): the shared store contract
 //! (`shippy_test_support::store_contract`), plus what is the consignment store's own: consignments
 //! come back oldest first, every field intact, listed per owner; documents stored before
-//! consignments had owners stay readable.
+//! consignments had owners stay readable; a key whose consignment was never written is completed.
 
 use mongodb::bson::doc;
 use shippy_consignment::{
     ConsignmentApp,
-    domain::{Consignment, ContainerFields, NewConsignment},
+    domain::{Consignment, ContainerFields, IdempotencyKey, NewConsignment},
     store::{
-        ConsignmentStore,
+        ConsignmentStore, Keyed,
         mongo::{COLLECTION, MongoStore},
     },
 };
@@ -150,4 +150,42 @@ async fn serving_follows_the_database() {
     // Long enough for several readiness rounds while draining.
     settings.common.shutdown.drain_ms = 2_500;
     store_contract::serving_follows_the_database::<ConsignmentApp>(&mut server, settings).await;
+}
+
+#[tokio::test]
+async fn a_key_whose_consignment_was_never_written_is_completed_by_whoever_finds_it() {
+    let server = FerretDb::start().expect("FerretDB");
+    let database = server.fresh_database("consignments_half_written").await;
+    let store = MongoStore::new(&database);
+    let key = IdempotencyKey::parse("order-7").expect("a key");
+    let first = consignment("half written", 2);
+    assert_eq!(
+        store.create_with_key(&first, &key).await.expect("create"),
+        Keyed::Stored
+    );
+    // As if the service had stopped between its two writes: the key, without its consignment.
+    database
+        .collection::<mongodb::bson::Document>(COLLECTION)
+        .delete_one(doc! { "_id": &first.id })
+        .await
+        .expect("remove the consignment");
+    assert_eq!(store.list().await.expect("list"), Vec::new());
+
+    // The repeat finds the key and writes the consignment it carries: the same one, once.
+    assert_eq!(
+        store
+            .create_with_key(&consignment("the repeat", 2), &key)
+            .await
+            .expect("repeat"),
+        Keyed::Earlier(first.clone())
+    );
+    assert_eq!(
+        store.list().await.expect("list"),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(
+        store.find_by_key("user-1", &key).await.expect("find"),
+        Some(first.clone())
+    );
+    assert_eq!(store.list().await.expect("list"), [first]);
 }

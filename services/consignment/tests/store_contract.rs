@@ -1,10 +1,11 @@
 //! The store contract of the consignment service, run against every backend: memory, SQLite (the
 //! default) and MongoDB (a real wire-compatible server, FerretDB). Each check is written once,
-//! over `&dyn ConsignmentStore`.
+//! over `&dyn ConsignmentStore`: consignments round trip, and idempotency keys name one
+//! consignment per owner.
 
 use shippy_consignment::{
-    domain::{Consignment, Container, ContainerFields, NewConsignment},
-    store::{ConsignmentStore, memory::MemoryStore, mongo::MongoStore, sqlite::SqliteStore},
+    domain::{Consignment, Container, ContainerFields, IdempotencyKey, NewConsignment},
+    store::{ConsignmentStore, Keyed, memory::MemoryStore, mongo::MongoStore, sqlite::SqliteStore},
 };
 use shippy_shared::{
     config::SqliteSettings,
@@ -27,6 +28,7 @@ fn consignment(description: &str, containers: usize) -> Consignment {
 #[tokio::test]
 async fn memory_keeps_the_contract() {
     consignments_round_trip_oldest_first(&MemoryStore::default()).await;
+    keys_name_one_consignment_per_owner(&MemoryStore::default()).await;
 }
 
 #[tokio::test]
@@ -47,6 +49,14 @@ async fn sqlite_keeps_the_contract_across_instances_and_restarts() {
         6,
         "another instance sees them"
     );
+    let keyed = tempfile::tempdir().expect("temp dir");
+    let db = Sqlite::open(&SqliteSettings {
+        path: Some(keyed.path().join("keys.db")),
+        busy_timeout_ms: None,
+    })
+    .await
+    .expect("open SQLite");
+    keys_name_one_consignment_per_owner(&SqliteStore::open(db).await.expect("schema")).await;
 }
 
 #[tokio::test]
@@ -54,6 +64,8 @@ async fn mongodb_keeps_the_contract() {
     let server = FerretDb::start().expect("FerretDB");
     let database = server.fresh_database("consignments_contract").await;
     consignments_round_trip_oldest_first(&MongoStore::new(&database)).await;
+    let database = server.fresh_database("consignments_keys").await;
+    keys_name_one_consignment_per_owner(&MongoStore::new(&database)).await;
 }
 
 /// Consignments come back oldest first with every field; an id is unique; each owner pages
@@ -114,4 +126,67 @@ async fn consignments_round_trip_oldest_first(store: &dyn ConsignmentStore) {
             .expect("none"),
         Vec::new()
     );
+}
+
+/// A key is stored with its consignment; the owner's second create with it stores nothing and
+/// gets the first; another owner's same key is another consignment; racing creates with one key
+/// store one.
+async fn keys_name_one_consignment_per_owner(store: &dyn ConsignmentStore) {
+    let key = IdempotencyKey::parse("order-1").expect("a key");
+    assert_eq!(store.find_by_key("user-1", &key).await.expect("find"), None);
+    let first = consignment("keyed", 2);
+    assert_eq!(
+        store.create_with_key(&first, &key).await.expect("create"),
+        Keyed::Stored
+    );
+    assert_eq!(
+        store.find_by_key("user-1", &key).await.expect("find"),
+        Some(first.clone())
+    );
+    let second = consignment("keyed again", 2);
+    assert_eq!(
+        store.create_with_key(&second, &key).await.expect("repeat"),
+        Keyed::Earlier(first.clone())
+    );
+    assert_eq!(
+        store.list().await.expect("list"),
+        std::slice::from_ref(&first)
+    );
+
+    let theirs = Consignment {
+        owner_id: "user-2".to_owned(),
+        ..consignment("theirs", 1)
+    };
+    assert_eq!(
+        store.create_with_key(&theirs, &key).await.expect("theirs"),
+        Keyed::Stored
+    );
+    assert_eq!(store.find_by_key("user-3", &key).await.expect("find"), None);
+
+    // Eight creates racing with one key: one stores, the seven others get its consignment.
+    let raced = IdempotencyKey::parse("raced").expect("a key");
+    let attempts: Vec<Consignment> = (0..8)
+        .map(|i| consignment(&format!("race {i}"), 1))
+        .collect();
+    let outcomes = futures::future::join_all(
+        attempts
+            .iter()
+            .map(|attempt| store.create_with_key(attempt, &raced)),
+    )
+    .await;
+    let stored: Vec<&Consignment> = attempts
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| matches!(outcome, Ok(Keyed::Stored)))
+        .map(|(attempt, _)| attempt)
+        .collect();
+    assert_eq!(stored.len(), 1, "{outcomes:?}");
+    for outcome in &outcomes {
+        match outcome {
+            Ok(Keyed::Stored) => {}
+            Ok(Keyed::Earlier(earlier)) => assert_eq!(earlier, stored[0]),
+            Err(error) => panic!("a racing create failed: {error:?}"),
+        }
+    }
+    assert_eq!(store.list().await.expect("list").len(), 3);
 }

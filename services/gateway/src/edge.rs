@@ -278,6 +278,7 @@ pub fn cors(settings: &CorsSettings) -> Result<Option<CorsLayer>, CorsError> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static(REQUEST_ID_HEADER),
+                HeaderName::from_static(shippy_proto::idempotency::METADATA_KEY),
             ])
             .expose_headers([HeaderName::from_static(REQUEST_ID_HEADER)])
             .max_age(Duration::from_secs(settings.max_age_secs)),

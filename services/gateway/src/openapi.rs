@@ -54,6 +54,16 @@ pub fn document(routes: &[Route], version: &str) -> Value {
                 }));
             }
         }
+        if shippy_proto::idempotency::honours_key(&route.grpc_path()) {
+            parameters.push(json!({
+                "name": "Idempotency-Key", "in": "header", "required": false,
+                "description": "Your name for what this call creates, unique among your calls: \
+                    the same request repeated with the same key is answered with what the first \
+                    created (`created: false`) and creates nothing more. Printable ASCII without \
+                    spaces, at most 128 characters; a UUID is a good one.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+            }));
+        }
         operation.insert(
             "operationId".into(),
             json!(format!(

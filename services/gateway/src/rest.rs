@@ -135,6 +135,7 @@ async fn call(
     {
         metadata.insert("x-forwarded-for", value);
     }
+    forward_idempotency_key(route, &parts.headers, &mut metadata)?;
     tokio::time::timeout_at(
         deadline,
         upstreams
@@ -178,6 +179,41 @@ async fn call(
         tracing::error!(rpc = %route.grpc_path(), "the service's answer does not decode as its output message");
         Problem::new(Code::Internal, "the service's answer could not be read")
     })
+}
+
+/// Puts the request's `Idempotency-Key` header into the call's metadata, for a route whose call
+/// honours one ([`shippy_proto::idempotency`]). Elsewhere the header is refused rather than
+/// ignored: a client sending one believes a repeat is safe, and there it would not be.
+fn forward_idempotency_key(
+    route: &Route,
+    headers: &http::HeaderMap,
+    metadata: &mut MetadataMap,
+) -> Result<(), Problem> {
+    use shippy_proto::idempotency;
+    let mut keys = headers.get_all(idempotency::METADATA_KEY).iter();
+    let Some(key) = keys.next() else {
+        return Ok(());
+    };
+    if keys.next().is_some() {
+        return Err(Problem::new(
+            Code::InvalidArgument,
+            "send at most one Idempotency-Key header",
+        ));
+    }
+    if !idempotency::honours_key(&route.grpc_path()) {
+        return Err(Problem::new(
+            Code::InvalidArgument,
+            "this route does not honour an Idempotency-Key: a repeat of it is not made safe by one",
+        ));
+    }
+    let value = tonic::metadata::AsciiMetadataValue::try_from(key.as_bytes()).map_err(|_| {
+        Problem::new(
+            Code::InvalidArgument,
+            "idempotency-key: only printable ASCII characters without spaces",
+        )
+    })?;
+    metadata.insert(idempotency::METADATA_KEY, value);
+    Ok(())
 }
 
 /// The body, at most `limit` bytes, and JSON when there is one.

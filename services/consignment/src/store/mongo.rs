@@ -1,6 +1,14 @@
 //! MongoDB store: one document per consignment in the `consignments` collection, `_id` = the
 //! consignment id. Ids are UUIDv7, whose text sorts by creation time, so `_id` order is arrival
 //! order. An index on `(owner_id, _id)` serves each user's list.
+//!
+//! Idempotency keys live in `consignment_keys`, one document per (owner, key) whose `_id` is made
+//! of both, so `_id`'s own uniqueness arbitrates between requests racing with one key: no other
+//! index is needed (partial or sparse unique indexes would be, on the consignments, and
+//! wire-compatible servers such as FerretDB 1.x do not have them). MongoDB has no transaction
+//! without a replica set, so the key document carries the whole consignment: it is written first,
+//! the consignment second, and a key found without its consignment (the service stopped in
+//! between, or the second write failed) is completed from it by whoever finds it.
 
 use std::sync::{
     Arc,
@@ -20,11 +28,14 @@ use shippy_shared::store::{
     mongo::{classify, classify_insert},
 };
 
-use super::ConsignmentStore;
-use crate::domain::{Consignment, Container};
+use super::{ConsignmentStore, Keyed};
+use crate::domain::{Consignment, Container, IdempotencyKey};
 
 /// Name of the collection.
 pub const COLLECTION: &str = "consignments";
+
+/// Name of the collection of idempotency keys.
+pub const KEYS_COLLECTION: &str = "consignment_keys";
 
 /// Name of the index on `(owner_id, _id)`.
 pub const OWNER_INDEX: &str = "owner_id_id";
@@ -33,6 +44,7 @@ pub const OWNER_INDEX: &str = "owner_id_id";
 #[derive(Debug, Clone)]
 pub struct MongoStore {
     consignments: Collection<ConsignmentDoc>,
+    keys: Collection<KeyDoc>,
     /// Set once the owner index is known to exist (two first calls racing both create it: the
     /// creation is idempotent).
     indexed: Arc<AtomicBool>,
@@ -43,6 +55,7 @@ impl MongoStore {
     pub fn new(database: &Database) -> Self {
         Self {
             consignments: database.collection(COLLECTION),
+            keys: database.collection(KEYS_COLLECTION),
             indexed: Arc::default(),
         }
     }
@@ -63,6 +76,30 @@ impl MongoStore {
             .map_err(|e| classify(&e))?;
         self.indexed.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Stores a consignment a key document carries, unless it is stored already (its id is
+    /// unique, so a duplicate is that very consignment, stored by an earlier attempt).
+    async fn complete(&self, consignment: &ConsignmentDoc) -> Result<(), StoreError> {
+        match self.consignments.insert_one(consignment).await {
+            Ok(_) => Ok(()),
+            Err(error) => match classify(&error) {
+                StoreError::Duplicate(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The key document of `owner_id`'s `key`, if any.
+    async fn key_doc(
+        &self,
+        owner_id: &str,
+        key: &IdempotencyKey,
+    ) -> Result<Option<KeyDoc>, StoreError> {
+        self.keys
+            .find_one(doc! { "_id": key_id(owner_id, key) })
+            .await
+            .map_err(|e| classify(&e))
     }
 
     /// The consignments matching `filter`, oldest first.
@@ -87,7 +124,7 @@ impl MongoStore {
 }
 
 /// How a consignment is stored. Numbers are `i64`: BSON has no unsigned integers.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ConsignmentDoc {
     #[serde(rename = "_id")]
     id: String,
@@ -101,12 +138,27 @@ struct ConsignmentDoc {
     owner_id: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ContainerDoc {
     id: String,
     customer_id: String,
     origin: String,
     user_id: String,
+}
+
+/// An idempotency key, and the consignment created with it (see the module doc for why all of it).
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyDoc {
+    /// [`key_id`].
+    #[serde(rename = "_id")]
+    id: String,
+    consignment: ConsignmentDoc,
+}
+
+/// The `_id` of an owner's key: the owner's length first, so that no two (owner, key) pairs make
+/// the same text whatever characters either holds.
+fn key_id(owner_id: &str, key: &IdempotencyKey) -> String {
+    format!("{}:{owner_id}{}", owner_id.len(), key.as_str())
 }
 
 impl From<&Consignment> for ConsignmentDoc {
@@ -169,6 +221,51 @@ impl ConsignmentStore for MongoStore {
             .await
             .map(drop)
             .map_err(|e| classify_insert(&e, || format!("consignment {}", consignment.id)))
+    }
+
+    async fn create_with_key(
+        &self,
+        consignment: &Consignment,
+        key: &IdempotencyKey,
+    ) -> Result<Keyed, StoreError> {
+        let claim = KeyDoc {
+            id: key_id(&consignment.owner_id, key),
+            consignment: ConsignmentDoc::from(consignment),
+        };
+        match self.keys.insert_one(&claim).await {
+            Ok(_) => {
+                self.complete(&claim.consignment).await?;
+                Ok(Keyed::Stored)
+            }
+            Err(error) => match classify(&error) {
+                StoreError::Duplicate(_) => {
+                    let earlier =
+                        self.key_doc(&consignment.owner_id, key)
+                            .await?
+                            .ok_or_else(|| {
+                                StoreError::Internal(format!(
+                                    "the idempotency key {} was taken, then not found",
+                                    claim.id
+                                ))
+                            })?;
+                    self.complete(&earlier.consignment).await?;
+                    Ok(Keyed::Earlier(Consignment::try_from(earlier.consignment)?))
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn find_by_key(
+        &self,
+        owner_id: &str,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Consignment>, StoreError> {
+        let Some(found) = self.key_doc(owner_id, key).await? else {
+            return Ok(None);
+        };
+        self.complete(&found.consignment).await?;
+        Consignment::try_from(found.consignment).map(Some)
     }
 
     async fn list(&self) -> Result<Vec<Consignment>, StoreError> {

@@ -2,7 +2,8 @@
 //! database file, shared by every consignment instance on the host. Containers are kept as a JSON
 //! array in the row (they are always read and written with their consignment). Ids are
 //! time-ordered, so id order is arrival order; an index on `(owner_id, id)` serves each user's
-//! list.
+//! list. Idempotency keys are rows of `consignment_keys`, written in one transaction with their
+//! consignment.
 
 use async_trait::async_trait;
 use rusqlite::{Row, params};
@@ -12,8 +13,8 @@ use shippy_shared::store::{
     sqlite::{Sqlite, classify_insert},
 };
 
-use super::ConsignmentStore;
-use crate::domain::{Consignment, Container};
+use super::{ConsignmentStore, Keyed};
+use crate::domain::{Consignment, Container, IdempotencyKey};
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS consignments (
@@ -25,7 +26,17 @@ const SCHEMA: &str = "
         containers TEXT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS consignments_by_owner ON consignments (owner_id, id);
+    CREATE TABLE IF NOT EXISTS consignment_keys (
+        owner_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        consignment_id TEXT NOT NULL,
+        PRIMARY KEY (owner_id, key)
+    ) WITHOUT ROWID;
 ";
+
+/// The consignment an owner (`?1`) created with a key (`?2`).
+const BY_KEY: &str = "SELECT id, owner_id, description, weight, vessel_id, containers FROM consignments \
+     WHERE id = (SELECT consignment_id FROM consignment_keys WHERE owner_id = ?1 AND key = ?2)";
 
 const COLUMNS: &str = "id, owner_id, description, weight, vessel_id, containers";
 
@@ -49,6 +60,47 @@ impl SqliteStore {
     pub async fn open(db: Sqlite) -> Result<Self, StoreError> {
         db.write(|c| c.execute_batch(SCHEMA)).await?;
         Ok(Self { db })
+    }
+
+    /// Stores `c` (its containers already JSON) on `connection`.
+    fn insert(
+        connection: &rusqlite::Connection,
+        c: &Consignment,
+        containers: &str,
+    ) -> Result<(), StoreError> {
+        connection
+            .execute(
+                &format!("INSERT INTO consignments ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    c.id,
+                    c.owner_id,
+                    c.description,
+                    c.weight,
+                    c.vessel_id,
+                    containers
+                ],
+            )
+            .map(drop)
+            .map_err(|e| classify_insert(&e, || format!("consignment {}", c.id)))
+    }
+
+    /// The consignment `owner` created with `key`, read on `connection`.
+    fn keyed(
+        connection: &rusqlite::Connection,
+        owner: &str,
+        key: &str,
+    ) -> Result<Option<Consignment>, StoreError> {
+        use rusqlite::OptionalExtension as _;
+        let found = connection
+            .prepare_cached(BY_KEY)
+            .and_then(|mut statement| statement.query_row(params![owner, key], row).optional())
+            .map_err(|e| shippy_shared::store::sqlite::classify(&e))?;
+        found
+            .map(|(mut consignment, containers)| {
+                consignment.containers = containers_from_json(&consignment.id, &containers)?;
+                Ok(consignment)
+            })
+            .transpose()
     }
 
     async fn query(
@@ -132,24 +184,68 @@ impl ConsignmentStore for SqliteStore {
         let containers = containers_to_json(&consignment.containers)?;
         let c = consignment.clone();
         self.db
+            .write_with(move |connection| Self::insert(connection, &c, &containers))
+            .await
+    }
+
+    async fn create_with_key(
+        &self,
+        consignment: &Consignment,
+        key: &IdempotencyKey,
+    ) -> Result<Keyed, StoreError> {
+        let containers = containers_to_json(&consignment.containers)?;
+        let c = consignment.clone();
+        let key = key.as_str().to_owned();
+        self.db
             .write_with(move |connection| {
-                connection
-                    .execute(
-                        &format!(
-                            "INSERT INTO consignments ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-                        ),
-                        params![
-                            c.id,
-                            c.owner_id,
-                            c.description,
-                            c.weight,
-                            c.vessel_id,
-                            containers
-                        ],
-                    )
-                    .map(drop)
-                    .map_err(|e| classify_insert(&e, || format!("consignment {}", c.id)))
+                // A savepoint, not a transaction: the writer may run this inside its group's
+                // transaction (where it nests) or alone (where it is the transaction). Either way
+                // the key and its consignment are stored together or not at all.
+                let sql = |statement: &str| {
+                    connection
+                        .execute_batch(statement)
+                        .map_err(|e| shippy_shared::store::sqlite::classify(&e))
+                };
+                sql("SAVEPOINT keyed")?;
+                let outcome = (|| {
+                    let claimed = connection
+                        .execute(
+                            "INSERT OR IGNORE INTO consignment_keys (owner_id, key, consignment_id) \
+                             VALUES (?1, ?2, ?3)",
+                            params![c.owner_id, key, c.id],
+                        )
+                        .map_err(|e| shippy_shared::store::sqlite::classify(&e))?;
+                    if claimed == 0 {
+                        return Self::keyed(connection, &c.owner_id, &key)?
+                            .map(Keyed::Earlier)
+                            .ok_or_else(|| {
+                                StoreError::Internal(format!(
+                                    "an idempotency key of {} names no consignment",
+                                    c.owner_id
+                                ))
+                            });
+                    }
+                    Self::insert(connection, &c, &containers).map(|()| Keyed::Stored)
+                })();
+                match outcome {
+                    Ok(keyed) => sql("RELEASE keyed").map(|()| keyed),
+                    Err(error) => {
+                        let _ = sql("ROLLBACK TO keyed; RELEASE keyed");
+                        Err(error)
+                    }
+                }
             })
+            .await
+    }
+
+    async fn find_by_key(
+        &self,
+        owner_id: &str,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Consignment>, StoreError> {
+        let (owner, key) = (owner_id.to_owned(), key.as_str().to_owned());
+        self.db
+            .read_with(move |connection| Self::keyed(connection, &owner, &key))
             .await
     }
 

@@ -402,7 +402,7 @@ impl Inner {
         deadline: Instant,
         settings: &ClientSettings,
     ) -> Result<http::Response<Body>, BoxError> {
-        let idempotent = retry::is_idempotent(request.uri().path());
+        let idempotent = retry::is_idempotent(request.uri().path(), request.headers());
         let (parts, body) = request.into_parts();
         let (name, rpc_service, rpc_method) = trace::rpc_names(parts.uri.path());
         // Unary requests are small; buffering lets a request be re-sent to another instance.

@@ -6,6 +6,9 @@
 //!   retried after they may have reached a server (an `UNAVAILABLE` answer, a broken connection,
 //!   an attempt that timed out); any call is retried when its connection could not even be
 //!   opened, since then no server saw it.
+//! - **Calls that carry an idempotency key**, to a method that honours one
+//!   ([`shippy_proto::idempotency`]), are idempotent too: the service answers a repeat with what
+//!   the first attempt did. A key sent to another method means nothing, so it changes nothing.
 //! - **The budget** is tower's `TpsBudget`: retries may add `client.retry_budget_percent` of the
 //!   calls of the last 10 s plus `client.retry_min_per_second`, so when a whole service is down,
 //!   retries add a bounded share of load instead of multiplying it. It follows the live settings.
@@ -18,6 +21,7 @@ use std::{
 
 use prost::Message as _;
 use prost_types::{FileDescriptorSet, method_options::IdempotencyLevel};
+use shippy_proto::idempotency;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
 use crate::config::ClientSettings;
@@ -29,10 +33,11 @@ const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 static IDEMPOTENT: LazyLock<HashSet<String>> =
     LazyLock::new(|| idempotent_methods(shippy_proto::FILE_DESCRIPTOR_SET));
 
-/// Whether the call to `path` (`/package.Service/Method`) may be sent again after it may have
-/// reached a server.
-pub(super) fn is_idempotent(path: &str) -> bool {
+/// Whether the call to `path` (`/package.Service/Method`) with `headers` (its metadata) may be
+/// sent again after it may have reached a server.
+pub(super) fn is_idempotent(path: &str, headers: &http::HeaderMap) -> bool {
     IDEMPOTENT.contains(path)
+        || (idempotency::honours_key(path) && headers.contains_key(idempotency::METADATA_KEY))
 }
 
 fn idempotent_methods(encoded: &[u8]) -> HashSet<String> {
@@ -125,7 +130,7 @@ mod tests {
             "/shippy.user.v1.UserService/ValidateToken",
             "/shippy.consignment.v1.ShippingService/GetConsignments",
         ] {
-            assert!(is_idempotent(path), "{path}");
+            assert!(is_idempotent(path, &http::HeaderMap::new()), "{path}");
         }
         for path in [
             "/shippy.consignment.v1.ShippingService/CreateConsignment",
@@ -134,8 +139,22 @@ mod tests {
             "/shippy.user.v1.UserService/Auth",
             "/unknown.Service/Method",
         ] {
-            assert!(!is_idempotent(path), "{path}");
+            assert!(!is_idempotent(path, &http::HeaderMap::new()), "{path}");
         }
+        let mut keyed = http::HeaderMap::new();
+        keyed.insert(
+            idempotency::METADATA_KEY,
+            http::HeaderValue::from_static("k-1"),
+        );
+        assert!(is_idempotent(
+            "/shippy.consignment.v1.ShippingService/CreateConsignment",
+            &keyed
+        ));
+        // A key means nothing to a call that does not honour one.
+        assert!(!is_idempotent(
+            "/shippy.vessel.v1.VesselService/Create",
+            &keyed
+        ));
     }
 
     #[tokio::test]
