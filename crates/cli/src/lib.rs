@@ -12,7 +12,7 @@ pub mod token;
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shippy_proto::{
     consignment::v1::{
@@ -49,7 +49,7 @@ use crate::{
 
 /// The CLI's settings: the shared ones (discovery, client timeouts) from the same layers as the
 /// services.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
 struct Settings {
     #[serde(flatten)]
@@ -319,7 +319,8 @@ async fn consignment(
             file,
             idempotency_key,
         } => {
-            // Local problems (file, JSON, login, key) are reported before any network call.
+            // Local problems (file, JSON, login, a key no header can carry) are reported before
+            // any network call.
             let consignment = input::read_consignment(&file)?;
             let mut request = authorized(consignment)?;
             // Every create carries a key, so that the balancer may retry it on another instance

@@ -186,7 +186,7 @@ impl FerretDb {
 
     /// Settings of type `T` on a fresh database of this server (named after `prefix`), with a local
     /// registry in a directory that lives as long as the returned guard.
-    pub fn fresh_settings<T: serde::de::DeserializeOwned>(
+    pub fn fresh_settings<T: serde::de::DeserializeOwned + serde::Serialize + Default>(
         &self,
         prefix: &str,
     ) -> (T, tempfile::TempDir) {
@@ -206,7 +206,7 @@ impl FerretDb {
 
     /// Settings of type `T` for a service run in-process: its store on `database` of this server,
     /// its local registry in `registry_dir`, no shutdown drain, dev-mode auth.
-    pub fn service_settings<T: serde::de::DeserializeOwned>(
+    pub fn service_settings<T: serde::de::DeserializeOwned + serde::Serialize + Default>(
         &self,
         database: &str,
         registry_dir: &Path,

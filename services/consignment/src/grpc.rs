@@ -93,13 +93,9 @@ fn idempotency_key(metadata: &MetadataMap) -> Result<Option<IdempotencyKey>, Con
     let Some(value) = metadata.get(shippy_proto::idempotency::METADATA_KEY) else {
         return Ok(None);
     };
-    let text = value.to_str().map_err(|_| {
-        shippy_shared::validate::FieldError::new(
-            IdempotencyKey::FIELD,
-            "only printable ASCII characters without spaces",
-        )
-    })?;
-    Ok(Some(IdempotencyKey::parse(text)?))
+    // Bytes that are not text are refused by the domain's own rule (printable ASCII only).
+    let text = String::from_utf8_lossy(value.as_bytes());
+    Ok(Some(IdempotencyKey::parse(&text)?))
 }
 
 /// The answer to a request repeated with its key: the consignment created the first time, if the

@@ -4,6 +4,7 @@
 //! vars are comma-separated.
 
 use std::{
+    collections::HashSet,
     fmt,
     path::{Path, PathBuf},
 };
@@ -109,7 +110,7 @@ pub struct Layered<T> {
 
 /// Builds settings of type `T` from every layer. `centre` is the config-centre document (YAML or
 /// JSON, as stored in etcd), placed between the file and the environment.
-pub fn layered<T: DeserializeOwned>(
+pub fn layered<T: DeserializeOwned + Serialize + Default>(
     file: Option<&Path>,
     centre: Option<&str>,
 ) -> Result<T, SettingsError> {
@@ -123,7 +124,7 @@ pub fn layered_checked<T: DeserializeOwned + Serialize + Default>(
     centre: Option<&str>,
     env: Option<config::Map<String, String>>,
 ) -> Result<Layered<T>, SettingsError> {
-    let (config, kept_text) = build(file, centre, env)?;
+    let (config, kept_text) = build(file, centre, env, &number_keys(&T::default()))?;
     // A key of another service's settings is not a typo: one environment often serves them all.
     let mut known = known_keys(&T::default());
     known.extend(super::services::every_service_key());
@@ -155,12 +156,12 @@ pub fn layered_checked<T: DeserializeOwned + Serialize + Default>(
 
 /// Like [`layered`], with the environment given explicitly (tests use this instead of the
 /// process environment).
-pub fn layered_with_env<T: DeserializeOwned>(
+pub fn layered_with_env<T: DeserializeOwned + Serialize + Default>(
     file: Option<&Path>,
     centre: Option<&str>,
     env: Option<config::Map<String, String>>,
 ) -> Result<T, SettingsError> {
-    let (config, kept_text) = build(file, centre, env)?;
+    let (config, kept_text) = build(file, centre, env, &number_keys(&T::default()))?;
     deserialize(config, &kept_text)
 }
 
@@ -213,6 +214,29 @@ pub(crate) fn known_keys<T: Serialize>(value: &T) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
+    if let Ok(json) = serde_json::to_value(value) {
+        walk("", &json, &mut out);
+    }
+    out
+}
+
+/// The keys of `value`'s number settings, dotted (`telemetry.sampling_ratio`): what an environment
+/// variable setting one of them means is a number, however it is written.
+fn number_keys<T: Serialize>(value: &T) -> HashSet<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut HashSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    walk(&format!("{prefix}{key}."), value, out);
+                }
+            }
+            serde_json::Value::Number(_) => {
+                out.insert(prefix.trim_end_matches('.').to_owned());
+            }
+            _ => {}
+        }
+    }
+    let mut out = HashSet::new();
     if let Ok(json) = serde_json::to_value(value) {
         walk("", &json, &mut out);
     }
@@ -297,6 +321,7 @@ fn build(
     file: Option<&Path>,
     centre: Option<&str>,
     env: Option<config::Map<String, String>>,
+    numbers: &HashSet<String>,
 ) -> Result<(Config, Vec<(String, String)>), SettingsError> {
     let mut builder = Config::builder();
     if let Some(path) = file {
@@ -310,17 +335,21 @@ fn build(
         builder = builder.add_source(File::from_str(doc, FileFormat::Yaml));
     }
     // Values are typed (`true`, `8080`) so that numbers and switches reach their settings, except
-    // where typing would change the text: `1.10` would become 1.1 and `007` 7, so a version or a
-    // database name given that way would silently be another. Those stay text; a number setting
-    // given one is refused, naming the variable, rather than misread.
+    // where typing would change the text of a setting that is not a number: `1.10` would become
+    // 1.1 and `007` 7, so a version or a database name given that way would silently be another.
+    // Those stay text. A number setting takes them as the numbers they are (`1.0`, `0.10`); one
+    // the settings type cannot name (an optional number with no default) is refused, naming the
+    // variable, rather than misread.
     let vars = env.unwrap_or_else(|| {
         std::env::vars_os()
             .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
             .collect()
     });
-    let (text, typed): (config::Map<_, _>, config::Map<_, _>) = vars
-        .into_iter()
-        .partition(|(_, value)| typing_changes(value));
+    let prefix = format!("{ENV_PREFIX}_");
+    let (text, typed): (config::Map<_, _>, config::Map<_, _>) =
+        vars.into_iter().partition(|(name, value)| {
+            typing_changes(value) && !numbers.contains(&setting_key(name, &prefix))
+        });
     let environment = |vars, typed| {
         let mut environment = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
@@ -332,7 +361,6 @@ fn build(
         }
         environment.source(Some(vars))
     };
-    let prefix = format!("{ENV_PREFIX}_");
     let kept_text = text
         .iter()
         .filter(|(name, _)| name.to_ascii_uppercase().starts_with(&prefix))
@@ -343,6 +371,15 @@ fn build(
         .add_source(environment(text, false))
         .build()?;
     Ok((config, kept_text))
+}
+
+/// The dotted settings key an environment variable sets (`SHIPPY_TELEMETRY__SAMPLING_RATIO` is
+/// `telemetry.sampling_ratio`), as the environment source reads it; `prefix` is `SHIPPY_`.
+fn setting_key(name: &str, prefix: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    name.strip_prefix(&prefix.to_ascii_lowercase())
+        .unwrap_or_default()
+        .replace("__", ".")
 }
 
 /// Whether reading `text` as a number, as typed environment values are read, would change it
@@ -432,14 +469,14 @@ mod tests {
 
     #[test]
     fn environment_values_keep_their_text_where_a_number_would_change_it() {
-        #[derive(Debug, Default, Deserialize)]
+        #[derive(Debug, Default, Deserialize, Serialize)]
         #[serde(default)]
         struct Texts {
             #[serde(flatten)]
             common: CommonSettings,
             names: Names,
         }
-        #[derive(Debug, Default, Deserialize)]
+        #[derive(Debug, Default, Deserialize, Serialize)]
         #[serde(default)]
         struct Names {
             database: String,
@@ -462,11 +499,31 @@ mod tests {
         assert_eq!(s.common.registry.ttl_secs, 5);
         assert_eq!(s.names.database, "007");
         assert_eq!(s.names.secret, "123456789012345678901234567890");
-        // A number setting spelled so that it would change is refused, naming the key.
-        let err = layered_with_env::<Svc>(None, None, env(&[("SHIPPY_SERVER__PORT", "07000")]))
-            .expect_err("not read as 7000 silently");
-        assert!(err.to_string().contains("SHIPPY_SERVER__PORT"), "{err}");
+        // A number setting takes the number, however it is written (`1.0` once stopped every
+        // container of docker-compose.yml, whose sampling ratio is written so).
+        let s: Svc = layered_with_env(
+            None,
+            None,
+            env(&[
+                ("SHIPPY_TELEMETRY__SAMPLING_RATIO", "1.0"),
+                ("SHIPPY_SERVER__PORT", "07000"),
+            ]),
+        )
+        .expect("numbers");
+        assert!((s.common.telemetry.sampling_ratio - 1.0).abs() < f64::EPSILON);
+        assert_eq!(s.common.server.port, 7000);
+        let s: Svc = layered_with_env(
+            None,
+            None,
+            env(&[("SHIPPY_TELEMETRY__SAMPLING_RATIO", "0.10")]),
+        )
+        .expect("a ratio");
+        assert!((s.common.telemetry.sampling_ratio - 0.1).abs() < f64::EPSILON);
         assert!(typing_changes("1e3") && !typing_changes("true") && !typing_changes("-5"));
+        assert_eq!(
+            setting_key("SHIPPY_TELEMETRY__SAMPLING_RATIO", "SHIPPY_"),
+            "telemetry.sampling_ratio"
+        );
     }
 
     #[test]
