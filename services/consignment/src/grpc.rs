@@ -170,25 +170,25 @@ impl ShippingService for ShippingHandler {
         let new = parse(request.get_ref()).map_err(status)?;
         let key = idempotency_key(request.metadata()).map_err(status)?;
         claims_only_the_caller(&caller, request.get_ref())?;
-        let Some(key) = key else {
-            let vessel_id = self.find_vessel(&new).await?;
-            let consignment = new.assign(vessel_id, &caller);
+        if let Some(key) = &key {
+            // A repeat is answered without asking for a vessel again.
+            let earlier = observe("find_by_key", self.store.find_by_key(&caller, key))
+                .await
+                .map_err(|e| status(e.into()))?;
+            if let Some(earlier) = earlier {
+                return repeated(&new, earlier).map(Response::new).map_err(status);
+            }
+        }
+        let vessel_id = self.find_vessel(&new).await?;
+        // The request is kept to compare with, should another with this key have stored first.
+        let keyed = key.map(|key| (key, new.clone()));
+        let consignment = new.assign(vessel_id, &caller);
+        let Some((key, asked)) = keyed else {
             observe("create", self.store.create(&consignment))
                 .await
                 .map_err(|e| status(e.into()))?;
             return Ok(created(consignment, &caller));
         };
-        // A repeat is answered without asking for a vessel again.
-        let earlier = observe("find_by_key", self.store.find_by_key(&caller, &key))
-            .await
-            .map_err(|e| status(e.into()))?;
-        if let Some(earlier) = earlier {
-            return repeated(&new, earlier).map(Response::new).map_err(status);
-        }
-        let vessel_id = self.find_vessel(&new).await?;
-        // Kept to compare with, should another request with this key have stored first.
-        let asked = new.clone();
-        let consignment = new.assign(vessel_id, &caller);
         match observe("create", self.store.create_with_key(&consignment, &key))
             .await
             .map_err(|e| status(e.into()))?
