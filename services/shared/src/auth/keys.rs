@@ -1,23 +1,21 @@
-//! A verifying service's copy of the user service's public keys (`UserService/PublicKeys`).
-//!
-//! Fetched on first use, refreshed when a token names a key id the copy does not hold (a new key
-//! after a rotation) and at least every [`REFRESH_EVERY`], so a key the user service stops
-//! publishing (the end of a rotation, or a revoked secret) stops verifying within that time. A
-//! token with an unknown key id triggers at most one fetch per [`MIN_REFETCH`], so made-up ids
-//! cannot turn into a flood of calls. While the user service is unreachable, the last copy keeps
-//! working: verifying a token never needs the user service once its key is known.
+//! A verifying service's copy of the user service's public keys (`UserService/PublicKeys`), kept
+//! by [`super::key_set`]: fetched on first use, refetched when a token names a key id the copy does
+//! not hold (a new key after a rotation, at most once per [`MIN_REFETCH`]), and refreshed in the
+//! background once it is [`REFRESH_EVERY`] old, so a key the user service stops publishing (the end
+//! of a rotation, or a revoked secret) stops verifying within that time and one fetch. While the
+//! user service is unreachable or slow, the copy in hand keeps working: verifying a token never
+//! waits for the user service once its key is known.
 //!
 //! Tokens that verified are remembered (their subject and expiry) so the same token on the next
-//! call costs a map lookup instead of an Ed25519 verification and a call to the user service: a
-//! client sends one token with every call. The memory is bounded ([`MAX_REMEMBERED`]), forgotten
-//! with every new key set, and each entry is trusted for a limited time (at most
-//! [`REFRESH_EVERY`]), after which the token is verified again against a fresh key set: so a
-//! withdrawn key's tokens, and a deleted user's, stop working within a minute even while a client
-//! keeps using them.
+//! call costs a map lookup instead of an Ed25519 verification: a client sends one token with every
+//! call. The memory is bounded ([`MAX_REMEMBERED`]), vouched for only by the key set the tokens
+//! verified with (a new set starts it afresh), and each entry is trusted for a limited time (at most
+//! [`REFRESH_EVERY`]), after which the token is verified again: so a withdrawn key's tokens, and a
+//! deleted user's, stop working within a minute even while a client keeps using them.
 
 use std::{
     collections::HashMap,
-    sync::RwLock,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -25,6 +23,7 @@ use shippy_proto::user::v1::{Request, user_service_client::UserServiceClient};
 
 use super::{
     AuthError,
+    key_set::{KeySet, Policy, Publisher},
     token::{TokenError, VerifyingKey},
 };
 use crate::discovery::balance::BalancedChannel;
@@ -40,12 +39,43 @@ const REFETCH_AFTER_FAILURE: Duration = Duration::from_millis(100);
 /// Most verified tokens remembered; when full, the memory starts afresh.
 const MAX_REMEMBERED: usize = 10_000;
 
-/// The keys and the issuer they sign for, as last fetched.
+/// The keys and the issuer they sign for, as one `PublicKeys` answer gave them.
 #[derive(Debug)]
-struct Copy {
+pub(super) struct Published {
     keys: HashMap<String, VerifyingKey>,
     issuer: String,
-    fetched: Instant,
+}
+
+/// The user service, as the publisher of the token keys.
+#[derive(Debug)]
+pub(super) struct UserKeys(UserServiceClient<BalancedChannel>);
+
+impl Publisher for UserKeys {
+    type Set = Published;
+
+    async fn fetch(&self) -> Option<Published> {
+        match self.0.clone().public_keys(Request::default()).await {
+            Ok(answer) => {
+                let set = answer.into_inner();
+                let keys: HashMap<String, VerifyingKey> = set
+                    .keys
+                    .iter()
+                    .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && k.alg == "EdDSA")
+                    .filter_map(|k| VerifyingKey::from_x(&k.x))
+                    .map(|key| (key.kid().to_owned(), key))
+                    .collect();
+                tracing::debug!(keys = keys.len(), issuer = %set.issuer, "token keys fetched");
+                Some(Published {
+                    keys,
+                    issuer: set.issuer,
+                })
+            }
+            Err(status) => {
+                tracing::warn!(%status, "could not fetch the token keys");
+                None
+            }
+        }
+    }
 }
 
 /// What is remembered of a token that verified.
@@ -58,25 +88,41 @@ struct Remembered {
     trusted_until: Instant,
 }
 
-/// The key set, kept fresh.
+/// Tokens that verified with one key set (its generation).
+#[derive(Debug, Default)]
+struct Memory {
+    generation: u64,
+    tokens: HashMap<Box<str>, Remembered>,
+}
+
+/// A key to verify one token with.
+#[derive(Debug)]
+pub(super) struct KeyInHand {
+    /// The key the token names.
+    pub(super) key: VerifyingKey,
+    /// The issuer the token must carry.
+    pub(super) issuer: String,
+    /// The key set's generation, to remember the token by.
+    pub(super) generation: u64,
+}
+
+/// The key set, kept fresh, and the tokens that verified with it.
 #[derive(Debug)]
 pub(super) struct KeyRing {
-    users: UserServiceClient<BalancedChannel>,
-    copy: RwLock<Option<Copy>>,
-    /// Tokens that verified with the current copy.
-    verified: RwLock<HashMap<Box<str>, Remembered>>,
-    /// One fetch at a time; holds when the last one started.
-    /// When the last fetch started, and whether it succeeded.
-    fetching: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    keys: Arc<KeySet<UserKeys>>,
+    verified: RwLock<Memory>,
 }
 
 impl KeyRing {
     pub(super) fn new(users: UserServiceClient<BalancedChannel>) -> Self {
+        let policy = Policy {
+            max_age: REFRESH_EVERY,
+            unknown_gap: MIN_REFETCH,
+            failure_gap: REFETCH_AFTER_FAILURE,
+        };
         Self {
-            users,
-            copy: RwLock::new(None),
-            verified: RwLock::new(HashMap::new()),
-            fetching: tokio::sync::Mutex::new(None),
+            keys: Arc::new(KeySet::new(UserKeys(users), policy)),
+            verified: RwLock::default(),
         }
     }
 
@@ -84,115 +130,71 @@ impl KeyRing {
     /// `now` (Unix seconds) and is still trusted at `at`.
     pub(super) fn remembered(&self, token: &str, now: u64, at: Instant) -> Option<String> {
         let verified = self.verified.read().ok()?;
-        let entry = verified.get(token)?;
+        if verified.generation != self.keys.generation() {
+            return None;
+        }
+        let entry = verified.tokens.get(token)?;
         (now <= entry.expiry && at < entry.trusted_until).then(|| entry.subject.clone())
     }
 
-    /// Remembers that `token` verified, naming `subject`, valid until `expiry` (Unix seconds), to be
-    /// taken on the memory's word for `trust` (at most [`REFRESH_EVERY`]).
-    pub(super) fn remember(&self, token: &str, subject: &str, expiry: u64, trust: Duration) {
-        if let Ok(mut verified) = self.verified.write() {
-            if verified.len() >= MAX_REMEMBERED {
-                verified.clear();
-            }
-            let entry = Remembered {
-                subject: subject.to_owned(),
-                expiry,
-                trusted_until: Instant::now() + trust.min(REFRESH_EVERY),
-            };
-            verified.insert(token.into(), entry);
+    /// Remembers that `token` verified with the key set of `generation`, naming `subject`, valid
+    /// until `expiry` (Unix seconds), to be taken on the memory's word for `trust` (at most
+    /// [`REFRESH_EVERY`]).
+    pub(super) fn remember(
+        &self,
+        token: &str,
+        generation: u64,
+        subject: &str,
+        expiry: u64,
+        trust: Duration,
+    ) {
+        let Ok(mut verified) = self.verified.write() else {
+            return;
+        };
+        if generation < verified.generation {
+            return; // verified with a set already replaced
         }
+        if generation > verified.generation || verified.tokens.len() >= MAX_REMEMBERED {
+            verified.tokens.clear();
+            verified.generation = generation;
+        }
+        let entry = Remembered {
+            subject: subject.to_owned(),
+            expiry,
+            trusted_until: Instant::now() + trust.min(REFRESH_EVERY),
+        };
+        verified.tokens.insert(token.into(), entry);
     }
 
-    /// The key with id `kid` and the issuer its tokens must carry.
-    pub(super) async fn key(&self, kid: &str) -> Result<(VerifyingKey, String), AuthError> {
+    /// The key with id `kid`, the issuer its tokens must carry, and its set's generation.
+    pub(super) async fn key(&self, kid: &str) -> Result<KeyInHand, AuthError> {
         let now = Instant::now();
-        if let Some(found) = self.lookup(kid, |fetched| now.duration_since(fetched) < REFRESH_EVERY)
-        {
-            return Ok(found);
-        }
-        let refreshed = self.refresh(now).await;
-        if let Some(found) = self.lookup(kid, |_| true) {
-            return Ok(found);
-        }
-        // The key is unknown and the user service could not be asked: that says nothing about
-        // the token, so the caller hears that the user service is unavailable.
-        refreshed?;
-        let have = self.copy.read().map(|c| c.is_some()).unwrap_or(false);
-        if have {
-            Err(AuthError::Unauthenticated(TokenError::Invalid.to_string()))
-        } else {
-            // No key set yet (the fetch failed, and another just failed): the user service is
-            // unreachable, which says nothing about the token.
-            Err(AuthError::UserService(tonic::Status::unavailable(
+        let set = self.keys.get(now).await.map_err(|_| {
+            // No key set yet: the user service is unreachable, which says nothing of the token.
+            AuthError::UserService(tonic::Status::unavailable(
                 "the user service's token keys could not be fetched yet",
-            )))
-        }
-    }
-
-    fn lookup(&self, kid: &str, fresh: impl Fn(Instant) -> bool) -> Option<(VerifyingKey, String)> {
-        let copy = self.copy.read().ok()?;
-        let copy = copy.as_ref().filter(|copy| fresh(copy.fetched))?;
-        copy.keys
+            ))
+        })?;
+        // Not in the copy: a new key after a rotation, or a made-up id.
+        let set = if set.set.keys.contains_key(kid) {
+            set
+        } else {
+            self.keys.refetch(now).await.map_err(|_| {
+                AuthError::UserService(tonic::Status::unavailable(
+                    "the user service's token keys could not be fetched just now",
+                ))
+            })?
+        };
+        let key = set
+            .set
+            .keys
             .get(kid)
-            .map(|key| (key.clone(), copy.issuer.clone()))
-    }
-
-    /// Fetches the key set unless a fetch started within [`MIN_REFETCH`] (including one that
-    /// finished while this call waited for it). Keeps the old copy when the fetch fails (the
-    /// caller still verifies with it) and says why it failed.
-    async fn refresh(&self, asked: Instant) -> Result<(), AuthError> {
-        let mut last = self.fetching.lock().await;
-        if let Some((started, succeeded)) = *last {
-            let gap = if succeeded {
-                MIN_REFETCH
-            } else {
-                REFETCH_AFTER_FAILURE
-            };
-            if started >= asked || asked.duration_since(started) < gap {
-                // A recent fetch answers for this call too; if it failed, so does this call.
-                return if succeeded {
-                    Ok(())
-                } else {
-                    Err(AuthError::UserService(tonic::Status::unavailable(
-                        "the user service's token keys could not be fetched just now",
-                    )))
-                };
-            }
-        }
-        *last = Some((Instant::now(), false));
-        match self.users.clone().public_keys(Request::default()).await {
-            Ok(answer) => {
-                let set = answer.into_inner();
-                let keys: HashMap<String, VerifyingKey> = set
-                    .keys
-                    .iter()
-                    .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && k.alg == "EdDSA")
-                    .filter_map(|k| VerifyingKey::from_x(&k.x))
-                    .map(|key| (key.kid().to_owned(), key))
-                    .collect();
-                tracing::debug!(keys = keys.len(), issuer = %set.issuer, "token keys fetched");
-                // Tokens are vouched for by the key set they verified with.
-                if let Ok(mut verified) = self.verified.write() {
-                    verified.clear();
-                }
-                if let Ok(mut copy) = self.copy.write() {
-                    *copy = Some(Copy {
-                        keys,
-                        issuer: set.issuer,
-                        fetched: Instant::now(),
-                    });
-                }
-                if let Some((_, succeeded)) = last.as_mut() {
-                    *succeeded = true;
-                }
-                Ok(())
-            }
-            Err(status) => {
-                let have = self.copy.read().map(|c| c.is_some()).unwrap_or(false);
-                tracing::warn!(%status, keep_old = have, "could not fetch the token keys");
-                Err(AuthError::UserService(status))
-            }
-        }
+            .cloned()
+            .ok_or_else(|| AuthError::Unauthenticated(TokenError::Invalid.to_string()))?;
+        Ok(KeyInHand {
+            key,
+            issuer: set.set.issuer.clone(),
+            generation: set.generation,
+        })
     }
 }

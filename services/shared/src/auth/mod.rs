@@ -1,5 +1,5 @@
 //! Authentication of incoming calls: `authorization: Bearer <jwt>` metadata, verified where the
-//! call arrives with the user service's public keys ([`keys`], fetched once and cached; tokens and
+//! call arrives with the user service's public keys ([`keys`], cached and kept fresh by [`key_set`]; tokens and
 //! keys in [`token`]), so an authenticated call costs no call to the user service. One
 //! implementation, and one mapping of its errors to a `Status`, for every service that needs a
 //! caller; a handler runs it at the edge and hands the domain only the caller's id.
@@ -27,6 +27,7 @@
 
 #[cfg(feature = "oidc")]
 mod fetch;
+mod key_set;
 mod keys;
 #[cfg(feature = "oidc")]
 pub mod oidc;
@@ -117,15 +118,16 @@ impl Authenticator {
         }
         let invalid = || AuthError::Unauthenticated(token::TokenError::Invalid.to_string());
         let kid = token::kid_of(token).ok_or_else(invalid)?;
-        let (key, issuer) = self.keys.key(&kid).await?;
-        let claims = token::verify(token, &key, &issuer, now)
+        let found = self.keys.key(&kid).await?;
+        let claims = token::verify(token, &found.key, &found.issuer, now)
             .map_err(|error| AuthError::Unauthenticated(error.to_string()))?;
         let trust = if self.user_exists_once(token).await? {
             keys::REFRESH_EVERY
         } else {
             UNCONFIRMED_TRUST
         };
-        self.keys.remember(token, &claims.sub, claims.exp, trust);
+        self.keys
+            .remember(token, found.generation, &claims.sub, claims.exp, trust);
         Ok(claims.sub)
     }
 

@@ -7,10 +7,12 @@
 //!   (that exchange then answers `UNAVAILABLE`). Every fetch is bounded: a timeout
 //!   (`user.oidc.fetch_timeout_ms`), [`MAX_DOCUMENT_BYTES`], no redirects; and the URLs must be
 //!   `https` except on loopback addresses (a provider run by tests or on the same host).
-//! - **Keys** are cached. A token naming a key id not in the cache makes the key set be fetched
-//!   again, at most once per [`REFRESH_GAP`], so tokens with made-up key ids cannot make this
-//!   service hammer the provider; the set is also fetched again once it is [`KEYS_MAX_AGE`] old
-//!   (keys the provider withdrew stop working then). When that refetch fails, the keys in hand
+//! - **Keys** are cached by [`super::key_set`], the machinery the shippy token keys use too. A
+//!   token naming a key id not in the cache makes the key set be fetched again, at most once per
+//!   [`REFRESH_GAP`], so tokens with made-up key ids cannot make this service hammer the provider;
+//!   once the set is [`KEYS_MAX_AGE`] old it is fetched again in the background (keys the provider
+//!   withdrew stop working then) while the old one keeps answering, so no exchange waits for a
+//!   slow provider unless its token names a key not seen yet. When a fetch fails, the keys in hand
 //!   are kept: the provider's outage does not stop exchanges of tokens it signed before.
 //! - **Signatures**: RS256 (`rsa`, keys of 2048 to 4096 bits), ES256 (`p256`) and EdDSA (Ed25519,
 //!   `ed25519-dalek`, strict). The algorithm named by the token must be one of these and match
@@ -35,7 +37,10 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, de::DeserializeOwned};
 use url::Url;
 
-use super::token::{Header, Parts};
+use super::{
+    key_set::{KeySet, Policy, Publisher},
+    token::{Header, Parts},
+};
 use crate::config::services::OidcSettings;
 
 /// The longest ID token looked at (checked before any decoding).
@@ -152,8 +157,7 @@ pub struct Identity {
 #[derive(Debug)]
 pub struct OidcVerifier {
     expected: Expected,
-    provider: Provider,
-    keys: tokio::sync::Mutex<KeyCache>,
+    keys: Arc<KeySet<Provider>>,
 }
 
 impl OidcVerifier {
@@ -193,12 +197,14 @@ impl OidcVerifier {
                 audience: audience.to_owned(),
                 leeway: settings.leeway_secs,
             },
-            provider: Provider {
-                issuer: issuer.to_owned(),
-                discovery,
-                timeout,
-            },
-            keys: tokio::sync::Mutex::new(KeyCache::default()),
+            keys: Arc::new(KeySet::new(
+                Provider {
+                    issuer: issuer.to_owned(),
+                    discovery,
+                    timeout,
+                },
+                KEY_POLICY,
+            )),
         }))
     }
 
@@ -226,18 +232,14 @@ impl OidcVerifier {
         if parsed.claims.iss.as_deref() != Some(self.expected.issuer.as_str()) {
             return Err(OidcError::WrongIssuer);
         }
-        let key = {
-            let mut cache = self.keys.lock().await;
-            cache
-                .key(
-                    parsed.header.kid.as_deref(),
-                    parsed.alg,
-                    instant,
-                    &self.provider.issuer,
-                    || self.provider.fetch_keys(),
-                )
-                .await?
-        };
+        let key = key_for(
+            &self.keys,
+            parsed.header.kid.as_deref(),
+            parsed.alg,
+            instant,
+            &self.expected.issuer,
+        )
+        .await?;
         key.verify(parsed.signed.as_bytes(), &parsed.signature)?;
         self.expected.check(parsed.claims, seconds(now))
     }
@@ -582,108 +584,53 @@ fn keys_of(set: &serde_json::Value) -> Vec<Key> {
         .unwrap_or_default()
 }
 
-/// The keys in hand, and when they were fetched and last tried.
-#[derive(Debug, Default)]
-struct KeyCache {
-    keys: Vec<Arc<Key>>,
-    /// When the keys in hand were fetched (`None`: never).
-    fetched: Option<Instant>,
-    /// When a fetch was last tried, whatever came of it.
-    tried: Option<Instant>,
+/// When the provider's key set is fetched again (see the module doc).
+const KEY_POLICY: Policy = Policy {
+    max_age: KEYS_MAX_AGE,
+    unknown_gap: REFRESH_GAP,
+    failure_gap: RETRY_GAP,
+};
+
+/// The key for a token of `issuer` naming `kid` and `alg`: from the set in hand, or from a set
+/// fetched again when `kid` is not in it (at most once per [`REFRESH_GAP`]).
+async fn key_for<P: Publisher<Set = Vec<Arc<Key>>>>(
+    keys: &Arc<KeySet<P>>,
+    kid: Option<&str>,
+    alg: Alg,
+    now: Instant,
+    issuer: &str,
+) -> Result<Arc<Key>, OidcError> {
+    let unavailable = |_| OidcError::Unavailable {
+        issuer: issuer.to_owned(),
+    };
+    match find(&keys.get(now).await.map_err(unavailable)?.set, kid, alg) {
+        Found::Key(key) => return Ok(key),
+        Found::OtherAlgorithm => return Err(OidcError::Algorithm),
+        Found::Nothing => {}
+    }
+    // A key id not seen yet: the provider may have rotated its keys. Or the token is forged:
+    // either way, ask the provider at most once per REFRESH_GAP.
+    match find(&keys.refetch(now).await.map_err(unavailable)?.set, kid, alg) {
+        Found::Key(key) => Ok(key),
+        Found::OtherAlgorithm => Err(OidcError::Algorithm),
+        Found::Nothing => Err(OidcError::UnknownKey),
+    }
 }
 
-impl KeyCache {
-    /// The key for a token naming `kid` and `alg`, fetching the key set with `fetch` when none is
-    /// in hand, when it is old, or when `kid` is unknown (at most once per [`REFRESH_GAP`]).
-    async fn key<F, Fetched>(
-        &mut self,
-        kid: Option<&str>,
-        alg: Alg,
-        now: Instant,
-        issuer: &str,
-        mut fetch: F,
-    ) -> Result<Arc<Key>, OidcError>
-    where
-        // Not `AsyncFnMut`: its futures are not known to be `Send` (a compiler limitation), and
-        // the handler's future must be.
-        F: FnMut() -> Fetched,
-        Fetched: Future<Output = Result<Vec<Key>, FetchError>>,
-    {
-        let unavailable = || OidcError::Unavailable {
-            issuer: issuer.to_owned(),
-        };
-        let stale = self
-            .fetched
-            .is_none_or(|at| now.saturating_duration_since(at) >= KEYS_MAX_AGE);
-        if stale && due(self.tried, RETRY_GAP, now) {
-            self.refresh(now, issuer, &mut fetch).await;
-        }
-        if self.fetched.is_none() {
-            return Err(unavailable());
-        }
-        match self.find(kid, alg) {
-            Found::Key(key) => return Ok(key),
-            Found::OtherAlgorithm => return Err(OidcError::Algorithm),
-            Found::Nothing => {}
-        }
-        // A key id not seen yet: the provider may have rotated its keys. Or the token is forged:
-        // either way, ask the provider at most once per REFRESH_GAP.
-        if due(self.tried, REFRESH_GAP, now) && !self.refresh(now, issuer, &mut fetch).await {
-            return Err(unavailable());
-        }
-        match self.find(kid, alg) {
-            Found::Key(key) => Ok(key),
-            Found::OtherAlgorithm => Err(OidcError::Algorithm),
-            Found::Nothing => Err(OidcError::UnknownKey),
-        }
-    }
-
-    /// Fetches the key set; keeps the keys in hand when that fails. Whether it succeeded.
-    async fn refresh<F, Fetched>(&mut self, now: Instant, issuer: &str, fetch: &mut F) -> bool
-    where
-        F: FnMut() -> Fetched,
-        Fetched: Future<Output = Result<Vec<Key>, FetchError>>,
-    {
-        self.tried = Some(now);
-        match fetch().await {
-            Ok(keys) => {
-                tracing::info!(
-                    %issuer,
-                    keys = ?keys.iter().map(|k| (k.kid.as_deref(), k.alg())).collect::<Vec<_>>(),
-                    "OpenID Connect provider's keys fetched"
-                );
-                self.keys = keys.into_iter().map(Arc::new).collect();
-                self.fetched = Some(now);
-                true
-            }
-            Err(error) => {
-                tracing::warn!(
-                    %issuer,
-                    %error,
-                    keys_in_hand = self.keys.len(),
-                    "OpenID Connect provider's keys could not be fetched"
-                );
-                false
-            }
-        }
-    }
-
-    /// The key for `kid` (or, for a token naming none, the one key of its algorithm).
-    fn find(&self, kid: Option<&str>, alg: Alg) -> Found {
-        let named: Vec<&Arc<Key>> = match kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .filter(|key| key.kid.as_deref() == Some(kid))
-                .collect(),
-            None => self.keys.iter().filter(|key| key.alg() == alg).collect(),
-        };
-        match named.iter().find(|key| key.alg() == alg) {
-            Some(key) if kid.is_some() || named.len() == 1 => Found::Key(Arc::clone(key)),
-            Some(_) => Found::Nothing,
-            None if named.is_empty() => Found::Nothing,
-            None => Found::OtherAlgorithm,
-        }
+/// The key for `kid` (or, for a token naming none, the one key of its algorithm).
+fn find(keys: &[Arc<Key>], kid: Option<&str>, alg: Alg) -> Found {
+    let named: Vec<&Arc<Key>> = match kid {
+        Some(kid) => keys
+            .iter()
+            .filter(|key| key.kid.as_deref() == Some(kid))
+            .collect(),
+        None => keys.iter().filter(|key| key.alg() == alg).collect(),
+    };
+    match named.iter().find(|key| key.alg() == alg) {
+        Some(key) if kid.is_some() || named.len() == 1 => Found::Key(Arc::clone(key)),
+        Some(_) => Found::Nothing,
+        None if named.is_empty() => Found::Nothing,
+        None => Found::OtherAlgorithm,
     }
 }
 
@@ -692,11 +639,6 @@ enum Found {
     /// The named key exists but is for another algorithm than the token names.
     OtherAlgorithm,
     Nothing,
-}
-
-/// Whether something last done at `last` may be done again at `now`.
-fn due(last: Option<Instant>, gap: Duration, now: Instant) -> bool {
-    last.is_none_or(|last| now.saturating_duration_since(last) >= gap)
 }
 
 /// https, or plain http on a loopback address.
@@ -740,6 +682,32 @@ struct Provider {
     timeout: Duration,
 }
 
+impl Publisher for Provider {
+    type Set = Vec<Arc<Key>>;
+
+    async fn fetch(&self) -> Option<Vec<Arc<Key>>> {
+        let issuer = &self.issuer;
+        match self.fetch_keys().await {
+            Ok(keys) => {
+                tracing::info!(
+                    %issuer,
+                    keys = ?keys.iter().map(|k| (k.kid.as_deref(), k.alg())).collect::<Vec<_>>(),
+                    "OpenID Connect provider's keys fetched"
+                );
+                Some(keys.into_iter().map(Arc::new).collect())
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %issuer,
+                    %error,
+                    "OpenID Connect provider's keys could not be fetched; the keys in hand, if any, are kept"
+                );
+                None
+            }
+        }
+    }
+}
+
 impl Provider {
     /// Discovery, then the key set it names. Discovery is asked every time (key fetches are rare:
     /// at start, hourly, on a new key id), so a moved `jwks_uri` is followed.
@@ -768,7 +736,7 @@ impl Provider {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use ed25519_dalek::{Signer as _, SigningKey};
 
@@ -1048,117 +1016,131 @@ mod tests {
             keys[0].verify(parsed.signed.as_bytes(), &parsed.signature),
             Ok(())
         );
-        let cache = KeyCache {
-            keys: keys.into_iter().map(Arc::new).collect(),
-            fetched: None,
-            tried: None,
-        };
-        assert!(matches!(cache.find(Some("k1"), Alg::EdDsa), Found::Key(_)));
-        assert!(matches!(cache.find(None, Alg::EdDsa), Found::Key(_)));
+        let keys: Vec<Arc<Key>> = keys.into_iter().map(Arc::new).collect();
+        assert!(matches!(find(&keys, Some("k1"), Alg::EdDsa), Found::Key(_)));
+        assert!(matches!(find(&keys, None, Alg::EdDsa), Found::Key(_)));
         assert!(matches!(
-            cache.find(Some("k1"), Alg::Rs256),
+            find(&keys, Some("k1"), Alg::Rs256),
             Found::OtherAlgorithm
         ));
-        assert!(matches!(cache.find(Some("k2"), Alg::EdDsa), Found::Nothing));
+        assert!(matches!(
+            find(&keys, Some("k2"), Alg::EdDsa),
+            Found::Nothing
+        ));
+    }
+
+    /// A provider publishing `old`, then also `new` once `rotated`; nothing while `down`.
+    struct FakeProvider {
+        fetches: AtomicUsize,
+        rotated: AtomicBool,
+        down: AtomicBool,
+        old: serde_json::Value,
+        new: serde_json::Value,
+    }
+
+    impl Publisher for Arc<FakeProvider> {
+        type Set = Vec<Arc<Key>>;
+
+        async fn fetch(&self) -> Option<Vec<Arc<Key>>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return None;
+            }
+            let mut set = vec![self.old.clone()];
+            if self.rotated.load(Ordering::SeqCst) {
+                set.push(self.new.clone());
+            }
+            let keys = keys_of(&serde_json::json!({ "keys": set }));
+            Some(keys.into_iter().map(Arc::new).collect())
+        }
+    }
+
+    fn provider() -> (Arc<FakeProvider>, Arc<KeySet<Arc<FakeProvider>>>) {
+        let provider = Arc::new(FakeProvider {
+            fetches: AtomicUsize::new(0),
+            rotated: AtomicBool::new(false),
+            down: AtomicBool::new(false),
+            old: ed25519(1, "old").0,
+            new: ed25519(2, "new").0,
+        });
+        let keys = Arc::new(KeySet::new(Arc::clone(&provider), KEY_POLICY));
+        (provider, keys)
     }
 
     #[tokio::test]
     async fn unknown_key_ids_refetch_the_key_set_at_most_once_per_gap() {
-        let (old_jwk, _) = ed25519(1, "old");
-        let (new_jwk, _) = ed25519(2, "new");
-        let fetches = &AtomicUsize::new(0);
-        let rotated = &std::sync::atomic::AtomicBool::new(false);
-        let (old_jwk, new_jwk) = (&old_jwk, &new_jwk);
-        let fetch = move || async move {
-            fetches.fetch_add(1, Ordering::SeqCst);
-            let mut set = vec![old_jwk.clone()];
-            if rotated.load(Ordering::SeqCst) {
-                set.push(new_jwk.clone());
-            }
-            Ok(keys_of(&serde_json::json!({ "keys": set })))
-        };
-        let mut cache = KeyCache::default();
+        let (provider, keys) = provider();
+        let fetches = || provider.fetches.load(Ordering::SeqCst);
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
-        let key = cache
-            .key(Some("old"), Alg::EdDsa, at(0), ISSUER, fetch)
+        let key = key_for(&keys, Some("old"), Alg::EdDsa, at(0), ISSUER)
             .await
             .expect("first use fetches");
         assert_eq!(key.kid.as_deref(), Some("old"));
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(fetches(), 1);
         // Forged key ids right after a fetch, and a while later: one refetch per gap, no more.
         for (secs, fetched) in [(1, 1), (10, 1), (31, 2), (40, 2), (60, 2), (61, 3)] {
-            let refused = cache
-                .key(Some("forged"), Alg::EdDsa, at(secs), ISSUER, fetch)
-                .await;
+            let refused = key_for(&keys, Some("forged"), Alg::EdDsa, at(secs), ISSUER).await;
             assert_eq!(refused.err(), Some(OidcError::UnknownKey), "at {secs} s");
-            assert_eq!(fetches.load(Ordering::SeqCst), fetched, "at {secs} s");
+            assert_eq!(fetches(), fetched, "at {secs} s");
         }
         // Known keys cost nothing; a rotation is picked up on the next allowed refetch.
-        rotated.store(true, Ordering::SeqCst);
+        provider.rotated.store(true, Ordering::SeqCst);
         assert!(
-            cache
-                .key(Some("old"), Alg::EdDsa, at(62), ISSUER, fetch)
+            key_for(&keys, Some("old"), Alg::EdDsa, at(62), ISSUER)
                 .await
                 .is_ok()
         );
-        let key = cache
-            .key(Some("new"), Alg::EdDsa, at(92), ISSUER, fetch)
+        let key = key_for(&keys, Some("new"), Alg::EdDsa, at(92), ISSUER)
             .await
             .expect("rotated key");
         assert_eq!(key.kid.as_deref(), Some("new"));
-        assert_eq!(fetches.load(Ordering::SeqCst), 4);
-        // An old key set is fetched again on use.
-        let _ = cache
-            .key(Some("new"), Alg::EdDsa, at(92 + 3_600), ISSUER, fetch)
-            .await;
-        assert_eq!(fetches.load(Ordering::SeqCst), 5);
+        assert_eq!(fetches(), 4);
+        // An old key set answers, and is fetched again behind the answer.
+        let later = at(92 + 3_600);
+        assert!(
+            key_for(&keys, Some("new"), Alg::EdDsa, later, ISSUER)
+                .await
+                .is_ok()
+        );
+        keys.settled().await;
+        assert_eq!(fetches(), 5);
     }
 
     #[tokio::test]
     async fn a_provider_that_does_not_answer_is_unavailable_and_asked_again_later() {
-        let fetches = &AtomicUsize::new(0);
-        let (jwk, _) = ed25519(1, "k1");
-        let jwk = &jwk;
-        let up = &std::sync::atomic::AtomicBool::new(false);
-        let fetch = move || async move {
-            fetches.fetch_add(1, Ordering::SeqCst);
-            if up.load(Ordering::SeqCst) {
-                Ok(keys_of(&serde_json::json!({ "keys": [jwk.clone()] })))
-            } else {
-                Err(FetchError::InsecureKeys("down".into()))
-            }
-        };
-        let mut cache = KeyCache::default();
+        let (provider, keys) = provider();
+        let fetches = || provider.fetches.load(Ordering::SeqCst);
+        provider.down.store(true, Ordering::SeqCst);
         let t0 = Instant::now();
         let at = |millis: u64| t0 + Duration::from_millis(millis);
         let unavailable = Some(OidcError::Unavailable {
             issuer: ISSUER.into(),
         });
         for (millis, fetched) in [(0, 1), (500, 1), (2_000, 2)] {
-            let answer = cache
-                .key(Some("k1"), Alg::EdDsa, at(millis), ISSUER, fetch)
-                .await;
+            let answer = key_for(&keys, Some("old"), Alg::EdDsa, at(millis), ISSUER).await;
             assert_eq!(answer.err(), unavailable, "at {millis} ms");
-            assert_eq!(fetches.load(Ordering::SeqCst), fetched);
+            assert_eq!(fetches(), fetched);
         }
-        up.store(true, Ordering::SeqCst);
+        provider.down.store(false, Ordering::SeqCst);
         assert!(
-            cache
-                .key(Some("k1"), Alg::EdDsa, at(4_000), ISSUER, fetch)
+            key_for(&keys, Some("old"), Alg::EdDsa, at(4_000), ISSUER)
                 .await
                 .is_ok()
         );
         // Down again when the keys are old: the keys in hand still serve.
-        up.store(false, Ordering::SeqCst);
-        let later = 4_000 + 3_600_000;
+        provider.down.store(true, Ordering::SeqCst);
+        let later = at(4_000 + 3_600_000);
         assert!(
-            cache
-                .key(Some("k1"), Alg::EdDsa, at(later), ISSUER, fetch)
+            key_for(&keys, Some("old"), Alg::EdDsa, later, ISSUER)
                 .await
                 .is_ok()
         );
-        assert_eq!(fetches.load(Ordering::SeqCst), 4);
+        keys.settled().await;
+        assert_eq!(fetches(), 4);
+        // A new key id while the provider is down: unavailable, not unknown.
+        let answer = key_for(&keys, Some("new"), Alg::EdDsa, later, ISSUER).await;
+        assert_eq!(answer.err(), unavailable);
     }
 
     #[test]
