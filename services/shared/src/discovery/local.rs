@@ -5,7 +5,8 @@
 //! dying, and are easy to inspect (`ls`, `cat`). Each file is written to a temporary name and renamed,
 //! so readers never see half an entry. The owner rewrites it every TTL/3 (which also restores it if
 //! someone deleted it); readers ignore entries older than the TTL, and entries whose process is gone
-//! from this host, so a killed instance disappears at once on this host and within the TTL anywhere.
+//! from this host (no process has its pid, or the one that has started at another time than the
+//! writer), so a killed instance disappears at once on this host and within the TTL anywhere.
 //!
 //! Whoever can write the directory can route this user's calls (passwords, tokens) to any port, so
 //! the directory is trusted only when it is ours alone: every directory of the registry (the base
@@ -177,6 +178,11 @@ struct Entry {
     /// which are judged by the reader's TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ttl_ms: Option<u64>,
+    /// When process `pid` started (`/proc/<pid>/stat`, clock ticks since boot): a pid is reused
+    /// once its process is gone, and an entry whose pid now names another process is dead. Absent
+    /// where `/proc` cannot tell, and in entries of older versions, which are judged by pid alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started: Option<u64>,
 }
 
 /// File-based registry for the processes of one host.
@@ -277,6 +283,31 @@ fn write_entry(dir: &Path, entry: &Entry) -> Result<(), DiscoveryError> {
 
 fn entry_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.json"))
+}
+
+/// Whether the process that wrote `entry` (on this host) still runs: its pid exists and, when the
+/// entry says when its process started, the process with that pid started then.
+fn owner_alive(entry: &Entry) -> bool {
+    process_alive(entry.pid)
+        && match (entry.started, process_start(entry.pid)) {
+            (Some(written), Some(now)) => written == now,
+            // Nothing to compare: the pid alone decides.
+            _ => true,
+        }
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`); `None`
+/// where there is no such file or it cannot be read.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses itself:
+    // the fields after it start past its last `)`, at field 3.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name
+        .split_ascii_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
 }
 
 /// Whether process `pid` still exists (only meaningful on the same host).
@@ -386,7 +417,7 @@ impl Scanner {
                 Ok(Some((entry, modified))) => {
                     let ttl = entry.ttl_ms.map_or(self.ttl, Duration::from_millis);
                     let fresh = now.duration_since(modified).unwrap_or_default() <= ttl;
-                    if fresh && (entry.host != self.host || process_alive(entry.pid)) {
+                    if fresh && (entry.host != self.host || owner_alive(&entry)) {
                         live.push(entry.instance);
                     } else {
                         tracing::debug!(id = %entry.instance.id, "removing expired registration");
@@ -428,6 +459,7 @@ impl Registry for LocalRegistry {
             pid: std::process::id(),
             host: this_host(),
             ttl_ms: Some(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)),
+            started: process_start(std::process::id()),
         };
         {
             let (root, dir, entry) = (self.dir.clone(), dir.clone(), entry.clone());
@@ -610,6 +642,7 @@ mod tests {
             pid: std::process::id(),
             host: host.clone(),
             ttl_ms: None,
+            started: None,
         };
         // A pid far above pid_max does not exist.
         let dead = Entry {
@@ -617,25 +650,47 @@ mod tests {
             pid: 999_999_999,
             host: host.clone(),
             ttl_ms: None,
+            started: None,
         };
         let remote = Entry {
             instance: ServiceInstance::new("user", "1", "10.0.0.1:3".into()),
             pid: 999_999_999,
             host: "another-host".into(),
             ttl_ms: None,
+            started: None,
         };
-        for e in [&alive, &dead, &remote] {
+        // This process's pid, but written by a process that started at another time: the pid
+        // was reused, and the entry's owner is gone.
+        let reused = Entry {
+            instance: ServiceInstance::new("user", "3", "127.0.0.1:5".into()),
+            started: process_start(std::process::id()).map(|started| started + 1),
+            ..alive.clone()
+        };
+        let ours = Entry {
+            instance: ServiceInstance::new("user", "4", "127.0.0.1:6".into()),
+            started: process_start(std::process::id()),
+            ..alive.clone()
+        };
+        assert!(
+            ours.started.is_some(),
+            "/proc tells when this process started"
+        );
+        for e in [&alive, &dead, &remote, &reused, &ours] {
             write_entry(tmp.path(), e).expect("write");
         }
         let live =
             Scanner::new(tmp.path().to_owned(), Duration::from_secs(10), host.clone()).scan();
         let mut addrs: Vec<_> = live.iter().map(|i| i.address.as_str()).collect();
         addrs.sort_unstable();
-        assert_eq!(addrs, ["10.0.0.1:3", "127.0.0.1:1"]);
-        assert!(
-            !entry_path(tmp.path(), &dead.instance.id).exists(),
-            "dead entry removed"
-        );
+        assert_eq!(addrs, ["10.0.0.1:3", "127.0.0.1:1", "127.0.0.1:6"]);
+        for gone in [&dead, &reused] {
+            assert!(
+                !entry_path(tmp.path(), &gone.instance.id).exists(),
+                "dead entry {} removed",
+                gone.instance.address
+            );
+        }
+        fs::remove_file(entry_path(tmp.path(), &ours.instance.id)).expect("remove");
 
         // An entry's own TTL is the one that counts: a reader with a shorter one leaves it be.
         let own_ttl = Entry {
@@ -781,6 +836,7 @@ mod tests {
             pid: std::process::id(),
             host: host.clone(),
             ttl_ms: None,
+            started: None,
         };
         write_entry(&dir, &good).expect("write");
         let mut bad = vec![
