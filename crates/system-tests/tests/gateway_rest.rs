@@ -821,3 +821,79 @@ async fn a_service_that_is_down_is_named_without_its_address() {
         assert!(!detail.contains(internal), "{internal:?} in {body}");
     }
 }
+
+/// Opens a connection from `from` (an address of 127.0.0.0/8) to `address` and asks for the
+/// OpenAPI document over it: the status line of the answer, or `None` when the gateway closed the
+/// connection unanswered. The connection is returned open, so that it keeps its place.
+async fn ask_from(
+    from: &str,
+    address: std::net::SocketAddr,
+) -> (tokio::net::TcpStream, Option<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("address"))
+        .expect("bind");
+    let mut stream = socket.connect(address).await.expect("connect");
+    let request = format!("GET /openapi.json HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    let mut answer = vec![0; 256];
+    let answered = async {
+        stream.write_all(request.as_bytes()).await?;
+        stream.read(&mut answer).await
+    };
+    let status = match tokio::time::timeout(Duration::from_secs(20), answered).await {
+        Ok(Ok(read)) if read > 0 => String::from_utf8_lossy(&answer[..read])
+            .lines()
+            .next()
+            .map(str::to_owned),
+        Ok(_) => None,
+        Err(_) => panic!("neither answered nor closed within 20 s"),
+    };
+    (stream, status)
+}
+
+/// One client cannot hold every connection of the gateway: beyond
+/// `gateway.http.max_connections_per_client` its new connections are closed unanswered, while
+/// another client is served; a trusted proxy, through which many clients come, is not held to it.
+#[tokio::test]
+async fn one_client_cannot_hold_every_connection_and_a_trusted_proxy_is_not_one_client() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let gateway = cluster
+        .start_with(
+            "gateway",
+            &[
+                ("SHIPPY_GATEWAY__HTTP__MAX_CONNECTIONS_PER_CLIENT", "2"),
+                ("SHIPPY_GATEWAY__TRUSTED_PROXIES", "127.0.0.3"),
+            ],
+        )
+        .await
+        .expect("gateway");
+    let address: std::net::SocketAddr = gateway
+        .http_url()
+        .expect("HTTP address")
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
+    let ok = Some("HTTP/1.1 200 OK".to_owned());
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (stream, status) = ask_from("127.0.0.2", address).await;
+        assert_eq!(status, ok, "within the client's two connections");
+        open.push(stream);
+    }
+    let (_, status) = ask_from("127.0.0.2", address).await;
+    assert_eq!(
+        status, None,
+        "a third connection of the same client is closed"
+    );
+    let (_other, status) = ask_from("127.0.0.4", address).await;
+    assert_eq!(status, ok, "another client is served meanwhile");
+    for _ in 0..4 {
+        let (stream, status) = ask_from("127.0.0.3", address).await;
+        assert_eq!(
+            status, ok,
+            "the trusted proxy's connections are not capped per client"
+        );
+        open.push(stream);
+    }
+}

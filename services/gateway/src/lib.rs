@@ -50,6 +50,11 @@ impl Service for GatewayApp {
         let section = &settings.gateway;
         let (_, routes) = routes::from_descriptors(shippy_proto::FILE_DESCRIPTOR_SET)?;
         let cors = edge::cors(&section.cors)?;
+        let edge = edge::Edge::new(
+            &section.rate,
+            &section.trusted_proxies,
+            context.edge_sampler(),
+        )?;
         let mut channels = HashMap::new();
         for route in &routes {
             if !channels.contains_key(route.service.name) {
@@ -101,18 +106,16 @@ impl Service for GatewayApp {
                 )
             })
             .layer(axum::middleware::from_fn_with_state(
-                edge::Edge::new(
-                    &section.rate,
-                    &section.trusted_proxies,
-                    context.edge_sampler(),
-                )?,
+                Arc::clone(&edge),
                 edge::layer,
             ));
         let router = match cors {
             Some(cors) => router.layer(cors),
             None => router,
         };
-        let bound = context.serve_http(&section.http, router).await?;
+        let bound = context
+            .serve_http(&section.http, router, move |peer| edge.is_proxy(peer))
+            .await?;
         tracing::info!(http = %bound, "REST gateway and console");
         Ok(Routes::default())
     }

@@ -108,6 +108,11 @@ pub struct ServerSettings {
     /// Most connections open at once; a connection accepted beyond it is closed at once (clients
     /// see a reset and may retry elsewhere) rather than left waiting; 0 = no limit.
     pub max_connections: u32,
+    /// Most connections open at once from one client address (an IPv6 client: its /64), so that
+    /// one client cannot take all of `max_connections`; a connection beyond it is closed at once.
+    /// 0 = no limit. The gateway's `gateway.trusted_proxies` are exempt on its HTTP port; behind
+    /// any other proxy or sidecar that opens a connection per request, raise it.
+    pub max_connections_per_client: u32,
     /// How often an HTTP/2 ping checks that a quiet client is still there; 0 = never.
     pub keepalive_interval_ms: u64,
     /// A connection whose ping is not answered within this long is closed.
@@ -129,6 +134,7 @@ impl Default for ServerSettings {
             advertise_host: None,
             handshake_timeout_ms: 5_000,
             max_connections: 2_048,
+            max_connections_per_client: 256,
             keepalive_interval_ms: 60_000,
             keepalive_timeout_ms: 20_000,
             version: None,

@@ -34,7 +34,8 @@ impl ServiceSettings for GatewaySettings {
 #[serde(default)]
 pub struct GatewaySection {
     /// The HTTP listener: `host`, `port` (8080; 0 = a free one), `advertise_host`, and the
-    /// connection bounds of `server.*` (`max_connections`, `handshake_timeout_ms`, keepalive).
+    /// connection bounds of `server.*` (`max_connections`, `max_connections_per_client`, which
+    /// `trusted_proxies` are exempt from, `handshake_timeout_ms`, keepalive).
     pub http: ServerSettings,
     /// Largest request body accepted, in bytes; larger ones get 413 before they are read.
     pub body_limit_bytes: usize,

@@ -1,5 +1,11 @@
-//! Accepted connections, bounded (`server.*`): at most `max_connections` open at once, and each
-//! must send the HTTP/2 preface within `handshake_timeout_ms` of being accepted.
+//! Accepted connections, bounded (`server.*`): at most `max_connections` open at once, at most
+//! `max_connections_per_client` of them from one client address, and each must send the HTTP/2
+//! preface within `handshake_timeout_ms` of being accepted.
+//!
+//! The per-client cap keeps one address from taking every connection the cap allows, which would
+//! lock every other client out: an IPv6 client counts by its /64 ([`client_key`]), since one host
+//! may send from any address of it. Addresses through which many clients come (the gateway's
+//! trusted proxies) are exempt; the total cap still holds.
 //!
 //! Why here and not in tonic: we accept the sockets ourselves (to set `TCP_NODELAY`, see
 //! [`incoming`]), and tonic has neither a connection cap nor a handshake deadline. Without them,
@@ -12,10 +18,12 @@
 //! Writes are shaped so that answers leave in fewer, fuller writes ([`Coalesced`]).
 
 use std::{
+    collections::HashMap,
     future::Future,
     io,
+    net::IpAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -38,39 +46,153 @@ const PREFACE_LEN: usize = 24;
 /// At most one "connection refused" warning in this long, however many are refused.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// Client addresses exempt from `server.max_connections_per_client`.
+#[derive(Clone)]
+pub(crate) struct Exempt(Arc<dyn Fn(IpAddr) -> bool + Send + Sync>);
+
+impl Exempt {
+    /// Nobody is exempt.
+    pub(crate) fn none() -> Self {
+        Self(Arc::new(|_| false))
+    }
+
+    /// The addresses `which` names are exempt.
+    pub(crate) fn by(which: impl Fn(IpAddr) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(which))
+    }
+
+    fn contains(&self, client: IpAddr) -> bool {
+        (self.0)(client)
+    }
+}
+
+impl std::fmt::Debug for Exempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exempt(..)")
+    }
+}
+
+/// What a client is counted as: its address, an IPv6 client by its network (the first 64 bits:
+/// one host is normally handed a whole /64 and may connect from any address in it), an
+/// IPv4-mapped IPv6 address as the IPv4 address it is.
+pub fn client_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
 /// The connections `listener` accepts, with Nagle's algorithm off, each holding one of
-/// `server.max_connections` permits until it closes and closed if it has not sent the preface
-/// within `server.handshake_timeout_ms`.
+/// `server.max_connections` permits, and one of its client's `server.max_connections_per_client`
+/// (unless `exempt` says its address is exempt), until it closes; closed if it has not sent the
+/// preface within `server.handshake_timeout_ms`.
 ///
 /// `TCP_NODELAY`: tonic's `tcp_nodelay` only applies to listeners it binds itself; without it,
 /// small gRPC replies wait for delayed ACKs (~40 ms stalls).
 pub(super) fn incoming(
     listener: TcpListener,
     settings: &ServerSettings,
+    exempt: Exempt,
 ) -> impl Stream<Item = io::Result<Guarded>> + use<> {
     let cap = match settings.max_connections {
         0 => Semaphore::MAX_PERMITS,
         n => usize::try_from(n).unwrap_or(Semaphore::MAX_PERMITS),
     };
     let permits = Arc::new(Semaphore::new(cap));
+    let per_client = Arc::new(PerClient {
+        cap: settings.max_connections_per_client,
+        open: Mutex::default(),
+    });
     let handshake = settings.handshake_timeout();
     let mut refused = Refusals::default();
-    TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
-        Err(error) => Some(Err(error)),
-        Ok(stream) => match Arc::clone(&permits).try_acquire_owned() {
-            Ok(permit) => {
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+    TcpListenerStream::new(listener).filter_map(move |accepted| {
+        let stream = match accepted {
+            Err(error) => return Some(Err(error)),
+            Ok(stream) => stream,
+        };
+        // Dropping the socket (returning `None`) closes it.
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            refused.note(Refused::Total(cap));
+            return None;
+        };
+        let client = stream.peer_addr().ok().map(|peer| peer.ip());
+        let slot = match client.filter(|ip| per_client.cap > 0 && !exempt.contains(*ip)) {
+            Some(ip) => match PerClient::take(&per_client, client_key(ip)) {
+                Some(slot) => Some(slot),
+                None => {
+                    refused.note(Refused::Client(per_client.cap, ip));
+                    return None;
                 }
-                Some(Ok(Guarded::new(stream, permit, handshake)))
-            }
-            Err(_) => {
-                // Dropping the socket closes it.
-                refused.note(cap);
-                None
-            }
-        },
+            },
+            None => None,
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        Some(Ok(Guarded::new(stream, permit, slot, handshake)))
     })
+}
+
+/// The connections open per client, for `server.max_connections_per_client`.
+#[derive(Debug)]
+struct PerClient {
+    /// The most per client; 0 = no limit.
+    cap: u32,
+    open: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl PerClient {
+    /// A place for one more connection of `client`, if it has fewer than the cap open.
+    fn take(this: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
+        let mut open = this.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(client).or_insert(0);
+        if *count >= this.cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            counts: Arc::clone(this),
+            client,
+        })
+    }
+}
+
+/// One connection's place in its client's count, given back when the connection closes.
+#[derive(Debug)]
+pub(super) struct ClientSlot {
+    counts: Arc<PerClient>,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .counts
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                // No entry is kept for a client with nothing open: the map holds at most
+                // `server.max_connections` addresses.
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Which cap refused a connection.
+enum Refused {
+    /// `server.max_connections`.
+    Total(usize),
+    /// `server.max_connections_per_client`, for this client.
+    Client(u32, IpAddr),
 }
 
 /// Counts refused connections and warns about them at most every [`WARN_EVERY`].
@@ -81,14 +203,22 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn note(&mut self, cap: usize) {
+    fn note(&mut self, why: Refused) {
         self.since_warning += 1;
         if self.warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-            tracing::warn!(
-                refused = self.since_warning,
-                max_connections = cap,
-                "connection limit reached: closing new connections (server.max_connections)"
-            );
+            match why {
+                Refused::Total(cap) => tracing::warn!(
+                    refused = self.since_warning,
+                    max_connections = cap,
+                    "connection limit reached: closing new connections (server.max_connections)"
+                ),
+                Refused::Client(cap, client) => tracing::warn!(
+                    refused = self.since_warning,
+                    max_connections_per_client = cap,
+                    %client,
+                    "a client's connection limit reached: closing its new connections (server.max_connections_per_client)"
+                ),
+            }
             self.since_warning = 0;
             self.warned_at = Some(Instant::now());
         }
@@ -104,15 +234,22 @@ pub(super) struct Guarded {
     deadline: Option<Pin<Box<Sleep>>>,
     received: usize,
     _permit: OwnedSemaphorePermit,
+    _slot: Option<ClientSlot>,
 }
 
 impl Guarded {
-    fn new(inner: TcpStream, permit: OwnedSemaphorePermit, handshake: Option<Duration>) -> Self {
+    fn new(
+        inner: TcpStream,
+        permit: OwnedSemaphorePermit,
+        slot: Option<ClientSlot>,
+        handshake: Option<Duration>,
+    ) -> Self {
         Self {
             inner: Coalesced::new(inner),
             deadline: handshake.map(|after| Box::pin(tokio::time::sleep(after))),
             received: 0,
             _permit: permit,
+            _slot: slot,
         }
     }
 }
@@ -193,9 +330,14 @@ mod tests {
     /// A listener on loopback serving `settings`' bounds, and a task that echoes the first read of
     /// each accepted connection (an error ends it).
     async fn serve(settings: ServerSettings) -> std::net::SocketAddr {
+        serve_exempting(settings, Exempt::none()).await
+    }
+
+    /// [`serve`], the clients `exempt` names exempt from the per-client cap.
+    async fn serve_exempting(settings: ServerSettings, exempt: Exempt) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut accepted = Box::pin(incoming(listener, &settings));
+        let mut accepted = Box::pin(incoming(listener, &settings, exempt));
         tokio::spawn(async move {
             while let Some(Ok(mut conn)) = accepted.next().await {
                 tokio::spawn(async move {
@@ -286,5 +428,81 @@ mod tests {
             }
             assert!(tokio::time::Instant::now() < deadline, "permit never freed");
         }
+    }
+
+    /// Connects to `addr` from `from` (a loopback address: every 127.x.y.z is this host).
+    async fn connect_from(from: &str, addr: std::net::SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{from}:0").parse().expect("address"))
+            .expect("bind");
+        socket.connect(addr).await.expect("connect")
+    }
+
+    /// Whether `stream` is served: what it writes comes back.
+    async fn echoes(stream: &mut TcpStream) -> bool {
+        let mut one = [0; 1];
+        let echoed = async {
+            stream.write_all(b"z").await?;
+            stream.read_exact(&mut one).await
+        };
+        tokio::time::timeout(Duration::from_secs(20), echoed)
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    #[tokio::test]
+    async fn one_client_cannot_take_every_connection_and_proxies_are_exempt() {
+        let settings = ServerSettings {
+            max_connections_per_client: 2,
+            handshake_timeout_ms: 0,
+            ..ServerSettings::default()
+        };
+        let proxy: IpAddr = "127.0.0.3".parse().expect("address");
+        let addr = serve_exempting(settings, Exempt::by(move |ip| ip == proxy)).await;
+        let mut first = connect_from("127.0.0.2", addr).await;
+        let mut second = connect_from("127.0.0.2", addr).await;
+        assert!(echoes(&mut first).await && echoes(&mut second).await);
+        let mut third = connect_from("127.0.0.2", addr).await;
+        assert!(
+            closed(&mut third).await,
+            "a third from the same client refused"
+        );
+        // Another client is not held back by the first one's connections.
+        let mut other = connect_from("127.0.0.4", addr).await;
+        assert!(echoes(&mut other).await, "another client served");
+        // Through a proxy come many clients: it is not counted as one.
+        let mut through_proxy = Vec::new();
+        for _ in 0..5 {
+            let mut stream = connect_from("127.0.0.3", addr).await;
+            assert!(echoes(&mut stream).await, "the proxy's connections served");
+            through_proxy.push(stream);
+        }
+        // A closed connection gives its place back (retry: the close is noticed asynchronously).
+        drop(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut again = connect_from("127.0.0.2", addr).await;
+            if echoes(&mut again).await {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "place never given back"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_network() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("an address");
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:bbbb::9")),
+            client_key(ip("2001:db8:1:2:aaaa::1"))
+        );
+        assert_ne!(client_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(client_key(ip("10.0.0.1")), ip("10.0.0.1"));
     }
 }

@@ -172,9 +172,12 @@ impl Application {
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection)
-            .serve_with_incoming_shutdown(connections::incoming(bound.listener, &bounds), async {
-                let _ = stop_rx.await;
-            });
+            .serve_with_incoming_shutdown(
+                connections::incoming(bound.listener, &bounds, connections::Exempt::none()),
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
         let mut server = tokio::spawn(server);
         let http_stop = tokio_util::sync::CancellationToken::new();
         let http_address = http.as_ref().map(super::http::HttpSite::advertised);

@@ -5,7 +5,7 @@
 //! served from the moment the gRPC server starts, registered in discovery as the instance's
 //! `http_address`, and shut down with it: no new connections once draining ends, in-flight
 //! requests finished within `shutdown.grace_ms`. Its connections get the same bounds as the gRPC
-//! port's (`connections`: a cap, and a deadline for the first bytes), plus HTTP/1 header limits:
+//! port's (`connections`: a cap in all and one per client, and a deadline for the first bytes), plus HTTP/1 header limits:
 //! the size of the request head and how long it may take to arrive (slow-header clients).
 //!
 //! The serving code is behind the `http` feature: only the gateway has such a listener, and the
@@ -56,6 +56,8 @@ pub(crate) struct HttpSite {
     pub(crate) advertised: String,
     pub(crate) router: Router,
     pub(crate) bounds: ServerSettings,
+    /// Addresses exempt from `bounds.max_connections_per_client`.
+    pub(crate) proxies: connections::Exempt,
 }
 
 /// Without the `http` feature there is no HTTP listener: no value of this type exists.
@@ -86,6 +88,7 @@ pub(crate) async fn serve(site: HttpSite, stop: CancellationToken, grace: Durati
         listener,
         router,
         bounds,
+        proxies,
         ..
     } = site;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -104,7 +107,7 @@ pub(crate) async fn serve(site: HttpSite, stop: CancellationToken, grace: Durati
     let graceful = GracefulShutdown::new();
     // Boxed, so dropping it below closes the listening socket: no new connections while the
     // open ones finish.
-    let mut incoming = Box::pin(connections::incoming(listener, &bounds));
+    let mut incoming = Box::pin(connections::incoming(listener, &bounds, proxies));
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic_health::pb::health_check_response::ServingStatus;
 
+pub use connections::client_key;
 pub use host::{Application, HostError, shutdown_signal};
 
 use crate::{
@@ -121,12 +122,15 @@ impl<S: ServiceSettings> Context<S> {
 
     /// (Feature `http`.) Binds `listen.host:listen.port` (port 0 allowed) and serves `router` there over HTTP/1.1
     /// and h2c beside the gRPC port, for as long as the service runs (see [`http`]); the
-    /// instance is registered with it as `http_address`. Returns the bound address.
+    /// instance is registered with it as `http_address`. Returns the bound address. Connections
+    /// from the addresses `proxies` names (through which many clients come) are not held to
+    /// `listen.max_connections_per_client`.
     #[cfg(feature = "http")]
     pub async fn serve_http(
         &mut self,
         listen: &crate::config::ServerSettings,
         router: axum::Router,
+        proxies: impl Fn(std::net::IpAddr) -> bool + Send + Sync + 'static,
     ) -> Result<std::net::SocketAddr, HostError> {
         let bound = net::bind(listen).await.map_err(|source| HostError::Bind {
             addr: format!("{}:{}", listen.host, listen.port),
@@ -138,6 +142,7 @@ impl<S: ServiceSettings> Context<S> {
             advertised: bound.advertised,
             router,
             bounds: listen.clone(),
+            proxies: connections::Exempt::by(proxies),
         });
         Ok(local)
     }
