@@ -176,6 +176,20 @@ async fn a_create_repeated_with_its_key_answers_with_the_first_consignment() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+
+    // A repeat is answered whatever the vessels say now: here, with no vessel service at all.
+    let mut vessel = processes.pop().expect("vessel");
+    assert_eq!(vessel.service, "vessel");
+    vessel.stop(Duration::from_secs(20)).expect("vessel stops");
+    let without_vessels = create(&mut shipping, &ann, "order-0001", consignment(500))
+        .await
+        .expect("a repeat needs no vessel");
+    assert!(!without_vessels.created);
+    assert_eq!(without_vessels.consignment.map(|c| c.id), Some(stored.id));
+    let new_key = create(&mut shipping, &ann, "order-0002", consignment(500))
+        .await
+        .expect_err("a new consignment needs a vessel");
+    assert_eq!(new_key.code(), Code::Unavailable, "{new_key:?}");
     drop(restarted);
 }
 

@@ -170,16 +170,23 @@ impl ShippingService for ShippingHandler {
         let new = parse(request.get_ref()).map_err(status)?;
         let key = idempotency_key(request.metadata()).map_err(status)?;
         claims_only_the_caller(&caller, request.get_ref())?;
-        if let Some(key) = &key {
-            // A repeat is answered without asking for a vessel again.
-            let earlier = observe("find_by_key", self.store.find_by_key(&caller, key))
-                .await
-                .map_err(|e| status(e.into()))?;
-            if let Some(earlier) = earlier {
-                return repeated(&new, earlier).map(Response::new).map_err(status);
+        // A keyed create is not looked up before it is made: repeats are rare, and the store
+        // finds one when it claims the key (below). Only when no vessel can be had does the key
+        // decide here: a create this key made before is answered whatever the vessels say now.
+        let vessel_id = match (self.find_vessel(&new).await, &key) {
+            (Ok(vessel_id), _) => vessel_id,
+            (Err(refused), Some(key)) => {
+                return match observe("find_by_key", self.store.find_by_key(&caller, key)).await {
+                    Ok(Some(earlier)) => repeated(&new, earlier).map(Response::new).map_err(status),
+                    Ok(None) => Err(refused),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not look for an earlier create with the key");
+                        Err(refused)
+                    }
+                };
             }
-        }
-        let vessel_id = self.find_vessel(&new).await?;
+            (Err(refused), None) => return Err(refused),
+        };
         // The request is kept to compare with, should another with this key have stored first.
         let keyed = key.map(|key| (key, new.clone()));
         let consignment = new.assign(vessel_id, &caller);

@@ -34,11 +34,34 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
-/// The consignment an owner (`?1`) created with a key (`?2`).
-const BY_KEY: &str = "SELECT id, owner_id, description, weight, vessel_id, containers FROM consignments \
-     WHERE id = (SELECT consignment_id FROM consignment_keys WHERE owner_id = ?1 AND key = ?2)";
+/// The columns of a consignment, in the order every statement here names them.
+macro_rules! columns {
+    () => {
+        "id, owner_id, description, weight, vessel_id, containers"
+    };
+}
 
-const COLUMNS: &str = "id, owner_id, description, weight, vessel_id, containers";
+/// The consignment an owner (`?1`) created with a key (`?2`).
+const BY_KEY: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM consignments \
+     WHERE id = (SELECT consignment_id FROM consignment_keys WHERE owner_id = ?1 AND key = ?2)"
+);
+
+const COLUMNS: &str = columns!();
+
+/// Stores one consignment. Like every statement a create runs, it is prepared once per connection
+/// (`prepare_cached`): parsing it again for every create cost more than running it.
+const INSERT: &str = concat!(
+    "INSERT INTO consignments (",
+    columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+);
+
+/// Claims a key for a consignment, unless the owner has used it already.
+const CLAIM_KEY: &str = "INSERT OR IGNORE INTO consignment_keys (owner_id, key, consignment_id) \
+     VALUES (?1, ?2, ?3)";
 
 /// Consignments in SQLite.
 #[derive(Debug, Clone)]
@@ -69,17 +92,17 @@ impl SqliteStore {
         containers: &str,
     ) -> Result<(), StoreError> {
         connection
-            .execute(
-                &format!("INSERT INTO consignments ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                params![
+            .prepare_cached(INSERT)
+            .and_then(|mut statement| {
+                statement.execute(params![
                     c.id,
                     c.owner_id,
                     c.description,
                     c.weight,
                     c.vessel_id,
                     containers
-                ],
-            )
+                ])
+            })
             .map(drop)
             .map_err(|e| classify_insert(&e, || format!("consignment {}", c.id)))
     }
@@ -203,17 +226,16 @@ impl ConsignmentStore for SqliteStore {
                 // the key and its consignment are stored together or not at all.
                 let sql = |statement: &str| {
                     connection
-                        .execute_batch(statement)
+                        .prepare_cached(statement)
+                        .and_then(|mut statement| statement.execute([]))
+                        .map(drop)
                         .map_err(|e| shippy_shared::store::sqlite::classify(&e))
                 };
                 sql("SAVEPOINT keyed")?;
                 let outcome = (|| {
                     let claimed = connection
-                        .execute(
-                            "INSERT OR IGNORE INTO consignment_keys (owner_id, key, consignment_id) \
-                             VALUES (?1, ?2, ?3)",
-                            params![c.owner_id, key, c.id],
-                        )
+                        .prepare_cached(CLAIM_KEY)
+                        .and_then(|mut statement| statement.execute(params![c.owner_id, key, c.id]))
                         .map_err(|e| shippy_shared::store::sqlite::classify(&e))?;
                     if claimed == 0 {
                         return Self::keyed(connection, &c.owner_id, &key)?
@@ -230,7 +252,8 @@ impl ConsignmentStore for SqliteStore {
                 match outcome {
                     Ok(keyed) => sql("RELEASE keyed").map(|()| keyed),
                     Err(error) => {
-                        let _ = sql("ROLLBACK TO keyed; RELEASE keyed");
+                        let _ = sql("ROLLBACK TO keyed");
+                        let _ = sql("RELEASE keyed");
                         Err(error)
                     }
                 }

@@ -118,6 +118,13 @@ fn read_loop(mut connection: Connection, queue: Receiver<Job>) {
     }
 }
 
+/// Runs one statement without parameters, prepared once per connection: the group's `BEGIN`,
+/// savepoints and `COMMIT` run for every write, and parsing them each time cost more than running
+/// them.
+fn run(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 fn write_loop(mut connection: Connection, queue: Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
@@ -134,7 +141,7 @@ fn write_loop(mut connection: Connection, queue: Receiver<Job>) {
 /// Runs `group` as one transaction (see the module doc). Writes the transaction could not take
 /// run alone afterwards, each in its own implicit transaction.
 fn commit_group(connection: &mut Connection, group: Vec<Job>) {
-    if group.len() == 1 || connection.execute_batch("BEGIN IMMEDIATE").is_err() {
+    if group.len() == 1 || run(connection, "BEGIN IMMEDIATE").is_err() {
         // One write needs no savepoints; and if the write lock could not be taken (another
         // process held it past the busy timeout), each write tries on its own and reports why.
         return run_alone(connection, group);
@@ -143,21 +150,21 @@ fn commit_group(connection: &mut Connection, group: Vec<Job>) {
     let mut broken = None;
     let mut jobs = group.into_iter();
     for job in jobs.by_ref() {
-        if let Err(error) = connection.execute_batch("SAVEPOINT write") {
+        if let Err(error) = run(connection, "SAVEPOINT write") {
             broken = Some((classify(&error), Some(job)));
             break;
         }
         let (succeeded, reply) = job(connection);
         replies.push(reply);
-        let end = if succeeded {
-            "RELEASE write"
+        let ended = if succeeded {
+            run(connection, "RELEASE write")
         } else {
-            "ROLLBACK TO write; RELEASE write"
+            run(connection, "ROLLBACK TO write").and_then(|()| run(connection, "RELEASE write"))
         };
         // Some errors (a full disk, an I/O error) end the whole transaction, and then the
         // savepoint is gone too: the group has failed. The writes that had succeeded were lost
         // to another's failure, which a retry may not meet: unavailable, not internal.
-        if let Err(error) = connection.execute_batch(end) {
+        if let Err(error) = ended {
             let error = if connection.is_autocommit() {
                 StoreError::Unavailable(format!(
                     "rolled back with another write of its group ({error})"
@@ -170,10 +177,7 @@ fn commit_group(connection: &mut Connection, group: Vec<Job>) {
         }
     }
     let (outcome, unrun) = match broken {
-        None => (
-            connection.execute_batch("COMMIT").map_err(|e| classify(&e)),
-            None,
-        ),
+        None => (run(connection, "COMMIT").map_err(|e| classify(&e)), None),
         Some((error, unrun)) => (Err(error), unrun),
     };
     if outcome.is_err() && !connection.is_autocommit() {
