@@ -19,6 +19,10 @@
 //! the same rounds, the bare one answering `x-request-id` as every shippy answer does, shows how
 //! much of the gap is that header and how much the service's own work.
 //!
+//! The keyed part repeats that load without and with an idempotency key per call (a fresh UUID,
+//! as the CLI sends with every create), in alternating rounds, and prints what the key costs as
+//! ratios; the SQLite part below does the same on the default store, where a key is a row more.
+//!
 //! The REST part sends the same load as JSON through `shippy-gateway` and prints its throughput,
 //! p99 and the gateway's CPU per call as ratios to the gRPC figures (`rest.rs`).
 //!
@@ -36,7 +40,7 @@
 //! Knobs: `BENCH_CALLS` (default 5000), `BENCH_CONCURRENCY` (default 32), `BENCH_LOGINS` (default
 //! 256), `BENCH_TELEMETRY_CALLS` (default 3000), `BENCH_TELEMETRY_ROUNDS` (default 3),
 //! `BENCH_RUNTIME_CALLS` (default 5000), `BENCH_RUNTIME_ROUNDS` (default 4), `BENCH_HOP_CALLS`
-//! (default 20000), `BENCH_HOP_ROUNDS` (default 3).
+//! (default 20000), `BENCH_HOP_ROUNDS` (default 3), `BENCH_KEYED_ROUNDS` (default 4).
 
 mod hop;
 mod rest;
@@ -93,6 +97,14 @@ fn memory(processes: &[ServiceProcess]) -> String {
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+/// Whether a create carries an idempotency key, as every create of the CLI does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keyed {
+    No,
+    /// A fresh v4 UUID per call, the CLI's key.
+    Fresh,
 }
 
 fn request(token: &str, i: usize) -> Request<Consignment> {
@@ -222,6 +234,16 @@ async fn main() -> anyhow::Result<()> {
         per_process.join(", "),
         us(flow_cpu)
     );
+
+    keyed_creates(
+        "memory store",
+        &client,
+        &token,
+        &processes,
+        calls,
+        concurrency,
+    )
+    .await?;
 
     // The same load over REST, through the gateway.
     // Every call comes from this one address: no per-client rate limit for the bench.
@@ -363,6 +385,7 @@ async fn default_store(
         cpu / memory_cpu,
         measured.failures,
     );
+    keyed_creates("SQLite", &client, &token, &processes, calls, concurrency).await?;
     for mut process in processes {
         process.stop(Duration::from_secs(20))?;
     }
@@ -464,12 +487,81 @@ async fn load(
     calls: usize,
     concurrency: usize,
 ) -> anyhow::Result<Load> {
+    load_keyed(client, token, calls, concurrency, Keyed::No).await
+}
+
+/// [`load`], each call carrying an idempotency key or not.
+async fn load_keyed(
+    client: &ShippingServiceClient<tonic::transport::Channel>,
+    token: &str,
+    calls: usize,
+    concurrency: usize,
+    keyed: Keyed,
+) -> anyhow::Result<Load> {
     let (client, token) = (client.clone(), token.to_owned());
     drive(calls, concurrency, move |n| {
         let (mut client, token) = (client.clone(), token.clone());
-        async move { client.create_consignment(request(&token, n)).await.is_ok() }
+        async move {
+            let mut request = request(&token, n);
+            if keyed == Keyed::Fresh {
+                let key = uuid::Uuid::new_v4().to_string();
+                request.metadata_mut().insert(
+                    shippy_proto::idempotency::METADATA_KEY,
+                    key.parse().expect("a UUID is a header value"),
+                );
+            }
+            client.create_consignment(request).await.is_ok()
+        }
     })
     .await
+}
+
+/// What an idempotency key costs a create: the same load without and with a fresh key per call
+/// (as the CLI sends), on the running system `processes` behind `client`, in alternating rounds
+/// (`BENCH_KEYED_ROUNDS`, default 4; the order reversed every other round). Prints the keyed
+/// calls' medians as ratios to the unkeyed ones' of the same rounds.
+async fn keyed_creates(
+    label: &str,
+    client: &ShippingServiceClient<tonic::transport::Channel>,
+    token: &str,
+    processes: &[ServiceProcess],
+    calls: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let rounds = env_usize("BENCH_KEYED_ROUNDS", 4).max(1);
+    // (calls/s, p99, CPU per call) of the unkeyed and the keyed side, per round.
+    let mut ratios: [Vec<f64>; 3] = Default::default();
+    let mut keyed_cpu = Vec::new();
+    let mut failures = 0;
+    for round in 0..rounds {
+        let mut sides = [Keyed::No, Keyed::Fresh];
+        if round % 2 == 1 {
+            sides.reverse();
+        }
+        let mut measured = [[0.0; 3]; 2];
+        for keyed in sides {
+            let cpu_before = cpu_seconds(processes);
+            let load = load_keyed(client, token, calls, concurrency, keyed).await?;
+            let cpu: f64 = cpu_per_call(processes, &cpu_before, calls).iter().sum();
+            failures += load.failures;
+            measured[usize::from(keyed == Keyed::Fresh)] = [
+                calls as f64 / load.elapsed.as_secs_f64(),
+                percentile(&load.latencies, 0.99).as_secs_f64(),
+                cpu,
+            ];
+        }
+        let [plain, keyed] = measured;
+        for (k, ratio) in ratios.iter_mut().enumerate() {
+            ratio.push(keyed[k] / plain[k]);
+        }
+        keyed_cpu.push((keyed[2] - plain[2]) * 1e6);
+    }
+    let [rps, p99, cpu] = ratios.map(spread);
+    println!(
+        "keyed      {label}: CreateConsignment with a fresh idempotency key per call, against none, {calls} calls x {rounds} alternating rounds (medians [range]): {rps} of the calls/s, p99 {p99}x, flow CPU {cpu}x ({:+.0} µs/call), {failures} failed",
+        spread(keyed_cpu).median,
+    );
+    Ok(())
 }
 
 /// Makes `calls` calls from `concurrency` workers, each waiting for its answer before making the
