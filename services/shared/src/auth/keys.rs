@@ -11,7 +11,8 @@
 //! call. The memory is bounded ([`MAX_REMEMBERED`]), vouched for only by the key set the tokens
 //! verified with (a new set starts it afresh), and each entry is trusted for a limited time (at most
 //! [`REFRESH_EVERY`]), after which the token is verified again: so a withdrawn key's tokens, and a
-//! deleted user's, stop working within a minute even while a client keeps using them.
+//! deleted user's, stop working within a minute (and the fetch that learns it) even while a client
+//! keeps using them.
 
 use std::{
     collections::HashMap,
