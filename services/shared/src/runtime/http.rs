@@ -5,8 +5,9 @@
 //! served from the moment the gRPC server starts, registered in discovery as the instance's
 //! `http_address`, and shut down with it: no new connections once draining ends, in-flight
 //! requests finished within `shutdown.grace_ms`. Its connections get the same bounds as the gRPC
-//! port's (`connections`: a cap in all and one per client, and a deadline for the first bytes), plus HTTP/1 header limits:
-//! the size of the request head and how long it may take to arrive (slow-header clients).
+//! port's (`connections`: a cap in all and one per client, the trusted proxies the service names
+//! exempt from the latter, and a deadline for the first bytes), plus HTTP/1 header limits: the size
+//! of the request head and how long it may take to arrive (slow-header clients).
 //!
 //! The serving code is behind the `http` feature: only the gateway has such a listener, and the
 //! HTTP/1 server stack it needs would otherwise sit unused in every service's image.
