@@ -225,10 +225,7 @@ impl ConsignmentStore for SqliteStore {
                 // transaction (where it nests) or alone (where it is the transaction). Either way
                 // the key and its consignment are stored together or not at all.
                 let sql = |statement: &str| {
-                    connection
-                        .prepare_cached(statement)
-                        .and_then(|mut statement| statement.execute([]))
-                        .map(drop)
+                    shippy_shared::store::sqlite::execute_cached(connection, statement)
                         .map_err(|e| shippy_shared::store::sqlite::classify(&e))
                 };
                 sql("SAVEPOINT keyed")?;

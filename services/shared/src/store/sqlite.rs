@@ -218,6 +218,13 @@ fn connect(path: &Path, busy: Duration) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
+/// Runs one statement without parameters (`BEGIN`, a savepoint, `COMMIT`), prepared once per
+/// connection: such statements run for every write, and parsing them each time cost more than
+/// running them.
+pub fn execute_cached(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// Classifies an SQLite error: a unique or primary-key violation is [`StoreError::Duplicate`]
 /// (stores replace its text with what was duplicated, see [`classify_insert`]), a busy or locked
 /// database or a full disk is [`StoreError::Unavailable`], the rest [`StoreError::Internal`].

@@ -26,7 +26,7 @@ use std::{
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::classify;
+use super::{classify, execute_cached as run};
 use crate::store::StoreError;
 
 /// The most writes committed as one transaction. Bounds how long one commit holds SQLite's write
@@ -116,13 +116,6 @@ fn read_loop(mut connection: Connection, queue: Receiver<Job>) {
         let (_, reply) = job(&mut connection);
         reply(None);
     }
-}
-
-/// Runs one statement without parameters, prepared once per connection: the group's `BEGIN`,
-/// savepoints and `COMMIT` run for every write, and parsing them each time cost more than running
-/// them.
-fn run(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
-    connection.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 fn write_loop(mut connection: Connection, queue: Receiver<Job>) {
