@@ -385,11 +385,11 @@ async fn one_requests_log_lines_in_three_services_share_trace_id_and_request_id(
 }
 
 #[tokio::test]
-async fn answers_carry_the_request_id_and_the_cli_quotes_it() {
+async fn answers_carry_the_request_id_the_caller_needs_and_the_cli_quotes_it() {
     let mut cluster = Cluster::local().expect("cluster");
     let user = cluster.start("user").await.expect("user starts");
 
-    // A caller's id is kept and returned, errors included; the message is the handler's own.
+    // A caller's id is kept and returned with an error; the message is the handler's own.
     let mut client = UserServiceClient::connect(format!("http://{}", user.address()))
         .await
         .expect("connect");
@@ -429,6 +429,19 @@ async fn answers_carry_the_request_id_and_the_cli_quotes_it() {
         .to_str()
         .expect("ascii");
     assert_eq!(made.len(), 36, "{made}");
+
+    // A success whose caller sent an id is not told it again: it has it.
+    let mut request = Request::new(User {
+        email: "ann@example.com".into(),
+        password: "correct horse".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "quote-me-43".parse().expect("value"));
+    let token = client.auth(request).await.expect("signed in");
+    assert!(!token.get_ref().token.is_empty());
+    assert_eq!(token.metadata().get("x-request-id"), None);
 
     // What a person sees: the CLI's error sentence ends with the id to quote, the one the
     // service logged the failure with.

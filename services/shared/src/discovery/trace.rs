@@ -7,7 +7,7 @@
 //!
 //! - **Request id**: `x-request-id`, taken from the caller or made by the first hop, passed on in
 //!   every outgoing call made while serving the request ([`RequestId::scope`]), and returned in
-//!   the metadata of every answer, errors included.
+//!   the metadata of every failed call's answer, and of every answer whose id the server made.
 //! - **Trace context**: `traceparent` / `tracestate` (W3C) in the HTTP/2 headers that carry gRPC
 //!   metadata, read and written in place by [`traceparent`] (every call crosses it twice).
 //! - **Export** ([`Tracing::install`]): spans go to an OTLP collector (Jaeger, the OpenTelemetry
@@ -67,13 +67,19 @@ impl RequestId {
     /// The caller's id from `headers`, when it is present and sane (printable ASCII, at most 128
     /// characters); otherwise a fresh one.
     pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self::sent(headers).unwrap_or_else(Self::generate)
+    }
+
+    /// The caller's id from `headers`, when it is present and sane; `None` when the caller sent
+    /// none, or one that [`RequestId::from_headers`] would replace.
+    pub fn sent(headers: &HeaderMap) -> Option<Self> {
         headers
             .get(REQUEST_ID_HEADER)
             .filter(|id| {
                 let id = id.as_bytes();
                 !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(u8::is_ascii_graphic)
             })
-            .map_or_else(Self::generate, |id| Self(id.clone()))
+            .map(|id| Self(id.clone()))
     }
 
     /// The id of the request this task is serving, if any.
@@ -643,8 +649,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("abc-123"));
         assert_eq!(RequestId::from_headers(&headers).as_str(), "abc-123");
+        assert_eq!(RequestId::sent(&headers).expect("sane").as_str(), "abc-123");
         headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("has space"));
         assert_ne!(RequestId::from_headers(&headers).as_str(), "has space");
+        assert_eq!(RequestId::sent(&headers), None);
         let long = "x".repeat(MAX_REQUEST_ID + 1);
         headers.insert(
             REQUEST_ID_HEADER,
