@@ -323,3 +323,59 @@ async fn a_burst_with_a_new_token_asks_the_user_service_once() {
         .expect("metrics");
     assert_eq!(checks, 1.0, "32 concurrent calls, one user check");
 }
+
+/// A token in steady use has its user checked again before its minute of trust runs out, from a
+/// call that does not wait for the answer: past the minute, a call still does not wait for the
+/// user service, even when it has stopped answering. (Without the early check, the first call
+/// past the minute would ask the frozen user service and miss its own deadline.) Takes a minute.
+#[tokio::test]
+async fn a_token_in_steady_use_is_rechecked_before_its_trust_runs_out_and_no_call_waits() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let processes = cluster.start_all(1).await.expect("services start");
+    let user = ServiceProcess::of(&processes, "user");
+    let consignment = ServiceProcess::of(&processes, "consignment");
+    let token = cluster.sign_up_and_login("steady@example.com");
+    let mut client = ShippingServiceClient::connect(format!("http://{}", consignment.address()))
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    let checks = || {
+        consignment
+            .metric("shippy_auth_user_checks_total", &[("outcome", "confirmed")])
+            .expect("metrics")
+    };
+    let mut list = async || {
+        let mut request = with_token(GetRequest::default(), &token);
+        request.set_timeout(Duration::from_secs(2));
+        client.get_consignments(request).await.map(|_| ())
+    };
+    list()
+        .await
+        .expect("first call: verified, its user checked");
+    assert_eq!(checks(), 1.0);
+
+    // The client keeps using the token; in the last quarter of the minute one call starts a
+    // check of its user in the background.
+    while checks() < 2.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(59),
+            "no second user check within the minute"
+        );
+        list().await.expect("a call within the minute");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(40),
+        "checked again after {:?}, before the last quarter of the minute",
+        started.elapsed()
+    );
+
+    // The user service stops answering; past the first minute the token is still trusted on
+    // the renewed check, and calls go on without asking it.
+    user.freeze();
+    tokio::time::sleep(Duration::from_secs(62).saturating_sub(started.elapsed())).await;
+    let outcome = list().await;
+    user.thaw();
+    outcome.expect("a call past the first minute, the user service frozen");
+    assert_eq!(checks(), 2.0, "no check past the minute");
+}

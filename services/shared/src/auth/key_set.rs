@@ -28,8 +28,8 @@ use std::{
 
 /// Where a key set comes from.
 pub(super) trait Publisher: Send + Sync + 'static {
-    /// The keys of one fetch, as its verifier looks them up.
-    type Set: Send + Sync + 'static;
+    /// The keys of one fetch, as its verifier looks them up; equal sets hold the same keys.
+    type Set: PartialEq + Send + Sync + 'static;
 
     /// The published set, or `None` when it could not be had (logged by the publisher).
     fn fetch(&self) -> impl Future<Output = Option<Self::Set>> + Send;
@@ -51,7 +51,9 @@ pub(super) struct Policy {
 pub(super) struct Fetched<S> {
     /// The keys.
     pub(super) set: S,
-    /// Counts the sets fetched, from 1: what verified with one set is not vouched for by another.
+    /// Counts the different sets fetched, from 1: what verified with one set is not vouched for by
+    /// another. A refresh that brings the same keys again keeps the generation, so what verified
+    /// before it stays vouched for.
     pub(super) generation: u64,
     /// When the fetch that brought it started.
     at: Instant,
@@ -163,13 +165,19 @@ impl<P: Publisher> KeySet<P> {
         // counts as a failure.
         self.record(now, false);
         let set = self.publisher.fetch().await.ok_or(Unavailable)?;
-        let generation = self.generation.load(Ordering::Acquire) + 1;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Fetched {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        let generation = match current.as_deref() {
+            Some(old) if old.set == set => old.generation,
+            Some(old) => old.generation + 1,
+            None => 1,
+        };
+        *current = Some(Arc::new(Fetched {
             set,
             generation,
             at: now,
         }));
         self.generation.store(generation, Ordering::Release);
+        drop(current);
         self.record(now, true);
         Ok(())
     }
@@ -295,6 +303,33 @@ mod tests {
             "the withdrawn key is gone once the refresh lands"
         );
         assert_eq!(set.generation, 2);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_that_brings_the_same_keys_keeps_the_generation() {
+        let (fake, keys) = key_set();
+        let t0 = Instant::now();
+        assert_eq!(keys.get(t0).await.expect("first fetch").generation, 1);
+        // The same keys again, by age and by an unknown key id: what verified still holds.
+        keys.get(t0 + POLICY.max_age).await.expect("set");
+        keys.settled().await;
+        assert_eq!(
+            keys.refetch(t0 + 2 * POLICY.max_age)
+                .await
+                .expect("set")
+                .generation,
+            1
+        );
+        assert_eq!(fake.fetches.load(Ordering::SeqCst), 3);
+        assert_eq!(keys.generation(), 1);
+        // A rotation changes the set: a new generation.
+        fake.keys.lock().expect("keys").push("k2");
+        let set = keys.refetch(t0 + 3 * POLICY.max_age).await.expect("set");
+        assert_eq!(
+            (set.set.as_slice(), set.generation),
+            (["k1", "k2"].as_slice(), 2)
+        );
+        assert_eq!(keys.generation(), 2);
     }
 
     #[tokio::test]

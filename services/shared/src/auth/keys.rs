@@ -9,14 +9,20 @@
 //! Tokens that verified are remembered (their subject and expiry) so the same token on the next
 //! call costs a map lookup instead of an Ed25519 verification: a client sends one token with every
 //! call. The memory is bounded ([`MAX_REMEMBERED`]), vouched for only by the key set the tokens
-//! verified with (a new set starts it afresh), and each entry is trusted for a limited time (at most
-//! [`REFRESH_EVERY`]), after which the token is verified again: so a withdrawn key's tokens, and a
-//! deleted user's, stop working within a minute (and the fetch that learns it) even while a client
-//! keeps using them.
+//! verified with (a set with other keys starts it afresh; a refresh that brings the same keys does
+//! not), and each entry is trusted for a limited time (at most [`REFRESH_EVERY`]), after which the
+//! token is verified again: so a withdrawn key's tokens, and a deleted user's, stop working within a
+//! minute (and the fetch that learns it) even while a client keeps using them. A token used in the
+//! last quarter of its trust is due a fresh user check ([`Recalled::recheck`]), which its caller
+//! starts in the background, so a token in steady use is renewed before its trust runs out and no
+//! call waits for the user service.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -41,7 +47,7 @@ const REFETCH_AFTER_FAILURE: Duration = Duration::from_millis(100);
 const MAX_REMEMBERED: usize = 10_000;
 
 /// The keys and the issuer they sign for, as one `PublicKeys` answer gave them.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct Published {
     keys: HashMap<String, VerifyingKey>,
     issuer: String,
@@ -87,6 +93,35 @@ struct Remembered {
     expiry: u64,
     /// Until when it is taken on the memory's word.
     trusted_until: Instant,
+    /// From when a use of the token is due a fresh user check.
+    recheck_from: Instant,
+    /// Whether a fresh user check was handed to a caller and has not been answered yet.
+    rechecking: AtomicBool,
+}
+
+impl Remembered {
+    fn new(subject: String, expiry: u64, at: Instant, trust: Duration) -> Self {
+        let trust = trust.min(REFRESH_EVERY);
+        Self {
+            subject,
+            expiry,
+            trusted_until: at + trust,
+            // The last quarter: time for a check to land before the trust runs out.
+            recheck_from: at + trust * 3 / 4,
+            rechecking: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What the memory says of a token it holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Recalled {
+    /// Whom the token names.
+    pub(super) subject: String,
+    /// Whether this caller should check the token's user again, without waiting for the answer,
+    /// and hand the answer to [`KeyRing::renew`] or [`KeyRing::forget`]. Only one caller at a time
+    /// is told to.
+    pub(super) recheck: bool,
 }
 
 /// Tokens that verified with one key set (its generation).
@@ -94,6 +129,49 @@ struct Remembered {
 struct Memory {
     generation: u64,
     tokens: HashMap<Box<str>, Remembered>,
+}
+
+impl Memory {
+    /// `token`, if it verified with the set of `generation` (the one in hand), has not expired by
+    /// `now` (Unix seconds) and is still trusted at `at`.
+    fn recall(&self, generation: u64, token: &str, now: u64, at: Instant) -> Option<Recalled> {
+        if self.generation != generation {
+            return None;
+        }
+        let entry = self.tokens.get(token)?;
+        if now > entry.expiry || at >= entry.trusted_until {
+            return None;
+        }
+        let recheck = at >= entry.recheck_from && !entry.rechecking.swap(true, Ordering::AcqRel);
+        Some(Recalled {
+            subject: entry.subject.clone(),
+            recheck,
+        })
+    }
+
+    fn remember(&mut self, token: &str, generation: u64, entry: Remembered) {
+        if generation < self.generation {
+            return; // verified with a set already replaced
+        }
+        if generation > self.generation || self.tokens.len() >= MAX_REMEMBERED {
+            self.tokens.clear();
+            self.generation = generation;
+        }
+        self.tokens.insert(token.into(), entry);
+    }
+
+    /// Trusts `token`, if still held, for `trust` from `at` (never less than it was trusted).
+    fn renew(&mut self, token: &str, at: Instant, trust: Duration) {
+        if let Some(entry) = self.tokens.get_mut(token) {
+            let renewed =
+                Remembered::new(std::mem::take(&mut entry.subject), entry.expiry, at, trust);
+            let trusted_until = renewed.trusted_until.max(entry.trusted_until);
+            *entry = Remembered {
+                trusted_until,
+                ..renewed
+            };
+        }
+    }
 }
 
 /// A key to verify one token with.
@@ -127,15 +205,25 @@ impl KeyRing {
         }
     }
 
-    /// The subject of `token` if it verified before with the current key set, has not expired by
-    /// `now` (Unix seconds) and is still trusted at `at`.
-    pub(super) fn remembered(&self, token: &str, now: u64, at: Instant) -> Option<String> {
+    /// What is remembered of `token` if it verified before with the current key set, has not
+    /// expired by `now` (Unix seconds) and is still trusted at `at`.
+    pub(super) fn remembered(&self, token: &str, now: u64, at: Instant) -> Option<Recalled> {
         let verified = self.verified.read().ok()?;
-        if verified.generation != self.keys.generation() {
-            return None;
+        verified.recall(self.keys.generation(), token, now, at)
+    }
+
+    /// Trusts `token` for `trust` from now (at most [`REFRESH_EVERY`]), its user just checked.
+    pub(super) fn renew(&self, token: &str, trust: Duration) {
+        if let Ok(mut verified) = self.verified.write() {
+            verified.renew(token, Instant::now(), trust);
         }
-        let entry = verified.tokens.get(token)?;
-        (now <= entry.expiry && at < entry.trusted_until).then(|| entry.subject.clone())
+    }
+
+    /// Forgets `token`: its user check refused it.
+    pub(super) fn forget(&self, token: &str) {
+        if let Ok(mut verified) = self.verified.write() {
+            verified.tokens.remove(token);
+        }
     }
 
     /// Remembers that `token` verified with the key set of `generation`, naming `subject`, valid
@@ -149,22 +237,10 @@ impl KeyRing {
         expiry: u64,
         trust: Duration,
     ) {
-        let Ok(mut verified) = self.verified.write() else {
-            return;
-        };
-        if generation < verified.generation {
-            return; // verified with a set already replaced
+        if let Ok(mut verified) = self.verified.write() {
+            let entry = Remembered::new(subject.to_owned(), expiry, Instant::now(), trust);
+            verified.remember(token, generation, entry);
         }
-        if generation > verified.generation || verified.tokens.len() >= MAX_REMEMBERED {
-            verified.tokens.clear();
-            verified.generation = generation;
-        }
-        let entry = Remembered {
-            subject: subject.to_owned(),
-            expiry,
-            trusted_until: Instant::now() + trust.min(REFRESH_EVERY),
-        };
-        verified.tokens.insert(token.into(), entry);
     }
 
     /// The key with id `kid`, the issuer its tokens must carry, and its set's generation.
@@ -197,5 +273,74 @@ impl KeyRing {
             issuer: set.set.issuer.clone(),
             generation: set.generation,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn memory_with(token: &str, at: Instant, trust: Duration) -> Memory {
+        let mut memory = Memory::default();
+        memory.remember(token, 1, Remembered::new("ann".into(), u64::MAX, at, trust));
+        memory
+    }
+
+    fn recall(memory: &Memory, at: Instant) -> Option<(String, bool)> {
+        memory
+            .recall(1, "t", 0, at)
+            .map(|recalled| (recalled.subject, recalled.recheck))
+    }
+
+    #[test]
+    fn a_token_in_use_is_rechecked_once_in_the_last_quarter_of_its_trust_and_renewed() {
+        let t0 = Instant::now();
+        let mut memory = memory_with("t", t0, REFRESH_EVERY);
+        let ann = || "ann".to_owned();
+        assert_eq!(recall(&memory, t0 + 44 * SECOND), Some((ann(), false)));
+        // Due: one caller is told to check, the others are not while that check is out.
+        assert_eq!(recall(&memory, t0 + 45 * SECOND), Some((ann(), true)));
+        assert_eq!(recall(&memory, t0 + 46 * SECOND), Some((ann(), false)));
+        // The user exists: trusted for another minute from the answer, due again in its last quarter.
+        memory.renew("t", t0 + 46 * SECOND, REFRESH_EVERY);
+        assert_eq!(recall(&memory, t0 + 90 * SECOND), Some((ann(), false)));
+        assert_eq!(recall(&memory, t0 + 91 * SECOND), Some((ann(), true)));
+        assert_eq!(recall(&memory, t0 + 100 * SECOND), Some((ann(), false)));
+        // No answer by the end of the trust: the token is verified and checked again, inline.
+        assert_eq!(recall(&memory, t0 + 106 * SECOND), None);
+    }
+
+    #[test]
+    fn an_unconfirmed_check_keeps_the_trust_in_hand_and_is_due_again_soon() {
+        let t0 = Instant::now();
+        let mut memory = memory_with("t", t0, REFRESH_EVERY);
+        assert_eq!(recall(&memory, t0 + 50 * SECOND).map(|r| r.1), Some(true));
+        // The user service did not answer: a short trust would end sooner than the one in hand.
+        memory.renew("t", t0 + 51 * SECOND, 5 * SECOND);
+        assert_eq!(recall(&memory, t0 + 59 * SECOND).map(|r| r.1), Some(true));
+        assert_eq!(recall(&memory, t0 + 60 * SECOND), None);
+    }
+
+    #[test]
+    fn other_keys_expiry_and_forgetting_end_what_is_remembered() {
+        let t0 = Instant::now();
+        let mut memory = memory_with("t", t0, REFRESH_EVERY);
+        assert!(memory.recall(2, "t", 0, t0).is_none(), "another key set");
+        assert!(memory.recall(1, "t", 0, t0).is_some());
+        let mut expiring = Memory::default();
+        expiring.remember(
+            "t",
+            1,
+            Remembered::new("ann".into(), 100, t0, REFRESH_EVERY),
+        );
+        assert!(expiring.recall(1, "t", 100, t0).is_some());
+        assert!(expiring.recall(1, "t", 101, t0).is_none(), "expired");
+        memory.tokens.remove("t");
+        assert!(memory.recall(1, "t", 0, t0).is_none(), "forgotten");
+        // Renewing a token no longer held does not bring it back.
+        memory.renew("t", t0, REFRESH_EVERY);
+        assert!(memory.recall(1, "t", 0, t0).is_none());
     }
 }

@@ -4,10 +4,12 @@
 //! implementation, and one mapping of its errors to a `Status`, for every service that needs a
 //! caller; a handler runs it at the edge and hands the domain only the caller's id.
 //!
-//! A token that verifies is taken on the memory's word for a minute. The first time (and then
-//! once a minute while it is used) the user service is also asked, with `ValidateToken`, whether
-//! its user still exists: one call per token per minute, not per call, and one for a burst of
-//! concurrent first calls with the same token. When the user service
+//! A token that verifies is taken on the memory's word for a minute. The first time the user
+//! service is also asked, with `ValidateToken`, whether its user still exists; while the token is in
+//! use it is asked again once a minute, in the background, from a call in the last quarter of that
+//! minute, so a token in steady use never makes a call wait for the user service after its first.
+//! That is one call per token per minute, not per call, and one for a burst of concurrent first
+//! calls with the same token. When the user service
 //! cannot answer, the signature alone vouches for the token (it proves the user service issued
 //! it) and the question is asked again a few seconds later: the user service's outage does not
 //! become every service's outage, and a deleted user is refused once it answers.
@@ -113,8 +115,11 @@ impl Authenticator {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        if let Some(subject) = self.keys.remembered(token, seconds, Instant::now()) {
-            return Ok(subject);
+        if let Some(recalled) = self.keys.remembered(token, seconds, Instant::now()) {
+            if recalled.recheck {
+                self.recheck_in_background(token);
+            }
+            return Ok(recalled.subject);
         }
         let invalid = || AuthError::Unauthenticated(token::TokenError::Invalid.to_string());
         let kid = token::kid_of(token).ok_or_else(invalid)?;
@@ -129,6 +134,24 @@ impl Authenticator {
         self.keys
             .remember(token, found.generation, &claims.sub, claims.exp, trust);
         Ok(claims.sub)
+    }
+
+    /// Checks the user of `token`, a remembered token due a check, without making anyone wait:
+    /// its trust is renewed when the user exists (briefly when the user service did not answer),
+    /// and it is forgotten when the user service refuses it, so its next call is refused too.
+    fn recheck_in_background(&self, token: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        let token = token.to_owned();
+        runtime.spawn(async move {
+            match this.user_exists_once(&token).await {
+                Ok(true) => this.keys.renew(&token, keys::REFRESH_EVERY),
+                Ok(false) => this.keys.renew(&token, UNCONFIRMED_TRUST),
+                Err(_) => this.keys.forget(&token),
+            }
+        });
     }
 
     /// [`Authenticator::user_exists`], asked once for all the calls that check `token` at the

@@ -423,6 +423,7 @@ impl Alg {
 }
 
 /// A public key of the provider's key set.
+#[derive(PartialEq, Eq)]
 struct Key {
     kid: Option<String>,
     public: PublicKey,
@@ -430,6 +431,7 @@ struct Key {
 
 /// RSA and P-256 keys are verified with `ring`, which the binary already links for TLS
 /// (rustls verifies certificates with the same code): no second RSA or ECDSA implementation.
+#[derive(PartialEq, Eq)]
 enum PublicKey {
     /// Modulus and exponent, big-endian, without leading zeros.
     Rs256 {

@@ -129,7 +129,7 @@ impl<'a> Parts<'a> {
 }
 
 /// A public key that verifies tokens, with its id.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct VerifyingKey {
     kid: String,
     x: String,
