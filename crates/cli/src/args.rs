@@ -156,6 +156,12 @@ pub enum VesselCommand {
         /// Add it as not available.
         #[arg(long)]
         unavailable: bool,
+        /// Your name for this vessel (printable ASCII, no spaces, at most 128 characters).
+        /// Repeating the command with the same key answers with the vessel the first run added
+        /// and adds no second one. Without it, a new key is made for each run (and printed should
+        /// the outcome be unknown).
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// List the fleet.
     List,

@@ -323,18 +323,7 @@ async fn consignment(
             // any network call.
             let consignment = input::read_consignment(&file)?;
             let mut request = authorized(consignment)?;
-            // Every create carries a key, so that the balancer may retry it on another instance
-            // and a person may repeat it safely when its outcome is unknown.
-            let chosen = idempotency_key.is_some();
-            let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let value = key.parse().map_err(|_| {
-                CliError::Input(
-                    "--idempotency-key: only printable ASCII characters without spaces".into(),
-                )
-            })?;
-            request
-                .metadata_mut()
-                .insert(shippy_proto::idempotency::METADATA_KEY, value);
+            let (key, chosen) = with_key(&mut request, idempotency_key)?;
             let mut client =
                 ShippingServiceClient::new(connector.channel(&catalog::CONSIGNMENT).await?)
                     .max_decoding_message_size(MAX_ANSWER);
@@ -396,6 +385,7 @@ async fn vessel(
             max_weight,
             owner_id,
             unavailable,
+            idempotency_key,
         } => {
             let vessel = Vessel {
                 name,
@@ -405,16 +395,22 @@ async fn vessel(
                 available: !unavailable,
                 ..Default::default()
             };
-            let created = client
-                .create(authorized(vessel)?)
-                .await?
-                .into_inner()
-                .vessel
-                .unwrap_or_default();
+            let mut request = authorized(vessel)?;
+            let (key, chosen) = with_key(&mut request, idempotency_key)?;
+            let answer = client
+                .create(request)
+                .await
+                .map_err(|status| CliError::unsure(status, &key))?
+                .into_inner();
             if format == Output::Table {
-                output::line("Vessel created")?;
+                // As for consignments: only a key the person chose can have been used before.
+                output::line(if answer.created || !chosen {
+                    "Vessel created"
+                } else {
+                    "Vessel already created by a request with this key"
+                })?;
             }
-            output::vessels(format, vec![created.into()])?;
+            output::vessels(format, vec![answer.vessel.unwrap_or_default().into()])?;
         }
         VesselCommand::List => {
             let mut vessels = Vec::new();
@@ -435,6 +431,24 @@ async fn vessel(
         }
     }
     Ok(())
+}
+
+/// Puts an idempotency key on a create: the person's `chosen` one, or one made for this run.
+/// Every create carries a key, so that the balancer may retry it on another instance and a person
+/// may repeat it safely when its outcome is unknown. Returns the key and whether it was chosen.
+fn with_key<T>(
+    request: &mut tonic::Request<T>,
+    chosen: Option<String>,
+) -> Result<(String, bool), CliError> {
+    let was_chosen = chosen.is_some();
+    let key = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let value = key.parse().map_err(|_| {
+        CliError::Input("--idempotency-key: only printable ASCII characters without spaces".into())
+    })?;
+    request
+        .metadata_mut()
+        .insert(shippy_proto::idempotency::METADATA_KEY, value);
+    Ok((key, was_chosen))
 }
 
 /// Checks `document` against the settings of `service`.

@@ -70,8 +70,10 @@ pub mod idempotency {
     pub const METADATA_KEY: &str = "idempotency-key";
 
     /// `/package.Service/Method` of every call that honours a key.
-    pub const KEYED_METHODS: &[&str] =
-        &["/shippy.consignment.v1.ShippingService/CreateConsignment"];
+    pub const KEYED_METHODS: &[&str] = &[
+        "/shippy.consignment.v1.ShippingService/CreateConsignment",
+        "/shippy.vessel.v1.VesselService/Create",
+    ];
 
     /// Whether the call to `path` (`/package.Service/Method`) honours a key.
     pub fn honours_key(path: &str) -> bool {

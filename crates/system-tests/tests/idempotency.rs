@@ -3,14 +3,16 @@
 //! over gRPC, through the real CLI, across a restart of the service on its SQLite file, over REST
 //! through the gateway's `Idempotency-Key` header (documented in its OpenAPI document: see
 //! `gateway_rest.rs`), and when the balancer retries a keyed create
-//! that an instance took and never answered.
+//! that an instance took and never answered. Vessels keep the same promise, over gRPC, the CLI
+//! and REST.
 
 use std::time::Duration;
 
 use reqwest::{StatusCode, header};
 use serde_json::Value;
-use shippy_proto::consignment::v1::{
-    self as pb, GetRequest, shipping_service_client::ShippingServiceClient,
+use shippy_proto::{
+    consignment::v1::{self as pb, GetRequest, shipping_service_client::ShippingServiceClient},
+    vessel::v1::{self as vessel_pb, vessel_service_client::VesselServiceClient},
 };
 use shippy_shared::{config::ClientSettings, discovery::balance::BalancedChannel};
 use shippy_test_support::{Cluster, ServiceProcess, example_consignment, sum_samples, with_token};
@@ -246,8 +248,9 @@ async fn rest_clients_repeat_a_create_with_the_idempotency_key_header() {
             "idempotency-key: only printable ASCII characters without spaces",
         ),
         (
-            post("/v1/vessels", "rest-2")
-                .body(r#"{"name": "Keyed", "capacity": 5, "max_weight": 90000}"#),
+            post("/v1/users", "rest-2").body(
+                r#"{"name": "Keyed", "email": "keyed@example.com", "password": "long enough"}"#,
+            ),
             "this route does not honour an Idempotency-Key",
         ),
     ];
@@ -380,4 +383,127 @@ async fn a_keyed_create_an_instance_never_answered_is_retried_elsewhere_and_stor
         .filter(|c| c.description == "Cargo named by a key")
         .count();
     assert_eq!(stored, ids.len(), "one consignment per key");
+}
+
+/// A vessel added again with its key is the vessel the first call added: over gRPC, the CLI and
+/// REST. The key is the caller's own: another user's equal key adds another vessel, and the key
+/// reused for a different vessel is refused.
+#[tokio::test]
+async fn a_vessel_added_again_with_its_key_is_the_first_one() {
+    let mut cluster = Cluster::local().expect("cluster");
+    let mut processes = cluster.start_all(1).await.expect("services start");
+    let vessel = ServiceProcess::of(&processes, "vessel");
+    let mut fleet = VesselServiceClient::connect(format!("http://{}", vessel.address()))
+        .await
+        .expect("connect");
+    let bob = cluster.sign_up_and_login("bob@example.com");
+    let ann = cluster.sign_up_and_login("ann@example.com");
+    let ship = |name: &str, capacity: i32| vessel_pb::Vessel {
+        name: name.into(),
+        capacity,
+        max_weight: 90_000,
+        available: true,
+        ..Default::default()
+    };
+    let mut add = async |token: &str, key: &str, asked: vessel_pb::Vessel| {
+        fleet
+            .create(keyed(with_token(asked, token), key))
+            .await
+            .map(tonic::Response::into_inner)
+    };
+
+    let first = add(&ann, "ship-1", ship("Keyed Ship", 7))
+        .await
+        .expect("added");
+    assert!(first.created);
+    let added = first.vessel.expect("vessel");
+    let again = add(&ann, "ship-1", ship("Keyed Ship", 7))
+        .await
+        .expect("repeat");
+    assert!(!again.created);
+    assert_eq!(again.vessel.as_ref(), Some(&added));
+    let reused = add(&ann, "ship-1", ship("Another Ship", 7))
+        .await
+        .expect_err("the key of another vessel");
+    assert_eq!(
+        (reused.code(), reused.message()),
+        (
+            Code::FailedPrecondition,
+            "idempotency-key: already used for a different vessel; a new vessel needs a new key"
+        )
+    );
+    let bobs = add(&bob, "ship-1", ship("Keyed Ship", 7))
+        .await
+        .expect("bob's own key");
+    assert!(bobs.created);
+    assert_ne!(bobs.vessel.map(|v| v.id), Some(added.id.clone()));
+
+    // Through the CLI (logged in as ann): the second run with the key adds nothing.
+    const CLI_ADD: [&str; 12] = [
+        "vessel",
+        "create",
+        "--name",
+        "Cli Ship",
+        "--capacity",
+        "9",
+        "--max-weight",
+        "90000",
+        "--idempotency-key",
+        "ship-2",
+        "--output",
+        "json",
+    ];
+    let once: Value = serde_json::from_str(&cluster.cli_ok(CLI_ADD)).expect("JSON");
+    let twice: Value = serde_json::from_str(&cluster.cli_ok(CLI_ADD)).expect("JSON");
+    assert_eq!(once, twice);
+    let table = cluster.cli_ok(&CLI_ADD[..10]);
+    assert!(
+        table.contains("Vessel already created by a request with this key"),
+        "{table}"
+    );
+
+    // Over REST, through the gateway's Idempotency-Key header.
+    let gateway = cluster.start("gateway").await.expect("gateway");
+    let url = gateway.http_url().expect("the gateway's HTTP address");
+    processes.push(gateway);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("HTTP client");
+    let post = || {
+        http.post(format!("{url}/v1/vessels"))
+            .bearer_auth(ann.trim())
+            .header("Idempotency-Key", "ship-3")
+            .json(&serde_json::json!({"name": "Rest Ship", "capacity": 11, "max_weight": 90000}))
+            .send()
+    };
+    let rest_first: Value = post().await.expect("create").json().await.expect("JSON");
+    let rest_again: Value = post().await.expect("repeat").json().await.expect("JSON");
+    assert_eq!(rest_first["created"], true, "{rest_first}");
+    assert_ne!(rest_again["created"], true, "{rest_again}");
+    assert_eq!(rest_first["vessel"], rest_again["vessel"]);
+
+    // The fleet: the three seeded vessels and one per key and user, nothing twice.
+    let listed: Value =
+        serde_json::from_str(&cluster.cli_ok(["--output", "json", "vessel", "list"]))
+            .expect("JSON");
+    let mut names: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "Boaty McBoatface",
+            "Cli Ship",
+            "Ever Roomier",
+            "Keyed Ship",
+            "Keyed Ship",
+            "Rest Ship",
+            "Small Fry"
+        ]
+    );
 }

@@ -52,49 +52,6 @@ pub struct Consignment {
     pub owner_id: String,
 }
 
-/// Longest idempotency key.
-pub const MAX_KEY: usize = 128;
-
-/// A client's name for one consignment it asks to create, unique per user: a request repeated with
-/// the same key (after a timeout, a lost answer, an "it may have been saved") is answered with
-/// the consignment the first one created, and creates nothing more. Printable ASCII without
-/// spaces, 1 to [`MAX_KEY`] characters (a UUID is a good one); only [`IdempotencyKey::parse`]
-/// makes one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    /// The field a refusal names: the metadata key (and HTTP header) clients send it in.
-    pub const FIELD: &'static str = "idempotency-key";
-
-    /// Checks a key sent by a client.
-    pub fn parse(key: &str) -> Result<Self, FieldError> {
-        if key.is_empty() {
-            return Err(FieldError::new(Self::FIELD, "must not be empty"));
-        }
-        if key.len() > MAX_KEY {
-            return Err(FieldError::new(
-                Self::FIELD,
-                format!("longer than {MAX_KEY} characters"),
-            ));
-        }
-        // Visible ASCII only: the key travels as a header, and what cannot be typed cannot be
-        // compared by a person reading a log either.
-        if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(FieldError::new(
-                Self::FIELD,
-                "only printable ASCII characters without spaces",
-            ));
-        }
-        Ok(Self(key.to_owned()))
-    }
-
-    /// The key as the client sent it.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// The one place consignment ids are made: a UUIDv7, whose text sorts by creation time (stores
 /// list consignments in id order, which is arrival order). Clients never choose one.
 pub fn new_id() -> String {
@@ -398,43 +355,6 @@ mod tests {
         assert_eq!(
             refused("d", 1, &[with_long_user]).to_string(),
             format!("containers[0].user_id: longer than {MAX_FIELD} characters")
-        );
-    }
-
-    #[test]
-    fn idempotency_keys_are_printable_and_bounded() {
-        assert_eq!(
-            IdempotencyKey::parse("0d5c2f1e-7a4b-4c1d-9e8f-123456789abc")
-                .expect("a UUID")
-                .as_str(),
-            "0d5c2f1e-7a4b-4c1d-9e8f-123456789abc"
-        );
-        IdempotencyKey::parse(&"k".repeat(MAX_KEY)).expect("at the limit");
-        for (key, reason) in [
-            ("", "idempotency-key: must not be empty"),
-            (
-                "two words",
-                "idempotency-key: only printable ASCII characters without spaces",
-            ),
-            (
-                "tab\there",
-                "idempotency-key: only printable ASCII characters without spaces",
-            ),
-            (
-                "caf\u{e9}",
-                "idempotency-key: only printable ASCII characters without spaces",
-            ),
-        ] {
-            assert_eq!(
-                IdempotencyKey::parse(key).expect_err(key).to_string(),
-                reason
-            );
-        }
-        assert_eq!(
-            IdempotencyKey::parse(&"k".repeat(MAX_KEY + 1))
-                .expect_err("too long")
-                .to_string(),
-            "idempotency-key: longer than 128 characters"
         );
     }
 

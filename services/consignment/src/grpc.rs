@@ -18,12 +18,13 @@ use shippy_proto::{
     vessel::v1::{Specification, vessel_service_client::VesselServiceClient},
 };
 use shippy_shared::{
-    auth::Authenticator, discovery::balance::BalancedChannel, page::PageRequest, store::observe,
+    auth::Authenticator, discovery::balance::BalancedChannel, idempotency::IdempotencyKey,
+    page::PageRequest, store::observe,
 };
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
-    domain::{Consignment, ConsignmentError, ContainerFields, IdempotencyKey, NewConsignment},
+    domain::{Consignment, ConsignmentError, ContainerFields, NewConsignment},
     store::{ConsignmentStore, Keyed},
 };
 
@@ -90,12 +91,7 @@ fn status(error: ConsignmentError) -> Status {
 
 /// The request's idempotency key, if it sent one (see the module doc).
 fn idempotency_key(metadata: &MetadataMap) -> Result<Option<IdempotencyKey>, ConsignmentError> {
-    let Some(value) = metadata.get(shippy_proto::idempotency::METADATA_KEY) else {
-        return Ok(None);
-    };
-    // Bytes that are not text are refused by the domain's own rule (printable ASCII only).
-    let text = String::from_utf8_lossy(value.as_bytes());
-    Ok(Some(IdempotencyKey::parse(&text)?))
+    Ok(IdempotencyKey::from_metadata(metadata)?)
 }
 
 /// The answer to a request repeated with its key: the consignment created the first time, if the

@@ -7,7 +7,7 @@
 use mongodb::bson::doc;
 use shippy_consignment::{
     ConsignmentApp,
-    domain::{Consignment, ContainerFields, IdempotencyKey, NewConsignment},
+    domain::{Consignment, ContainerFields, NewConsignment},
     store::{
         ConsignmentStore, Keyed,
         mongo::{COLLECTION, MongoStore},
@@ -15,6 +15,7 @@ use shippy_consignment::{
 };
 use shippy_shared::{
     config::services::ConsignmentSettings,
+    idempotency::IdempotencyKey,
     store::{StoreError, mongo},
 };
 use shippy_test_support::{

@@ -4,11 +4,12 @@
 //! consignment per owner.
 
 use shippy_consignment::{
-    domain::{Consignment, Container, ContainerFields, IdempotencyKey, NewConsignment},
+    domain::{Consignment, Container, ContainerFields, NewConsignment},
     store::{ConsignmentStore, Keyed, memory::MemoryStore, mongo::MongoStore, sqlite::SqliteStore},
 };
 use shippy_shared::{
     config::SqliteSettings,
+    idempotency::IdempotencyKey,
     store::{StoreError, sqlite::Sqlite},
 };
 use shippy_test_support::ferretdb::FerretDb;

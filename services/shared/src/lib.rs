@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | [`catalog`] | the one table of services (name, gRPC service, binary, port) | |
 //! | [`validate`] | field validation with errors that name the field | |
+//! | [`idempotency`] | idempotency keys: checked, read from a call's metadata | |
 //! | [`page`] | paging of list calls: page size, tokens, byte budget | |
 //! | `call_metrics` | per-call metric handles, made once and reused | |
 //! | `write_shaping` | sockets whose HTTP/2 writes leave in fewer, fuller pieces (servers and balanced clients) | |
@@ -26,6 +27,7 @@ pub mod centre;
 pub mod config;
 pub mod discovery;
 pub mod etcd;
+pub mod idempotency;
 pub mod page;
 pub mod probe;
 pub mod validate;

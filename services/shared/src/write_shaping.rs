@@ -44,7 +44,8 @@ impl<S> Coalesced<S> {
         }
     }
 
-    /// The socket.
+    /// The socket (a server reads its peer's address from it).
+    #[cfg(feature = "server")]
     pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }

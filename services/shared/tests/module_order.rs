@@ -8,6 +8,7 @@ use std::{fs, path::Path};
 const ORDER: &[&str] = &[
     "catalog",
     "validate",
+    "idempotency",
     "page",
     "call_metrics",
     "write_shaping",

@@ -2,6 +2,7 @@
 //! protobuf or gRPC; `grpc.rs` turns requests into these types and errors into statuses.
 
 use shippy_shared::{
+    idempotency::IdempotencyKey,
     store::StoreError,
     validate::{self, FieldError, Presence},
 };
@@ -12,7 +13,7 @@ pub const MAX_NAME: usize = 200;
 /// A vessel of the fleet, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vessel {
-    /// Unique id, made by [`new_id`] (or a fixed id for the default fleet).
+    /// Unique id, made by [`new_id`] or [`keyed_id`] (or a fixed id for the default fleet).
     pub id: String,
     /// Display name.
     pub name: String,
@@ -29,6 +30,16 @@ pub struct Vessel {
 /// The one place vessel ids are made: a random UUID. Clients never choose one.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// The id of the vessel `owner` asks for with `key`: a name-based UUID (v5) of the owner's key,
+/// the same for every repeat of the request, so the store itself refuses a second vessel; another
+/// owner's equal key names another id. A client still cannot choose an id: only the digest of its
+/// key and its own user id.
+pub fn keyed_id(owner: &str, key: &IdempotencyKey) -> String {
+    /// This UUID namespace is shippy's vessels' own (a fixed random UUID).
+    const VESSELS: uuid::Uuid = uuid::uuid!("6f1c2a8e-3b0d-4e57-9a64-0d2f5b7c9e13");
+    uuid::Uuid::new_v5(&VESSELS, key.scoped_to(owner).as_bytes()).to_string()
 }
 
 /// A validated request to add a vessel; only [`NewVessel::parse`] makes one.
@@ -56,16 +67,28 @@ impl NewVessel {
         })
     }
 
-    /// The vessel to store, with a new id, owned by `owner_id`.
-    pub fn into_vessel(self, owner_id: String) -> Vessel {
+    /// The vessel to store, owned by `owner_id`, with a new id, or with the id its owner's `key`
+    /// names ([`keyed_id`]).
+    pub fn into_vessel(self, owner_id: String, key: Option<&IdempotencyKey>) -> Vessel {
         Vessel {
-            id: new_id(),
+            id: key.map_or_else(new_id, |key| keyed_id(&owner_id, key)),
             name: self.name,
             capacity: self.capacity,
             max_weight: self.max_weight,
             available: self.available,
             owner_id,
         }
+    }
+}
+
+impl Vessel {
+    /// Whether this vessel is what `asked` (of the same owner) asks for: a repeat of the request
+    /// that created it.
+    pub fn is_what(&self, asked: &NewVessel) -> bool {
+        self.name == asked.name
+            && self.capacity == asked.capacity
+            && self.max_weight == asked.max_weight
+            && self.available == asked.available
     }
 }
 
@@ -113,6 +136,9 @@ pub enum VesselError {
     /// A field of a request is not acceptable.
     #[error(transparent)]
     Invalid(#[from] FieldError),
+    /// The caller used this idempotency key before, for a different vessel.
+    #[error("idempotency-key: already used for a different vessel; a new vessel needs a new key")]
+    KeyReused,
     /// No available vessel is large enough.
     #[error(
         "no available vessel can carry {} containers weighing {} in total",
@@ -227,12 +253,12 @@ mod tests {
     fn new_vessels_are_validated_and_get_a_fresh_id() {
         let vessel = NewVessel::parse(" Ship ", 3, 10, true)
             .expect("valid")
-            .into_vessel("owner".into());
+            .into_vessel("owner".into(), None);
         assert_eq!(vessel.name, "Ship");
         assert_eq!(vessel.owner_id, "owner");
         let other = NewVessel::parse("Ship", 3, 10, true)
             .expect("valid")
-            .into_vessel(String::new());
+            .into_vessel(String::new(), None);
         assert_ne!(vessel.id, other.id, "every vessel gets its own id");
         for (name, capacity, max_weight, field) in [
             ("", 1, 1, "name"),
@@ -241,6 +267,29 @@ mod tests {
         ] {
             let err = NewVessel::parse(name, capacity, max_weight, true).expect_err("invalid");
             assert_eq!(err.field(), field, "{err}");
+        }
+    }
+
+    #[test]
+    fn a_key_names_one_vessel_per_owner_and_a_repeat_is_recognised() {
+        let key = IdempotencyKey::parse("fleet-1").expect("key");
+        let asked = NewVessel::parse("Ship", 3, 10, true).expect("valid");
+        let vessel = asked.clone().into_vessel("ann".into(), Some(&key));
+        assert_eq!(vessel.id, keyed_id("ann", &key));
+        assert_eq!(vessel.id.len(), 36, "a UUID: {}", vessel.id);
+        assert_ne!(vessel.id, keyed_id("bob", &key), "another owner's key");
+        assert_ne!(
+            vessel.id,
+            keyed_id("ann", &IdempotencyKey::parse("fleet-2").expect("key"))
+        );
+        assert!(vessel.is_what(&asked));
+        for other in [
+            NewVessel::parse("Other", 3, 10, true),
+            NewVessel::parse("Ship", 4, 10, true),
+            NewVessel::parse("Ship", 3, 11, true),
+            NewVessel::parse("Ship", 3, 10, false),
+        ] {
+            assert!(!vessel.is_what(&other.expect("valid")));
         }
     }
 

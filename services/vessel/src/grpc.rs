@@ -4,11 +4,22 @@
 //! Access model, enforced here and nowhere else: reading the fleet (`GetVessels`,
 //! `FindAvailable`) is open to users and services; adding a vessel needs a token, and its
 //! `owner_id` may only be empty (the caller) or the caller's own id.
+//!
+//! A `Create` may carry an `idempotency-key` (metadata; the gateway forwards the HTTP header of
+//! that name): the caller's name for this one vessel. The key decides the vessel's id
+//! (`domain::keyed_id`), so a repeat finds that id taken; when the vessel there is what the repeat
+//! asks for, the answer is that vessel with `created: false`, and otherwise the key's reuse is
+//! refused. No key store is needed: the fleet's own unique ids are the record.
 
 use std::sync::Arc;
 
 use shippy_proto::vessel::v1::{self as pb, vessel_service_server::VesselService};
-use shippy_shared::{auth::Authenticator, page::PageRequest, store::observe};
+use shippy_shared::{
+    auth::Authenticator,
+    idempotency::IdempotencyKey,
+    page::PageRequest,
+    store::{StoreError, observe},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -35,6 +46,7 @@ fn status(error: VesselError) -> Status {
     match &error {
         VesselError::Invalid(_) => Status::invalid_argument(error.to_string()),
         VesselError::NoneFits(_) => Status::not_found(error.to_string()),
+        VesselError::KeyReused => Status::failed_precondition(error.to_string()),
         VesselError::Store(store) => shippy_shared::status::store(store),
     }
 }
@@ -50,6 +62,27 @@ impl From<Vessel> for pb::Vessel {
             available: v.available,
             owner_id: v.owner_id,
         }
+    }
+}
+
+impl VesselHandler {
+    /// The answer to a create whose key made vessel `id` before: that vessel, if it is what the
+    /// repeat asks for.
+    async fn repeated(&self, id: &str, asked: &NewVessel) -> Result<pb::Response, Status> {
+        let earlier = observe("get", self.store.get(id))
+            .await
+            .map_err(|e| status(e.into()))?
+            // Taken a moment ago and gone now: vessels are never removed, so the store is wrong.
+            .ok_or_else(|| status(StoreError::Internal(format!("vessel {id} vanished")).into()))?;
+        if !earlier.is_what(asked) {
+            return Err(status(VesselError::KeyReused));
+        }
+        tracing::info!(vessel = %earlier.id, user = %earlier.owner_id, "vessel request repeated: answered with the one its key created");
+        Ok(pb::Response {
+            vessel: Some(earlier.into()),
+            created: false,
+            ..Default::default()
+        })
     }
 }
 
@@ -77,6 +110,8 @@ impl VesselService for VesselHandler {
         // Reads are open to every service; changing the fleet needs a logged-in user, who owns
         // the vessel: nobody may name another user as its owner. The id is always made here.
         let caller = self.auth.caller(request.metadata()).await?;
+        let key =
+            IdempotencyKey::from_metadata(request.metadata()).map_err(|e| status(e.into()))?;
         let request = request.into_inner();
         shippy_shared::auth::own(&caller, || "owner_id", &request.owner_id)?;
         let new = NewVessel::parse(
@@ -86,10 +121,16 @@ impl VesselService for VesselHandler {
             request.available,
         )
         .map_err(|e| status(e.into()))?;
-        let vessel = new.into_vessel(caller);
-        observe("create", self.store.create(&vessel))
-            .await
-            .map_err(|e| status(e.into()))?;
+        // Kept to compare with, should this key have made a vessel before.
+        let asked = key.is_some().then(|| new.clone());
+        let vessel = new.into_vessel(caller, key.as_ref());
+        match (observe("create", self.store.create(&vessel)).await, asked) {
+            (Ok(()), _) => {}
+            (Err(StoreError::Duplicate(_)), Some(asked)) => {
+                return self.repeated(&vessel.id, &asked).await.map(Response::new);
+            }
+            (Err(error), _) => return Err(status(error.into())),
+        }
         tracing::info!(vessel = %vessel.id, name = %vessel.name, "vessel created");
         Ok(Response::new(pb::Response {
             vessel: Some(vessel.into()),

@@ -115,12 +115,16 @@ async fn vessels_round_trip_and_ids_are_unique(store: &dyn VesselStore, empty: &
         []
     );
     assert_eq!(store.count().await.expect("count"), 3);
+    // One by id (what a create repeated with its idempotency key compares with).
+    assert_eq!(store.get("v1").await.expect("get"), Some(fleet[1].clone()));
+    assert_eq!(store.get("v4").await.expect("get"), None);
 
     match store.create(&vessel("v2", 99, 99, true)).await {
         Err(StoreError::Duplicate(what)) => assert_eq!(what, "vessel v2"),
         other => panic!("expected Duplicate, got {other:?}"),
     }
     assert_eq!(store.count().await.expect("count"), 3);
+    assert_eq!(store.get("v2").await.expect("get"), Some(fleet[0].clone()));
 
     // Seeding an empty store adds the default fleet once.
     assert_eq!(store::seed_if_empty(empty).await.expect("seed"), 3);

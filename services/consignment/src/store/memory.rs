@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use shippy_shared::store::StoreError;
 
 use super::{ConsignmentStore, Keyed};
-use crate::domain::{Consignment, IdempotencyKey};
+use crate::domain::Consignment;
+use shippy_shared::idempotency::IdempotencyKey;
 
 /// Consignments by id, and idempotency keys, under one lock so that a key and its consignment are
 /// stored together.

@@ -11,7 +11,8 @@ use std::fmt;
 use async_trait::async_trait;
 use shippy_shared::store::StoreError;
 
-use crate::domain::{Consignment, IdempotencyKey};
+use crate::domain::Consignment;
+use shippy_shared::idempotency::IdempotencyKey;
 
 /// What [`ConsignmentStore::create_with_key`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,8 @@ use shippy_shared::store::{
 };
 
 use super::{ConsignmentStore, Keyed};
-use crate::domain::{Consignment, Container, IdempotencyKey};
+use crate::domain::{Consignment, Container};
+use shippy_shared::idempotency::IdempotencyKey;
 
 /// Name of the collection.
 pub const COLLECTION: &str = "consignments";
@@ -155,10 +156,9 @@ struct KeyDoc {
     consignment: ConsignmentDoc,
 }
 
-/// The `_id` of an owner's key: the owner's length first, so that no two (owner, key) pairs make
-/// the same text whatever characters either holds.
+/// The `_id` of an owner's key.
 fn key_id(owner_id: &str, key: &IdempotencyKey) -> String {
-    format!("{}:{owner_id}{}", owner_id.len(), key.as_str())
+    key.scoped_to(owner_id)
 }
 
 impl From<&Consignment> for ConsignmentDoc {

@@ -14,7 +14,8 @@ use shippy_shared::store::{
 };
 
 use super::{ConsignmentStore, Keyed};
-use crate::domain::{Consignment, Container, IdempotencyKey};
+use crate::domain::{Consignment, Container};
+use shippy_shared::idempotency::IdempotencyKey;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS consignments (

@@ -56,7 +56,8 @@ impl Exempt {
         Self(Arc::new(|_| false))
     }
 
-    /// The addresses `which` names are exempt.
+    /// The addresses `which` names are exempt (the HTTP listener's trusted proxies).
+    #[cfg(any(test, feature = "http"))]
     pub(crate) fn by(which: impl Fn(IpAddr) -> bool + Send + Sync + 'static) -> Self {
         Self(Arc::new(which))
     }

@@ -25,6 +25,15 @@ impl VesselStore for MemoryStore {
         Ok(())
     }
 
+    async fn get(&self, id: &str) -> Result<Option<Vessel>, StoreError> {
+        Ok(self
+            .vessels
+            .read()
+            .map_err(StoreError::poisoned)?
+            .get(id)
+            .cloned())
+    }
+
     async fn list(&self) -> Result<Vec<Vessel>, StoreError> {
         Ok(self
             .vessels

@@ -16,6 +16,8 @@ use crate::domain::{Specification, Vessel};
 pub trait VesselStore: Send + Sync + fmt::Debug {
     /// Adds a vessel; [`StoreError::Duplicate`] when its id is taken.
     async fn create(&self, vessel: &Vessel) -> Result<(), StoreError>;
+    /// The vessel with id `id`, if there is one.
+    async fn get(&self, id: &str) -> Result<Option<Vessel>, StoreError>;
     /// The whole fleet, ordered by id.
     async fn list(&self) -> Result<Vec<Vessel>, StoreError>;
     /// At most `limit` vessels with an id after `after` (from the first when `None`), by id.

@@ -136,6 +136,15 @@ impl VesselStore for MongoStore {
             .map_err(|e| classify_insert(&e, || format!("vessel {}", vessel.id)))
     }
 
+    async fn get(&self, id: &str) -> Result<Option<Vessel>, StoreError> {
+        let doc = self
+            .vessels
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(|e| classify(&e))?;
+        doc.map(Vessel::try_from).transpose()
+    }
+
     async fn list(&self) -> Result<Vec<Vessel>, StoreError> {
         self.find(doc! {}, doc! { "_id": 1 }, None).await
     }

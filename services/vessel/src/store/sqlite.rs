@@ -77,6 +77,17 @@ impl VesselStore for SqliteStore {
             .await
     }
 
+    async fn get(&self, id: &str) -> Result<Option<Vessel>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!("SELECT {COLUMNS} FROM vessels WHERE id = ?1"))?
+                    .query_row(params![id], vessel)
+                    .optional()
+            })
+            .await
+    }
+
     async fn list(&self) -> Result<Vec<Vessel>, StoreError> {
         self.db
             .read(|c| {

@@ -146,15 +146,14 @@ mod tests {
             idempotency::METADATA_KEY,
             http::HeaderValue::from_static("k-1"),
         );
-        assert!(is_idempotent(
+        for path in [
             "/shippy.consignment.v1.ShippingService/CreateConsignment",
-            &keyed
-        ));
-        // A key means nothing to a call that does not honour one.
-        assert!(!is_idempotent(
             "/shippy.vessel.v1.VesselService/Create",
-            &keyed
-        ));
+        ] {
+            assert!(is_idempotent(path, &keyed), "{path}");
+        }
+        // A key means nothing to a call that does not honour one.
+        assert!(!is_idempotent("/shippy.user.v1.UserService/Create", &keyed));
     }
 
     #[tokio::test]
