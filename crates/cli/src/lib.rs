@@ -36,6 +36,7 @@ use shippy_shared::{
         trace::{self, Sampling, Tracing},
     },
     etcd::Etcd,
+    idempotency::IdempotencyKey,
     probe,
 };
 use tonic::{Request, metadata::MetadataValue};
@@ -442,9 +443,13 @@ fn with_key<T>(
 ) -> Result<(String, bool), CliError> {
     let was_chosen = chosen.is_some();
     let key = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let value = key.parse().map_err(|_| {
-        CliError::Input("--idempotency-key: only printable ASCII characters without spaces".into())
-    })?;
+    // The services' own rule, so a bad key is refused before any call, in their words.
+    let checked =
+        IdempotencyKey::parse(&key).map_err(|refused| CliError::Input(format!("--{refused}")))?;
+    let value = checked
+        .as_str()
+        .parse()
+        .map_err(|_| CliError::Input("--idempotency-key: not a header value".into()))?;
     request
         .metadata_mut()
         .insert(shippy_proto::idempotency::METADATA_KEY, value);

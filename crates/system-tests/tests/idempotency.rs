@@ -178,6 +178,16 @@ async fn a_create_repeated_with_its_key_answers_with_the_first_consignment() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    // The services' rule, checked before any call: the CLI names its own option.
+    let long = "k".repeat(129);
+    let bad = cluster.cli(["consignment", "create", file, "--idempotency-key", &long]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("--idempotency-key: longer than 128 characters"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     // A repeat is answered whatever the vessels say now: here, with no vessel service at all.
     let mut vessel = processes.pop().expect("vessel");

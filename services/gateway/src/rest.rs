@@ -16,6 +16,7 @@ use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use shippy_shared::{
     discovery::{balance::BalancedChannel, trace::RequestId},
+    idempotency::IdempotencyKey,
     runtime::http::ClientAddr,
 };
 use tonic::{Code, metadata::MetadataMap};
@@ -206,12 +207,11 @@ fn forward_idempotency_key(
             "this route does not honour an Idempotency-Key: a repeat of it is not made safe by one",
         ));
     }
-    let value = tonic::metadata::AsciiMetadataValue::try_from(key.as_bytes()).map_err(|_| {
-        Problem::new(
-            Code::InvalidArgument,
-            "idempotency-key: only printable ASCII characters without spaces",
-        )
-    })?;
+    // The services' own rule, checked here too, so a bad key is refused before any call.
+    let key = IdempotencyKey::parse(&String::from_utf8_lossy(key.as_bytes()))
+        .map_err(|refused| Problem::new(Code::InvalidArgument, refused.to_string()))?;
+    let value = tonic::metadata::AsciiMetadataValue::try_from(key.as_str())
+        .map_err(|_| Problem::new(Code::Internal, "the key could not be passed on"))?;
     metadata.insert(idempotency::METADATA_KEY, value);
     Ok(())
 }
