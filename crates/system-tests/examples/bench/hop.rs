@@ -5,8 +5,9 @@
 //! moves with the machine.
 //!
 //! With `--request-id` after it, every answer of the bare server also carries a fresh
-//! `x-request-id`, made as the services make theirs: the one thing every shippy answer has that
-//! the bare server's lacks, and a cost to both ends of the call (HPACK coding of a new value). The
+//! `x-request-id`, made as the services make theirs: the one thing every shippy answer to a caller
+//! that sent no id (as this bench's load sends none) has that the bare server's lacks, and a cost
+//! to both ends of the call (HPACK coding of a new value). The
 //! bench measures both, so the share of a hop's cost that is the header shows apart from the
 //! share that is the service's own work.
 

@@ -16,7 +16,8 @@
 //! against its ceiling in the same run: the same `FindAvailable` load on a shippy vessel and on a
 //! bare tonic server (`hop.rs`), in alternating rounds, so CPU, throughput and p99 read as ratios
 //! to a bare hop (each round's ratio; the median and the range are printed). A third server in
-//! the same rounds, the bare one answering `x-request-id` as every shippy answer does, shows how
+//! the same rounds, the bare one answering `x-request-id` as shippy answers a caller that sent
+//! none (as this load sends none), shows how
 //! much of the gap is that header and how much the service's own work.
 //!
 //! The keyed part repeats that load without and with an idempotency key per call (a fresh UUID,
@@ -317,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
         us(over(&|_, _, s| s.cpu_per_call).median),
     );
     println!(
-        "           the bare server answering x-request-id, as every shippy answer does: {:.0} calls/s ({} of bare), {:.0} µs CPU/call ({}x); the shippy vessel against it: {} of its calls/s, {}x its CPU/call",
+        "           the bare server answering x-request-id, as shippy answers a caller that sent none: {:.0} calls/s ({} of bare), {:.0} µs CPU/call ({}x); the shippy vessel against it: {} of its calls/s, {}x its CPU/call",
         over(&|_, i, _| i.rps).median,
         over(&|b, i, _| i.rps / b.rps),
         us(over(&|_, i, _| i.cpu_per_call).median),
