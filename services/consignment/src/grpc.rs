@@ -21,7 +21,7 @@ use shippy_shared::{
     auth::Authenticator, discovery::balance::BalancedChannel, idempotency::IdempotencyKey,
     page::PageRequest, store::observe,
 };
-use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
+use tonic::{Code, Request, Response, Status};
 
 use crate::{
     domain::{Consignment, ConsignmentError, ContainerFields, NewConsignment},
@@ -87,11 +87,6 @@ fn status(error: ConsignmentError) -> Status {
         reused @ ConsignmentError::KeyReused => Status::failed_precondition(reused.to_string()),
         ConsignmentError::Store(store) => shippy_shared::status::store(&store),
     }
-}
-
-/// The request's idempotency key, if it sent one (see the module doc).
-fn idempotency_key(metadata: &MetadataMap) -> Result<Option<IdempotencyKey>, ConsignmentError> {
-    Ok(IdempotencyKey::from_metadata(metadata)?)
 }
 
 /// The answer to a request repeated with its key: the consignment created the first time, if the
@@ -164,7 +159,8 @@ impl ShippingService for ShippingHandler {
     ) -> Result<Response<pb::Response>, Status> {
         let caller = self.auth.caller(request.metadata()).await?;
         let new = parse(request.get_ref()).map_err(status)?;
-        let key = idempotency_key(request.metadata()).map_err(status)?;
+        let key =
+            IdempotencyKey::from_metadata(request.metadata()).map_err(|e| status(e.into()))?;
         claims_only_the_caller(&caller, request.get_ref())?;
         // A keyed create is not looked up before it is made: repeats are rare, and the store
         // finds one when it claims the key (below). Only when no vessel can be had does the key
@@ -241,6 +237,7 @@ fn created(consignment: Consignment, caller: &str) -> Response<pb::Response> {
 mod tests {
     use super::*;
     use shippy_shared::store::StoreError;
+    use tonic::metadata::MetadataMap;
 
     fn request(weight: i32, origins: &[&str]) -> pb::Consignment {
         pb::Consignment {
@@ -343,17 +340,20 @@ mod tests {
 
     #[test]
     fn the_idempotency_key_is_read_from_the_metadata_and_checked() {
+        let key_of = |metadata: &MetadataMap| {
+            IdempotencyKey::from_metadata(metadata).map_err(ConsignmentError::from)
+        };
         let mut metadata = MetadataMap::new();
-        assert_eq!(idempotency_key(&metadata).expect("none"), None);
+        assert_eq!(key_of(&metadata).expect("none"), None);
         metadata.insert("idempotency-key", "order-1".parse().expect("ASCII"));
         assert_eq!(
-            idempotency_key(&metadata)
+            key_of(&metadata)
                 .expect("valid")
                 .map(|k| k.as_str().to_owned()),
             Some("order-1".to_owned())
         );
         metadata.insert("idempotency-key", "two words".parse().expect("ASCII"));
-        let refused = status(idempotency_key(&metadata).expect_err("a space"));
+        let refused = status(key_of(&metadata).expect_err("a space"));
         assert_eq!(
             (refused.code(), refused.message()),
             (

@@ -101,15 +101,24 @@ struct Remembered {
 
 impl Remembered {
     fn new(subject: String, expiry: u64, at: Instant, trust: Duration) -> Self {
-        let trust = trust.min(REFRESH_EVERY);
-        Self {
+        let mut entry = Self {
             subject,
             expiry,
-            trusted_until: at + trust,
-            // The last quarter: time for a check to land before the trust runs out.
-            recheck_from: at + trust * 3 / 4,
+            trusted_until: at,
+            recheck_from: at,
             rechecking: AtomicBool::new(false),
-        }
+        };
+        entry.trust(at, trust);
+        entry
+    }
+
+    /// Trusted for `trust` from `at` (at most [`REFRESH_EVERY`]), due a fresh user check in the
+    /// last quarter of that: time for a check to land before the trust runs out.
+    fn trust(&mut self, at: Instant, trust: Duration) {
+        let trust = trust.min(REFRESH_EVERY);
+        self.trusted_until = at + trust;
+        self.recheck_from = at + trust * 3 / 4;
+        *self.rechecking.get_mut() = false;
     }
 }
 
@@ -163,13 +172,9 @@ impl Memory {
     /// Trusts `token`, if still held, for `trust` from `at` (never less than it was trusted).
     fn renew(&mut self, token: &str, at: Instant, trust: Duration) {
         if let Some(entry) = self.tokens.get_mut(token) {
-            let renewed =
-                Remembered::new(std::mem::take(&mut entry.subject), entry.expiry, at, trust);
-            let trusted_until = renewed.trusted_until.max(entry.trusted_until);
-            *entry = Remembered {
-                trusted_until,
-                ..renewed
-            };
+            let until = entry.trusted_until;
+            entry.trust(at, trust);
+            entry.trusted_until = entry.trusted_until.max(until);
         }
     }
 }
