@@ -2,8 +2,9 @@
 //! over WebDriver), served by the real gateway in front of the real services: a newcomer logs
 //! in, uploads the repository's `consignment.json`, sees it listed with its vessel, sees the
 //! fleet and the three vessel instances of the distributed system, and sees a bad submission
-//! refused with the gateway's sentence and request id. Server strings stay text, and the page
-//! breaks no rule of the gateway's Content-Security-Policy.
+//! refused with the gateway's sentence and request id; a create whose answer was lost, sent
+//! again, is stored once. Server strings stay text, and the page breaks no rule of the gateway's
+//! Content-Security-Policy.
 //!
 //! `SHIPPY_SCREENSHOT=1` saves a screenshot to `docs/console.png` (the README's), so CI never
 //! rewrites it.
@@ -59,6 +60,26 @@ async fn a_newcomer_logs_in_ships_consignment_json_and_sees_the_distributed_syst
         panic!("{error:#}\ngateway log:\n{}", gateway.log());
     }
 }
+
+/// Wraps the page's `fetch` once: the next `POST /v1/consignments` goes to the gateway for real,
+/// its answer is read into `window.shippyLost` (the stored id and the idempotency key sent), and
+/// the page gets the error a dropped connection gives.
+const LOSE_THE_NEXT_CREATE_ANSWER: &str = r#"
+const realFetch = window.fetch;
+window.fetch = async (input, init) => {
+  const response = await realFetch(input, init);
+  if (init?.method === "POST" && String(input) === "/v1/consignments") {
+    window.fetch = realFetch;
+    const answer = await response.json();
+    window.shippyLost = {
+      id: answer.consignment?.id ?? "",
+      key: new Headers(init.headers).get("Idempotency-Key") ?? "",
+    };
+    throw new TypeError("Failed to fetch");
+  }
+  return response;
+};
+"#;
 
 /// The newcomer's visit, step by step.
 fn story(
@@ -193,6 +214,44 @@ fn story(
         })
         .context("the description listed as text")?;
     assert!(browser.find_all("#injected")?.is_empty());
+
+    // The same draft shipped again is a second consignment; this time its answer is lost on
+    // the way back (the page's fetch stores it, then fails as a dropped connection would): the
+    // consignment exists, the page says the gateway could not be reached. Submitted again, the
+    // draft goes with the same idempotency key: the page shows the consignment stored the first
+    // time, and the list holds it once.
+    browser.execute(LOSE_THE_NEXT_CREATE_ANSWER, &[])?;
+    browser.find("#submit")?.click()?;
+    browser
+        .wait_visible("#error", WAIT)
+        .context("the lost answer reported")?;
+    let detail = browser.find("#error-detail")?.text()?;
+    assert!(detail.contains("could not be reached"), "{detail}");
+    let lost = browser
+        .wait_until("the lost answer seen by the test", WAIT, |b| {
+            let lost = b.execute("return window.shippyLost ?? null;", &[])?;
+            Ok((!lost.is_null()).then_some(lost))
+        })
+        .context("the first attempt's answer")?;
+    let (lost_id, key) = (lost["id"].as_str(), lost["key"].as_str());
+    assert!(
+        lost_id.is_some_and(|id| !id.is_empty()) && key.is_some_and(|key| !key.is_empty()),
+        "the first attempt stored nothing, or sent no key: {lost}"
+    );
+    browser.find("#submit")?.click()?;
+    browser
+        .wait_visible("#created", WAIT)
+        .context("the retry answered")?;
+    assert_eq!(
+        browser.find("#created-id")?.text()?,
+        lost_id.unwrap_or_default()
+    );
+    browser
+        .wait_until("three consignments listed", WAIT, |b| {
+            let count = b.find("#consignments-count")?.text()?;
+            Ok((count == "3 consignments").then_some(()))
+        })
+        .context("one consignment for the lost answer and its retry")?;
 
     // Malformed JSON: the gateway's sentence and request id in the alert area.
     let textarea = browser.find("#consignment-json")?;

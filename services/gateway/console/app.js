@@ -23,8 +23,8 @@ class ApiError extends Error {
 }
 
 /** Calls the gateway; resolves to the JSON answer or rejects with an ApiError. */
-async function api(method, path, body) {
-  const headers = { Accept: "application/json" };
+async function api(method, path, body, extraHeaders = {}) {
+  const headers = { ...extraHeaders, Accept: "application/json" };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -243,10 +243,27 @@ $("consignment-file").addEventListener("change", action(async (event) => {
   if (file) $("consignment-json").value = await file.text();
 }));
 
+/**
+ * The draft being created and its idempotency key. Sending the same draft again (after an answer
+ * that never came back, say) sends the same key, so the consignment service stores it once and
+ * answers with the consignment it stored; a changed draft, or the next one after a success, gets a
+ * fresh key, so two identical consignments shipped on purpose are two.
+ */
+let draft = { body: null, key: "" };
+
+/** A fresh idempotency key: 128 random bits as hex. `crypto.randomUUID` would do, but only in a
+ * secure context, and the console may be served over plain HTTP on a non-loopback address. */
+function freshKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 $("consignment-form").addEventListener("submit", action(async () => {
   $("created").hidden = true;
   // Sent as typed: the gateway is the one judge of the JSON, and its answer names what is wrong.
-  const answer = await api("POST", "/v1/consignments", $("consignment-json").value);
+  const body = $("consignment-json").value;
+  if (draft.body !== body) draft = { body, key: freshKey() };
+  const answer = await api("POST", "/v1/consignments", body, { "Idempotency-Key": draft.key });
+  draft = { body: null, key: "" };
   $("created-id").textContent = answer.consignment?.id ?? "";
   $("created-vessel").textContent = answer.consignment?.vessel_id ?? "";
   $("created").hidden = false;
