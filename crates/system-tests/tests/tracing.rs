@@ -412,7 +412,7 @@ async fn answers_carry_the_request_id_the_caller_needs_and_the_cli_quotes_it() {
         Some("quote-me-42")
     );
 
-    // A caller that sends none gets one made for it, in the metadata of a success too.
+    // A success carries no id, whether its caller sent one (it has it) or not (it did not ask).
     let created = client
         .create(User {
             name: "Ann".into(),
@@ -422,15 +422,7 @@ async fn answers_carry_the_request_id_the_caller_needs_and_the_cli_quotes_it() {
         })
         .await
         .expect("created");
-    let made = created
-        .metadata()
-        .get("x-request-id")
-        .expect("a request id")
-        .to_str()
-        .expect("ascii");
-    assert_eq!(made.len(), 36, "{made}");
-
-    // A success whose caller sent an id is not told it again: it has it.
+    assert_eq!(created.metadata().get("x-request-id"), None);
     let mut request = Request::new(User {
         email: "ann@example.com".into(),
         password: "correct horse".into(),
@@ -442,6 +434,26 @@ async fn answers_carry_the_request_id_the_caller_needs_and_the_cli_quotes_it() {
     let token = client.auth(request).await.expect("signed in");
     assert!(!token.get_ref().token.is_empty());
     assert_eq!(token.metadata().get("x-request-id"), None);
+
+    // A caller that sent none and failed learns the id the service made and logged.
+    let status = client
+        .auth(User {
+            email: "ann@example.com".into(),
+            password: "not her password".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("wrong password");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let made = status
+        .metadata()
+        .get("x-request-id")
+        .expect("a request id made for the caller")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(made.len(), 36, "{made}");
+    assert!(user.log().contains(&made), "the service's log has {made}");
 
     // What a person sees: the CLI's error sentence ends with the id to quote, the one the
     // service logged the failure with.

@@ -3,13 +3,6 @@
 //! a child process of this benchmark (`bench --bare-vessel`), so its CPU can be read from /proc
 //! like the services'. A regression then shows as a ratio to a bare hop, not as an absolute that
 //! moves with the machine.
-//!
-//! With `--request-id` after it, every answer of the bare server also carries a fresh
-//! `x-request-id`, made as the services make theirs: the one thing every shippy answer to a caller
-//! that sent no id (as this bench's load sends none) has that the bare server's lacks, and a cost
-//! to both ends of the call (HPACK coding of a new value). The
-//! bench measures both, so the share of a hop's cost that is the header shows apart from the
-//! share that is the service's own work.
 
 use std::{
     io::{BufRead, BufReader},
@@ -20,13 +13,10 @@ use shippy_proto::vessel::v1::{
     self as pb, GetRequest, Specification, Vessel,
     vessel_service_server::{VesselService, VesselServiceServer},
 };
-use shippy_shared::discovery::trace::{REQUEST_ID_HEADER, RequestId};
-use tonic::{Request, Response, Status, metadata::MetadataValue};
+use tonic::{Request, Response, Status};
 
 /// The argument that makes this binary the bare server.
 pub(crate) const BARE_SERVER_ARG: &str = "--bare-vessel";
-/// The argument after [`BARE_SERVER_ARG`] that makes its answers carry `x-request-id`.
-pub(crate) const REQUEST_ID_ARG: &str = "--request-id";
 
 /// CPU time (user + system) a process has used, in seconds, from /proc.
 pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -40,10 +30,7 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 #[derive(Debug, Default)]
-struct Bare {
-    /// Whether every answer carries a fresh `x-request-id`.
-    request_id: bool,
-}
+struct Bare;
 
 #[tonic::async_trait]
 impl VesselService for Bare {
@@ -52,7 +39,7 @@ impl VesselService for Bare {
         request: Request<Specification>,
     ) -> Result<Response<pb::Response>, Status> {
         let spec = request.into_inner();
-        let mut response = Response::new(pb::Response {
+        Ok(Response::new(pb::Response {
             vessel: Some(Vessel {
                 id: "bare".into(),
                 name: "Bare".into(),
@@ -62,13 +49,7 @@ impl VesselService for Bare {
                 ..Vessel::default()
             }),
             ..pb::Response::default()
-        });
-        if self.request_id {
-            let id = MetadataValue::try_from(RequestId::generate().as_str())
-                .map_err(|_| Status::internal("a request id that is not a header value"))?;
-            response.metadata_mut().insert(REQUEST_ID_HEADER, id);
-        }
-        Ok(response)
+        }))
     }
 
     async fn create(&self, _: Request<Vessel>) -> Result<Response<pb::Response>, Status> {
@@ -80,9 +61,8 @@ impl VesselService for Bare {
     }
 }
 
-/// Serves the bare vessel on a free loopback port, printing `LISTENING <addr>` once it listens;
-/// with `request_id`, its answers carry `x-request-id`.
-pub(crate) async fn serve_bare(request_id: bool) -> anyhow::Result<()> {
+/// Serves the bare vessel on a free loopback port, printing `LISTENING <addr>` once it listens.
+pub(crate) async fn serve_bare() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("LISTENING {}", listener.local_addr()?);
     use tokio_stream::StreamExt as _;
@@ -95,7 +75,7 @@ pub(crate) async fn serve_bare(request_id: bool) -> anyhow::Result<()> {
         accepted
     });
     tonic::transport::Server::builder()
-        .add_service(VesselServiceServer::new(Bare { request_id }))
+        .add_service(VesselServiceServer::new(Bare))
         .serve_with_incoming(incoming)
         .await?;
     Ok(())
@@ -109,12 +89,10 @@ pub(crate) struct BareServer {
 }
 
 impl BareServer {
-    /// Starts `<this binary> --bare-vessel` (with `--request-id` when `request_id`) and waits for
-    /// its address.
-    pub(crate) fn start(request_id: bool) -> anyhow::Result<Self> {
+    /// Starts `<this binary> --bare-vessel` and waits for its address.
+    pub(crate) fn start() -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
             .arg(BARE_SERVER_ARG)
-            .args(request_id.then_some(REQUEST_ID_ARG))
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()?;

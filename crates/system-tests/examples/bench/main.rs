@@ -15,10 +15,7 @@
 //! It also prints the server CPU per call of each process (from /proc), and measures one hop
 //! against its ceiling in the same run: the same `FindAvailable` load on a shippy vessel and on a
 //! bare tonic server (`hop.rs`), in alternating rounds, so CPU, throughput and p99 read as ratios
-//! to a bare hop (each round's ratio; the median and the range are printed). A third server in
-//! the same rounds, the bare one answering `x-request-id` as shippy answers a caller that sent
-//! none (as this load sends none), shows how
-//! much of the gap is that header and how much the service's own work.
+//! to a bare hop (each round's ratio; the median and the range are printed).
 //!
 //! The keyed part repeats that load without and with an idempotency key per call (a fresh UUID,
 //! as the CLI sends with every create), in alternating rounds, and prints what the key costs as
@@ -160,8 +157,7 @@ async fn static_idle_rss() -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some(hop::BARE_SERVER_ARG) {
-        let request_id = std::env::args().nth(2).as_deref() == Some(hop::REQUEST_ID_ARG);
-        return hop::serve_bare(request_id).await;
+        return hop::serve_bare().await;
     }
     let calls = env_usize("BENCH_CALLS", 5_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 32).max(1);
@@ -271,60 +267,44 @@ async fn main() -> anyhow::Result<()> {
     );
     processes.push(gateway);
 
-    // One hop against its ceiling, measured now: the same FindAvailable load on a shippy vessel,
-    // on a bare tonic server and on the bare server answering `x-request-id` as the vessel does,
-    // in alternating rounds (the order reversed each round), so drift of the machine's speed
-    // during the run falls on every side; the ratios are each round's, their median printed with
-    // their range.
+    // One hop against its ceiling, measured now: the same FindAvailable load on a shippy vessel
+    // and on a bare tonic server, in alternating rounds, so drift of the machine's speed during
+    // the run falls on both sides; the ratios are each round's, their median printed with their
+    // range.
     let hop_calls = env_usize("BENCH_HOP_CALLS", 20_000);
     let hop_rounds = env_usize("BENCH_HOP_ROUNDS", 3).max(1);
-    let bare = hop::BareServer::start(false)?;
-    let bare_id = hop::BareServer::start(true)?;
+    let bare = hop::BareServer::start()?;
     let mut rounds = Vec::with_capacity(hop_rounds);
     let vessel = &processes[1];
     for round in 0..hop_rounds {
         let bare_side = || hop_load(&bare.address, bare.pid(), hop_calls, concurrency);
-        let id_side = || hop_load(&bare_id.address, bare_id.pid(), hop_calls, concurrency);
         let shippy_side = || hop_load(vessel.address(), vessel.pid(), hop_calls, concurrency);
         let hops = if round % 2 == 0 {
             let bare_hop = bare_side().await?;
-            let id_hop = id_side().await?;
-            [bare_hop, id_hop, shippy_side().await?]
+            [bare_hop, shippy_side().await?]
         } else {
             let shippy_hop = shippy_side().await?;
-            let id_hop = id_side().await?;
-            [bare_side().await?, id_hop, shippy_hop]
+            [bare_side().await?, shippy_hop]
         };
         rounds.push(hops);
     }
-    drop((bare, bare_id));
-    // Median and range over the rounds of a figure of the three hops (bare, bare with the
-    // request id, shippy).
-    let over = |f: &dyn Fn(&Hop, &Hop, &Hop) -> f64| {
-        spread(rounds.iter().map(|[b, i, s]| f(b, i, s)).collect())
-    };
-    let bare_rps = over(&|b, _, _| b.rps).median;
-    let bare_p99 = over(&|b, _, _| b.p99.as_secs_f64()).median;
-    let bare_cpu = over(&|b, _, _| b.cpu_per_call).median;
-    let rps = over(&|b, _, s| s.rps / b.rps);
-    let p99 = over(&|b, _, s| s.p99.as_secs_f64() / b.p99.as_secs_f64());
-    let cpu = over(&|b, _, s| s.cpu_per_call / b.cpu_per_call);
+    drop(bare);
+    // Median and range over the rounds of a figure of the two hops (bare, shippy).
+    let over =
+        |f: &dyn Fn(&Hop, &Hop) -> f64| spread(rounds.iter().map(|[b, s]| f(b, s)).collect());
+    let bare_rps = over(&|b, _| b.rps).median;
+    let bare_p99 = over(&|b, _| b.p99.as_secs_f64()).median;
+    let bare_cpu = over(&|b, _| b.cpu_per_call).median;
+    let rps = over(&|b, s| s.rps / b.rps);
+    let p99 = over(&|b, s| s.p99.as_secs_f64() / b.p99.as_secs_f64());
+    let cpu = over(&|b, s| s.cpu_per_call / b.cpu_per_call);
     println!(
         "one hop    FindAvailable x {hop_calls}, concurrency {concurrency}, {hop_rounds} alternating rounds (medians [range]): bare tonic {bare_rps:.0} calls/s, p99 {:.2} ms, {:.0} µs CPU/call; shippy vessel {:.0} calls/s ({rps} of bare), p99 {:.2} ms ({p99}x), {:.0} µs CPU/call ({cpu} bare hops)",
         bare_p99 * 1e3,
         us(bare_cpu),
-        over(&|_, _, s| s.rps).median,
-        over(&|_, _, s| s.p99.as_secs_f64()).median * 1e3,
-        us(over(&|_, _, s| s.cpu_per_call).median),
-    );
-    println!(
-        "           the bare server answering x-request-id, as shippy answers a caller that sent none: {:.0} calls/s ({} of bare), {:.0} µs CPU/call ({}x); the shippy vessel against it: {} of its calls/s, {}x its CPU/call",
-        over(&|_, i, _| i.rps).median,
-        over(&|b, i, _| i.rps / b.rps),
-        us(over(&|_, i, _| i.cpu_per_call).median),
-        over(&|b, i, _| i.cpu_per_call / b.cpu_per_call),
-        over(&|_, i, s| s.rps / i.rps),
-        over(&|_, i, s| s.cpu_per_call / i.cpu_per_call),
+        over(&|_, s| s.rps).median,
+        over(&|_, s| s.p99.as_secs_f64()).median * 1e3,
+        us(over(&|_, s| s.cpu_per_call).median),
     );
     println!(
         "ratios     CreateConsignment: server CPU per call {:.1} bare hops, p99 {:.2}x a bare hop's",

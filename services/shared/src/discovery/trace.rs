@@ -7,7 +7,8 @@
 //!
 //! - **Request id**: `x-request-id`, taken from the caller or made by the first hop, passed on in
 //!   every outgoing call made while serving the request ([`RequestId::scope`]), and returned in
-//!   the metadata of every failed call's answer, and of every answer whose id the server made.
+//!   the metadata of every failed call's answer (not of a success: `runtime::tracing_layer` says
+//!   why).
 //! - **Trace context**: `traceparent` / `tracestate` (W3C) in the HTTP/2 headers that carry gRPC
 //!   metadata, read and written in place by [`traceparent`] (every call crosses it twice).
 //! - **Export** ([`Tracing::install`]): spans go to an OTLP collector (Jaeger, the OpenTelemetry
