@@ -216,8 +216,8 @@ fn story(
     assert!(browser.find_all("#injected")?.is_empty());
 
     // The same draft shipped again is a second consignment; this time its answer is lost on
-    // the way back (the page's fetch stores it, then fails as a dropped connection would): the
-    // consignment exists, the page says the gateway could not be reached. Submitted again, the
+    // the way back (the page's fetch reads it for the test, then fails as a dropped connection
+    // would): the consignment exists, the page says the gateway could not be reached. Submitted again, the
     // draft goes with the same idempotency key: the page shows the consignment stored the first
     // time, and the list holds it once.
     browser.execute(LOSE_THE_NEXT_CREATE_ANSWER, &[])?;
